@@ -1,0 +1,36 @@
+"""stjax: unsupervised spatiotemporal representation learning in JAX."""
+from setuptools import find_packages, setup
+
+JAX_STACK = [
+    "jax>=0.4.30",
+    "flax>=0.8",
+    "optax>=0.2",
+    "orbax-checkpoint>=0.6",
+    "chex>=0.1.86",
+    "ml-collections>=0.1.1",
+    "numpy",
+]
+DATA_STACK = [
+    "tensorflow-cpu>=2.16; platform_machine=='x86_64'",
+    "tensorflow>=2.16; platform_machine!='x86_64'",
+    "tensorflow-datasets>=4.9.4",
+    "av>=12",
+    "pillow",
+    "tqdm",
+    "importlib_resources",  # needed by tensorflow-datasets at import, not declared by it
+    "matplotlib",
+    "absl-py",
+]
+
+setup(
+    name="stjax",
+    version="0.1.0",
+    description="Unsupervised spatiotemporal representation learning (rho-SimCLR/MoCo/BYOL/SwAV) in JAX",
+    packages=find_packages(include=["stjax", "stjax.*"]),
+    python_requires=">=3.10",
+    install_requires=JAX_STACK + DATA_STACK,
+    extras_require={
+        "test": ["pytest>=7"],
+        "torch": ["torch"],
+    },
+)

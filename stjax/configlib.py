@@ -1,0 +1,72 @@
+"""Helpers for `configs/*.py`: parsing `get_config(arg)` strings and validating fields.
+
+`arg` is `PRESET,key=value,...` or `key=value,...`, e.g. `demo,rho=4,timespan=inf`.
+Every error names the field and the valid values, and happens before any work.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, presets: Iterable[str], **defaults: Any) -> ml_collections.ConfigDict:
+    """Parses `arg` into a ConfigDict with `preset` plus the keys of `defaults`.
+
+    Values are converted to the type of their default (bool accepts
+    true/false/1/0; a float default accepts `inf`). A bare word is the preset.
+    """
+    presets = tuple(presets)
+    parsed = dict(defaults, preset=presets[0])
+    for item in filter(None, (s.strip() for s in (arg or "").split(","))):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep:
+            if key not in presets:
+                raise ValueError(f"unknown preset {key!r}; valid presets: {', '.join(presets)}")
+            parsed["preset"] = key
+            continue
+        if key not in defaults:
+            raise ValueError(f"unknown config argument {key!r}; valid arguments: {', '.join(sorted(defaults))}")
+        parsed[key] = _convert(key, value, defaults[key])
+    return ml_collections.ConfigDict(parsed)
+
+
+def _convert(key: str, value: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return value.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ValueError(f"config argument {key}={value!r} must be a {type(default).__name__}") from None
+    return value
+
+
+def parse_timespan(value: str | float) -> float:
+    """'inf' / 'none' / '' → math.inf; otherwise seconds ≥ 0."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", "none", "", "unbounded"):
+        return math.inf
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"timespan={value!r} must be a number of seconds >= 0 or 'inf'") from None
+    if not seconds >= 0:
+        raise ValueError(f"timespan={value!r} must be a number of seconds >= 0 or 'inf'")
+    return seconds
+
+
+def require(condition: bool, field: str, value: Any, valid: str) -> None:
+    """Raises ValueError('field=value is invalid; valid values: ...') unless `condition`."""
+    if not condition:
+        raise ValueError(f"{field}={value!r} is invalid; valid values: {valid}")
+
+
+def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = list(choices)
+    require(value in choices, field, value, ", ".join(map(str, choices)))

@@ -1,0 +1,29 @@
+"""The built-in synthetic video set (see `stjax.data.make_synthetic`) as a TFDS dataset."""
+from __future__ import annotations
+
+import os
+
+from stjax.data.builders.video_folder import VideoFolder, VideoFolderConfig
+
+DEFAULT_VIDEO_DIR = os.path.join(
+    os.environ.get("STJAX_DATA_ROOT", os.path.expanduser("~/stjax_data")), "synthetic_videos"
+)
+
+
+class Synthetic(VideoFolder):
+    """Shapes with class-defining motion and drifting nuisances, stored at their native size."""
+
+    BUILDER_CONFIGS = [
+        VideoFolderConfig(name="default", fps=25.0, short_side=None,
+                          description="25 fps, stored at the generated size"),
+    ]
+
+    def __init__(self, *, manual_dir: str | None = None, generate_if_missing: bool = False,
+                 generator_kwargs: dict | None = None, **kwargs):
+        """With `generate_if_missing`, renders the videos into `manual_dir` first."""
+        if generate_if_missing:
+            from stjax.data import make_synthetic
+
+            manual_dir = manual_dir or DEFAULT_VIDEO_DIR
+            make_synthetic.generate(manual_dir, **(generator_kwargs or {}))
+        super().__init__(manual_dir=manual_dir, **kwargs)

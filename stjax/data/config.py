@@ -1,0 +1,73 @@
+"""Turning the `data` block of a config into pipeline arguments, validated."""
+from __future__ import annotations
+
+import ml_collections
+
+from stjax import configlib
+from stjax.data import augment, builders, pipeline
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Fails with a message naming the field unless the data settings are usable."""
+    name, _ = builders.split_name(config.data.dataset)
+    configlib.require_choice("data.dataset", name, sorted(builders.BUILDERS))
+    clip_spec(config)
+    augment_config(config)
+    view_spec(config)
+
+
+def clip_spec(config) -> pipeline.ClipSpec:
+    try:
+        return pipeline.ClipSpec(
+            rho=config.rho, num_frames=config.data.num_frames, stride=config.data.stride,
+            max_timespan=float(config.data.max_timespan),
+        )
+    except ValueError as e:
+        raise ValueError(f"config: {e}") from None
+
+
+def augment_config(config) -> augment.AugmentConfig:
+    a = config.data.augmentation
+    try:
+        return augment.AugmentConfig(
+            crop_size=a.crop_size, area_range=tuple(a.area_range), aspect_range=tuple(a.aspect_range),
+            flip_prob=a.flip_prob, color_jitter_prob=a.color_jitter_prob, brightness=a.brightness,
+            contrast=a.contrast, saturation=a.saturation, hue=a.hue, grayscale_prob=a.grayscale_prob,
+            blur_prob=a.blur_prob, blur_sigma_range=tuple(a.blur_sigma_range),
+        )
+    except ValueError as e:
+        raise ValueError(f"config.data.augmentation: {e}") from None
+
+
+def view_spec(config) -> pipeline.ViewSpec:
+    v = config.data.test_views
+    try:
+        return pipeline.ViewSpec(
+            num_frames=config.data.num_frames, stride=config.data.stride,
+            crop_size=config.data.augmentation.crop_size, temporal=v.temporal, spatial=v.spatial,
+        )
+    except ValueError as e:
+        raise ValueError(f"config.data.test_views: {e}") from None
+
+
+def ensure_built(config, verbose: bool = True) -> str:
+    """Prepared directory of `config.data.dataset`, building it first when possible.
+
+    The synthetic set is rendered and built on first use; another dataset is
+    built when `config.data.manual_dir` names its videos; otherwise the error
+    says how to build it.
+    """
+    from stjax.data import build
+
+    dataset, data_dir = config.data.dataset, config.data.data_dir
+    path = builders.prepared_dir(dataset, data_dir)
+    if path is not None:
+        return path
+    name, config_name = builders.split_name(dataset)
+    if name == "synthetic" or config.data.get("manual_dir"):
+        build.build(name, manual_dir=config.data.get("manual_dir"), data_dir=data_dir,
+                    config=config_name, verbose=verbose,
+                    generator_kwargs=dict(config.data.get("synthetic", {})) or None)
+        return builders.prepared_dir(dataset, data_dir)
+    builders.load_builder(dataset, data_dir)  # raises with the build command
+    return path

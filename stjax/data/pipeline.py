@@ -1,0 +1,239 @@
+"""The tf.data pipeline: prepared TFDS video datasets → batches of clips (NumPy, uint8).
+
+READ (this process's slice of the split, JPEG frames left encoded) → SAMPLE
+frame indices (ρ clips per video, timespan rule; or V test views) → DECODE
+only those frames (cropping while decoding) → AUGMENT each clip with one draw
+for all its frames → BATCH. `stjax.data.device` turns the batches into global
+`jax.Array`s on the mesh.
+
+Training batches: {'clips': uint8 [b, ρ, T, S, S, 3], 'label': int32 [b],
+'clip_starts': float32 [b, ρ] (seconds)}.
+Evaluation batches: {'clips': uint8 [b, V, T, S, S, 3], 'label': int32 [b],
+'mask': bool [b]} with V = temporal × spatial views (temporal-major) and the
+last batch padded (mask False) so every example is seen exactly once.
+
+Determinism: with the same seed and the same process layout, the same batches
+come out in the same order; each example's randomness is
+`stateless_fold_in((seed, process_index), position in the stream)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from stjax.data import augment, sampling
+from stjax.data.builders import load_builder
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """What one training example holds: ρ clips of T frames at stride τ.
+
+    Attributes:
+      rho: clips per video (ρ ≥ 1).
+      num_frames: frames per clip (T).
+      stride: stored frames between consecutive clip frames (τ).
+      max_timespan: largest gap between clip starts in seconds (math.inf: unbounded).
+    """
+
+    rho: int = 2
+    num_frames: int = 8
+    stride: int = 8
+    max_timespan: float = math.inf
+
+    def __post_init__(self):
+        for field in ("rho", "num_frames", "stride"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if not self.max_timespan >= 0:
+            raise ValueError(f"max_timespan must be >= 0 seconds or inf, got {self.max_timespan}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSpec:
+    """Test-time views: `temporal` clips evenly spaced × `spatial` crops along the long side."""
+
+    num_frames: int = 8
+    stride: int = 8
+    crop_size: int = 224
+    temporal: int = 10
+    spatial: int = 3
+
+    def __post_init__(self):
+        for field in ("num_frames", "stride", "crop_size", "temporal"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.spatial not in (1, 3):
+            raise ValueError(f"spatial views must be 1 (centre) or 3 (left/centre/right), got {self.spatial}")
+
+    @property
+    def num_views(self) -> int:
+        return self.temporal * self.spatial
+
+
+def _read(dataset: str, data_dir, split: str, process_index: int, process_count: int,
+          shuffle_seed: int | None) -> tuple[tf.data.Dataset, tfds.core.DatasetBuilder, str]:
+    """This process's slice of `split`, frames still JPEG-encoded."""
+    builder = load_builder(dataset, data_dir)
+    if split not in builder.info.splits:
+        raise ValueError(f"split {split!r} not in {dataset!r}; valid choices: {sorted(builder.info.splits)}")
+    host_split = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+    read_config = tfds.ReadConfig(
+        shuffle_seed=shuffle_seed, interleave_cycle_length=16 if shuffle_seed is not None else 1
+    )
+    ds = builder.as_dataset(
+        split=host_split, shuffle_files=shuffle_seed is not None, read_config=read_config,
+        decoders={"frames": tfds.decode.SkipDecoding()},
+    )
+    return ds, builder, host_split
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+    options.threading.private_threadpool_size = 0
+    return options
+
+
+def check_crop_fits(builder: tfds.core.DatasetBuilder, crop_size: int, field: str = "crop_size"):
+    """A crop larger than the stored frames is an error before any work."""
+    short_side = builder.info.metadata.get("storage", {}).get("short_side")
+    if short_side is not None and crop_size > short_side:
+        raise ValueError(
+            f"{field}={crop_size} is larger than the stored short side ({short_side}) of "
+            f"{builder.info.full_name}; valid values: 1..{short_side}"
+        )
+
+
+def pretrain_dataset(
+    dataset: str,
+    *,
+    batch_size: int,
+    clips: ClipSpec,
+    augmentation: augment.AugmentConfig,
+    seed: int = 0,
+    split: str = "train",
+    data_dir: str | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    shuffle_buffer: int = 1024,
+    deterministic: bool = True,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+    prefetch: int = 2,
+) -> tf.data.Dataset:
+    """Endless batches of ρ augmented clips for this process.
+
+    Args:
+      dataset: prepared dataset name, `NAME` or `NAME/CONFIG`.
+      batch_size: examples (videos) per batch on this process.
+      clips: ρ, T, τ and the timespan bound.
+      augmentation: crop size and the per-clip augmentation recipe.
+      seed: data seed (file order, shuffle, sampling and augmentation).
+      process_index, process_count: this host's slice of the split.
+    """
+    ds, builder, _ = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=seed)
+    check_crop_fits(builder, augmentation.crop_size, "augmentation.crop_size")
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    base_seed = tf.constant([seed, process_index], tf.int64)
+    span = sampling.clip_span(clips.num_frames, clips.stride)
+
+    def make_example(position, example):
+        example_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
+        seeds = tf.random.experimental.stateless_split(example_seed, clips.rho + 1)
+        starts = sampling.sample_clip_starts(
+            seeds[0], example["num_frames"], example["fps"], clips.rho, span, clips.max_timespan
+        )
+        indices = sampling.clip_indices(starts, example["num_frames"], clips.num_frames, clips.stride)
+        encoded = tf.gather(example["frames"], indices)  # [ρ, T] JPEG bytes
+        clip_list = [
+            augment.random_resized_clip(
+                encoded[r], example["height"], example["width"], seeds[r + 1], augmentation
+            )
+            for r in range(clips.rho)
+        ]
+        return {
+            "clips": tf.stack(clip_list),
+            "label": tf.cast(example["label"], tf.int32),
+            "clip_starts": tf.cast(starts, tf.float32) / example["fps"],
+        }
+
+    ds = ds.enumerate().map(make_example, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(prefetch).with_options(_options(deterministic))
+
+
+def eval_dataset(
+    dataset: str,
+    *,
+    batch_size: int,
+    views: ViewSpec,
+    split: str = "test",
+    data_dir: str | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+) -> tf.data.Dataset:
+    """One pass over this process's slice of `split`, V deterministic views per video.
+
+    Every process yields the same number of batches (the largest slice's, padded
+    with masked examples) so that global batches line up across hosts.
+    """
+    ds, builder, _ = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=None)
+    check_crop_fits(builder, views.crop_size, "views.crop_size")
+    total = builder.info.splits[split].num_examples
+    largest_slice = math.ceil(total / process_count)
+    num_batches = max(1, math.ceil(largest_slice / batch_size))
+    span = sampling.clip_span(views.num_frames, views.stride)
+
+    def make_example(example):
+        starts = sampling.uniform_clip_starts(example["num_frames"], views.temporal, span)
+        indices = sampling.clip_indices(starts, example["num_frames"], views.num_frames, views.stride)
+        encoded = tf.reshape(tf.gather(example["frames"], indices), [-1])
+        frames = tf.map_fn(
+            lambda x: tf.io.decode_jpeg(x, channels=3), encoded, fn_output_signature=tf.uint8
+        )
+        frames = _resize_short_side(frames, views.crop_size)
+        crops = _spatial_crops(frames, views.crop_size, views.spatial)  # [spatial, vT, S, S, 3]
+        crops = tf.reshape(
+            crops, [views.spatial, views.temporal, views.num_frames, views.crop_size, views.crop_size, 3]
+        )
+        clips_ = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
+                            [views.num_views, views.num_frames, views.crop_size, views.crop_size, 3])
+        return {"clips": clips_, "label": tf.cast(example["label"], tf.int32), "mask": tf.constant(True)}
+
+    ds = ds.map(make_example, num_parallel_calls=num_parallel_calls, deterministic=True)
+    padding = tf.data.Dataset.from_tensors({
+        "clips": tf.zeros([views.num_views, views.num_frames, views.crop_size, views.crop_size, 3], tf.uint8),
+        "label": tf.constant(-1, tf.int32),
+        "mask": tf.constant(False),
+    }).repeat()
+    ds = ds.concatenate(padding).take(num_batches * batch_size).batch(batch_size, drop_remainder=True)
+    return ds.prefetch(2).with_options(_options(True))
+
+
+def _resize_short_side(frames, short_side: int):
+    """uint8 [N, H, W, 3] → uint8 [N, H', W', 3] with min(H', W') = short_side."""
+    shape = tf.shape(frames)
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    scale = short_side / tf.minimum(h, w)
+    new_hw = tf.maximum(tf.cast(tf.round(tf.stack([h * scale, w * scale])), tf.int32), short_side)
+    resized = tf.image.resize(frames, new_hw, method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def _spatial_crops(frames, size: int, count: int):
+    """uint8 [N, H, W, 3] (short side = size) → [count, N, size, size, 3]: centre, or
+    start/centre/end along the long side."""
+    shape = tf.shape(frames)
+    h, w = shape[1], shape[2]
+    fractions = [0.5] if count == 1 else [0.0, 0.5, 1.0]
+    crops = []
+    for fraction in fractions:
+        y = tf.cast(tf.round(tf.cast(h - size, tf.float32) * fraction), tf.int32)
+        x = tf.cast(tf.round(tf.cast(w - size, tf.float32) * fraction), tf.int32)
+        crops.append(frames[:, y:y + size, x:x + size, :])
+    return tf.stack(crops)

@@ -1,0 +1,74 @@
+"""Writes a PNG grid of the ρ clips the model is fed, for a few videos.
+
+    python -m stjax.data.show --config configs/pretrain.py:demo --out clips.png [--num_videos 4]
+
+One row per clip (ρ rows per video), one column per frame; each row is labelled
+with the video's class and the clip's start time in seconds.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo")
+_OUT = flags.DEFINE_string("out", "clips.png", "PNG file to write")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 4, "how many videos to show")
+_SPLIT = flags.DEFINE_string("split", None, "split to show (default: config.data.train_split)")
+
+
+def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> None:
+    """batch: {'clips': uint8 [N, ρ, T, S, S, 3], 'label': [N], 'clip_starts': [N, ρ]} → PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    clips = np.asarray(batch["clips"])
+    n, rho, t, s = clips.shape[:4]
+    fig, axes = plt.subplots(n * rho, 1, figsize=(max(4.0, 0.9 * t), 0.95 * n * rho + 0.6), squeeze=False)
+    for v in range(n):
+        for r in range(rho):
+            ax = axes[v * rho + r, 0]
+            ax.imshow(np.concatenate(list(clips[v, r]), axis=1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            name = class_names[int(batch["label"][v])] if class_names else str(int(batch["label"][v]))
+            label = f"{name}\nclip {r}  t={float(batch['clip_starts'][v, r]):.2f}s" if r == 0 else \
+                f"clip {r}  t={float(batch['clip_starts'][v, r]):.2f}s"
+            ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv):
+    del argv
+    from stjax.data import builders, pipeline
+    from stjax.data import config as data_config
+
+    config = _CONFIG.value
+    data_config.validate(config)
+    data_config.ensure_built(config)
+    clips = data_config.clip_spec(config)
+    ds = pipeline.pretrain_dataset(
+        config.data.dataset, batch_size=_NUM_VIDEOS.value, clips=clips,
+        augmentation=data_config.augment_config(config), seed=config.seed,
+        split=_SPLIT.value or config.data.train_split, data_dir=config.data.data_dir,
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
+    batch = next(iter(ds.as_numpy_iterator()))
+    names = builders.load_builder(config.data.dataset, config.data.data_dir).info.features["label"].names
+    title = (f"{config.data.dataset}: rho={clips.rho}, T={clips.num_frames}, stride={clips.stride}, "
+             f"max timespan={clips.max_timespan:g}s, crop={config.data.augmentation.crop_size}")
+    render_clips_png(batch, names, _OUT.value, title)
+    print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

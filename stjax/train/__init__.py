@@ -1,0 +1,1 @@
+"""The train room: mesh and shardings, train state, optimiser, the generic loop."""

@@ -1,0 +1,66 @@
+"""Test setup: 8 fake CPU devices, set before jax is imported anywhere."""
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow must never grab an accelerator; it only runs tf.data.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def write_video(path, num_frames=20, width=40, height=32, fps=25, codec="libx264", seed=0,
+                pix_fmt=None, timestamps=None):
+    """Writes a small real video with PyAV: moving noise so every frame differs.
+
+    `timestamps` (seconds, one per frame) makes a variable-frame-rate file.
+    Odd sizes need a codec/pixel format that allows them (libx264 + yuv444p).
+    """
+    import fractions
+
+    import av
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    pix_fmt = pix_fmt or ("yuv444p" if (width % 2 or height % 2) else "yuv420p")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if timestamps is not None:
+            stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1), format="rgb24")
+            if timestamps is not None:
+                frame.pts = int(round(timestamps[i] * 1000))
+                frame.time_base = fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_video_dataset(tmp_path_factory):
+    """A built `video_folder/tiny` dataset: 3 classes × 4 videos (train 3, test 1 each),
+    40×32 px, 25 fps, 1–3 s. Returns (data_dir, manual_dir)."""
+    from stjax.data import build
+
+    root = tmp_path_factory.mktemp("tiny_videos")
+    train, test = [], []
+    for c, name in enumerate(["alpha", "beta", "gamma"]):
+        (root / name).mkdir()
+        for i in range(4):
+            rel = f"{name}/v{i}.mp4"
+            write_video(root / rel, num_frames=25 * (1 + (i % 3)), seed=10 * c + i)
+            (test if i == 3 else train).append(rel)
+    (root / "train.txt").write_text("\n".join(train) + "\n")
+    (root / "test.txt").write_text("\n".join(test) + "\n")
+    data_dir = tmp_path_factory.mktemp("tiny_tfds")
+    build.build("video_folder", manual_dir=str(root), data_dir=str(data_dir), config="tiny", fps=25, short_side=32,
+                workers=1, verbose=False)
+    return str(data_dir), str(root)

@@ -1,0 +1,92 @@
+"""Building a class-per-folder video tree: decoding, storage options, and the skip report."""
+import json
+import os
+
+import pytest
+import tensorflow_datasets as tfds
+
+from conftest import write_video
+from stjax.data import build, builders, video_io
+
+
+def _load(data_dir, name):
+    builder = builders.load_builder(name, data_dir)
+    examples = {}
+    for ex in tfds.as_numpy(builder.as_dataset(split="train", decoders={"frames": tfds.decode.SkipDecoding()})):
+        examples[ex["video_id"].decode()] = ex
+    return builder, examples
+
+
+def test_build_skips_exactly_the_bad_files(tmp_path):
+    root = tmp_path / "videos"
+    for name in ["a", "b"]:
+        (root / name).mkdir(parents=True)
+    write_video(root / "a" / "normal.mp4", num_frames=30, width=48, height=32)
+    write_video(root / "a" / "one_frame.mp4", num_frames=1)
+    write_video(root / "b" / "odd_97x61.mp4", num_frames=10, width=97, height=61)
+    write_video(root / "b" / "portrait.webm", num_frames=12, width=24, height=40, codec="libvpx-vp9")
+    write_video(root / "b" / "vfr.mp4", num_frames=6, timestamps=[0, 0.04, 0.2, 0.24, 0.6, 0.64])
+    (root / "b" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    (root / "b" / "empty.avi").write_bytes(b"")
+    (root / "a" / "notes.txt").write_text("not a video")
+
+    data_dir = tmp_path / "tfds"
+    report = build.build("video_folder", manual_dir=str(root), data_dir=str(data_dir), config="t",
+                         fps=25, short_side=32, workers=1, verbose=False)
+    assert report["written"] == 5
+    assert sorted(s["path"] for s in report["skipped_files"]) == ["b/corrupt.mp4", "b/empty.avi"]
+    assert all(s["reason"] for s in report["skipped_files"])
+    assert report["ignored_files"] == ["a/notes.txt"]
+    on_disk = json.loads((data_dir / "video_folder" / "t" / "1.0.0" / build.REPORT_NAME).read_text())
+    assert on_disk["skipped"] == 2 and on_disk["written"] == 5
+
+    builder, ex = _load(str(data_dir), "video_folder/t")
+    assert builder.info.features["label"].names == ["a", "b"]
+    assert builder.info.metadata["storage"]["short_side"] == 32
+    assert set(ex) == {"a/normal.mp4", "a/one_frame.mp4", "b/odd_97x61.mp4", "b/portrait.webm", "b/vfr.mp4"}
+    assert ex["a/one_frame.mp4"]["num_frames"] == 1
+    # short side 32, aspect kept, for odd sizes and portrait alike
+    assert (ex["b/odd_97x61.mp4"]["height"], ex["b/odd_97x61.mp4"]["width"]) == (32, 51)
+    assert (ex["b/portrait.webm"]["height"], ex["b/portrait.webm"]["width"]) == (53, 32)
+    assert (ex["a/normal.mp4"]["num_frames"], ex["a/normal.mp4"]["fps"]) == (30, 25.0)
+    # variable frame rate: resampled onto the 25 fps grid; the last frame (at 0.64 s)
+    # lasts one average source period, so 17 grid frames plus at most 2 more
+    assert 17 <= ex["b/vfr.mp4"]["num_frames"] <= 19
+    for e in ex.values():
+        assert len(e["frames"]) == e["num_frames"]
+        assert e["label"] == (0 if e["video_id"].startswith(b"a/") else 1)
+
+
+def test_vfr_resampling_holds_the_previous_frame(tmp_path):
+    path = write_video(tmp_path / "vfr.mp4", num_frames=3, timestamps=[0.0, 0.1, 0.5])
+    video = video_io.decode_video(path, fps=10)
+    # grid 0, .1, .2, .3, .4: frame 0, then frame 1 held ×4; frame 2 from 0.5 s on
+    assert video.num_frames >= 6
+    assert video.jpeg_frames[1] == video.jpeg_frames[2] == video.jpeg_frames[4]
+    assert video.jpeg_frames[0] != video.jpeg_frames[1] != video.jpeg_frames[5]
+
+
+def test_rebuild_is_a_no_op_and_missing_dataset_says_how_to_build(tmp_path, tiny_video_dataset):
+    data_dir, manual_dir = tiny_video_dataset
+    report = build.build("video_folder", manual_dir=manual_dir, data_dir=data_dir, config="tiny", verbose=False)
+    assert report["written"] == 12 and report["written_per_split"] == {"train": 9, "test": 3}
+    with pytest.raises(FileNotFoundError, match="python -m stjax.data.build --dataset video_folder"):
+        builders.load_builder("video_folder/absent", str(tmp_path))
+    with pytest.raises(ValueError, match="valid choices: synthetic, video_folder"):
+        build.build("kinetics9000", manual_dir=manual_dir, data_dir=str(tmp_path))
+
+
+def test_build_command_line(tmp_path, capsys):
+    root = tmp_path / "v"
+    (root / "x").mkdir(parents=True)
+    write_video(root / "x" / "ok.mp4", num_frames=5)
+    (root / "x" / "bad.mp4").write_bytes(b"garbage")
+    build.main(["--dataset", "video_folder", "--manual_dir", str(root), "--data_dir", str(tmp_path / "d"),
+                "--config", "cli", "--fps", "5", "--short_side", "16", "--workers", "1"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "written 1, skipped 1"
+
+
+def test_rebuild_with_other_storage_options_is_refused(tiny_video_dataset):
+    data_dir, manual_dir = tiny_video_dataset
+    with pytest.raises(ValueError, match="was built with"):
+        build.build("video_folder", manual_dir=manual_dir, data_dir=data_dir, config="tiny", short_side=64)

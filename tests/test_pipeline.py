@@ -1,0 +1,115 @@
+"""The tf.data pipeline: batch layout, determinism, per-host slices, sharding on 8 devices."""
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from stjax.data import augment, device, pipeline
+from stjax.train import mesh as mesh_lib
+
+AUG = augment.AugmentConfig(crop_size=24, blur_sigma_range=(0.1, 0.5))
+
+
+def _batches(data_dir, n, **kwargs):
+    kwargs = dict(dict(batch_size=4, clips=pipeline.ClipSpec(rho=3, num_frames=4, stride=2),
+                       augmentation=AUG, seed=0), **kwargs)
+    ds = pipeline.pretrain_dataset("video_folder/tiny", data_dir=data_dir, **kwargs)
+    it = ds.as_numpy_iterator()
+    return [next(it) for _ in range(n)]
+
+
+def test_pretrain_batch_layout(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    (batch,) = _batches(data_dir, 1)
+    assert batch["clips"].shape == (4, 3, 4, 24, 24, 3)
+    assert batch["clips"].dtype == np.uint8
+    assert batch["label"].shape == (4,) and set(batch["label"]) <= {0, 1, 2}
+    assert batch["clip_starts"].shape == (4, 3)
+    # the clips of a video differ (independent crops, colours and times)
+    clips = batch["clips"].astype(np.int32)
+    assert all(np.abs(clips[:, 0] - clips[:, r]).mean() > 1 for r in (1, 2))
+
+
+def test_same_seed_same_batches(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    a = _batches(data_dir, 4, seed=3)
+    b = _batches(data_dir, 4, seed=3)
+    c = _batches(data_dir, 4, seed=4)
+    for x, y in zip(a, b):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+    assert any(not np.array_equal(x["clips"], z["clips"]) for x, z in zip(a, c))
+
+
+def test_timespan_zero_gives_one_start_per_video(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    for batch in _batches(data_dir, 3, clips=pipeline.ClipSpec(rho=3, num_frames=4, stride=2, max_timespan=0.0)):
+        assert (batch["clip_starts"] == batch["clip_starts"][:, :1]).all()
+    spans = [b["clip_starts"].max(1) - b["clip_starts"].min(1)
+             for b in _batches(data_dir, 6, clips=pipeline.ClipSpec(rho=3, num_frames=4, stride=2, max_timespan=0.5))]
+    assert np.concatenate(spans).max() <= 0.5 + 1e-6
+
+
+def test_each_host_reads_its_own_slice(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    views = pipeline.ViewSpec(num_frames=4, stride=2, crop_size=24, temporal=1, spatial=1)
+    seen = []
+    for index in range(2):
+        ds = pipeline.eval_dataset("video_folder/tiny", data_dir=data_dir, split="train", batch_size=2,
+                                   views=views, process_index=index, process_count=2)
+        batches = list(ds.as_numpy_iterator())
+        assert len(batches) == 3  # ceil(ceil(9 / 2) / 2) on both hosts, padded
+        seen.append(np.concatenate([b["clips"][b["mask"]] for b in batches]))
+    assert len(seen[0]) + len(seen[1]) == 9
+    # no video is read by both hosts
+    flat = [c.reshape(len(c), -1) for c in seen]
+    assert not any((row == flat[1]).all(axis=1).any() for row in flat[0])
+
+
+def test_eval_views(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    views = pipeline.ViewSpec(num_frames=4, stride=2, crop_size=24, temporal=5, spatial=3)
+    batches = list(pipeline.eval_dataset("video_folder/tiny", data_dir=data_dir, split="test", batch_size=2,
+                                         views=views).as_numpy_iterator())
+    assert [b["clips"].shape for b in batches] == [(2, 15, 4, 24, 24, 3)] * 2
+    assert np.concatenate([b["mask"] for b in batches]).tolist() == [True, True, True, False]
+    clips = batches[0]["clips"].astype(int)
+    # temporal-major: views 0..2 are the 3 spatial crops of the first clip, and they differ
+    assert np.abs(clips[0, 0] - clips[0, 2]).mean() > 1
+    # the 5 temporal views of a 1 s+ video start at different frames
+    assert np.abs(clips[0, 1] - clips[0, 13]).mean() > 1
+
+
+def test_batches_land_on_8_devices_sharded_over_data(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    mesh = mesh_lib.create_mesh()
+    assert mesh.devices.size == 8
+    per_host = mesh_lib.check_batch_size(8, mesh)
+    batches = _batches(data_dir, 2, batch_size=per_host, clips=pipeline.ClipSpec(rho=2, num_frames=4, stride=2))
+    sharding = mesh_lib.batch_sharding(mesh)
+    out = list(device.prefetch_to_mesh(iter(batches), sharding, size=2))
+    assert len(out) == 2
+    clips = out[0]["clips"]
+    assert isinstance(clips, jax.Array) and clips.dtype == np.uint8
+    assert clips.shape == (8, 2, 4, 24, 24, 3)
+    assert clips.sharding == sharding
+    assert len(clips.addressable_shards) == 8
+    for shard in clips.addressable_shards:
+        assert shard.data.shape == (1, 2, 4, 24, 24, 3)
+        np.testing.assert_array_equal(np.asarray(shard.data), batches[0]["clips"][shard.index])
+    with pytest.raises(ValueError, match="batch_size=12 must be a positive multiple of the number of devices"):
+        mesh_lib.check_batch_size(12, mesh)
+
+
+def test_bad_settings_fail_early(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    with pytest.raises(ValueError, match="rho must be >= 1"):
+        pipeline.ClipSpec(rho=0)
+    with pytest.raises(ValueError, match="max_timespan"):
+        pipeline.ClipSpec(max_timespan=-1.0)
+    with pytest.raises(ValueError, match=r"augmentation.crop_size=64 is larger than the stored short side \(32\)"):
+        _batches(data_dir, 1, augmentation=augment.AugmentConfig(crop_size=64))
+    with pytest.raises(ValueError, match="valid choices: \\['test', 'train'\\]"):
+        _batches(data_dir, 1, split="validation")
+    assert math.isinf(pipeline.ClipSpec().max_timespan)
