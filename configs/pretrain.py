@@ -18,12 +18,10 @@ PRESETS = ("demo", "k400_r50")
 
 
 def get_config(arg=None):
-    args = configlib.parse_arg(
-        arg, PRESETS, rho=0, timespan="", dataset="", batch_size=0, seed=0,
-    )
+    args = configlib.parse_arg(arg, PRESETS, rho=int, timespan=str, dataset=str, batch_size=int, seed=int)
     config = ml_collections.ConfigDict()
-    config.preset = args.preset
-    config.seed = args.seed
+    config.preset = args["preset"]
+    config.seed = args.get("seed", 0)
 
     data = config.data = ml_collections.ConfigDict()
     data.data_dir = None          # default: $STJAX_DATA_ROOT/tfds (~/stjax_data/tfds)
@@ -46,8 +44,12 @@ def get_config(arg=None):
     aug.blur_sigma_range = (0.1, 2.0)  # pixels at crop resolution
     views = data.test_views = ml_collections.ConfigDict()
 
-    if args.preset == "demo":
+    if config.preset == "demo":
         data.dataset = "synthetic"
+        # Rendered into data.manual_dir (default ~/stjax_data/synthetic_videos) on first use.
+        data.synthetic = ml_collections.ConfigDict(
+            dict(num_train=2000, num_test=500, size=64, seconds=3.0, fps=25.0, seed=0)
+        )
         data.num_frames = 8
         data.stride = 2               # 8 frames over 0.6 s at 25 fps
         aug.crop_size = 56
@@ -67,14 +69,11 @@ def get_config(arg=None):
         views.temporal, views.spatial = 10, 3
     data.max_timespan = math.inf      # seconds; 0 = all clips start together
 
-    if args.rho:
-        config.rho = args.rho
-    if args.timespan:
-        data.max_timespan = configlib.parse_timespan(args.timespan)
-    if args.dataset:
-        data.dataset = args.dataset
-    if args.batch_size:
-        config.batch_size = args.batch_size
+    config.rho = args.get("rho", config.rho)
+    if "timespan" in args:
+        data.max_timespan = configlib.parse_timespan(args["timespan"])
+    data.dataset = args.get("dataset", data.dataset)
+    config.batch_size = args.get("batch_size", config.batch_size)
     configlib.require(config.rho >= 1, "rho", config.rho, "integers >= 1")
     configlib.require(config.batch_size >= 1, "batch_size", config.batch_size, "integers >= 1")
     return config

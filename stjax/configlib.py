@@ -8,17 +8,16 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-import ml_collections
 
 
-def parse_arg(arg: str | None, presets: Iterable[str], **defaults: Any) -> ml_collections.ConfigDict:
-    """Parses `arg` into a ConfigDict with `preset` plus the keys of `defaults`.
+def parse_arg(arg: str | None, presets: Iterable[str], **types: type) -> dict[str, Any]:
+    """Parses `arg` into {'preset': ..., key: value} for the keys given in `arg`.
 
-    Values are converted to the type of their default (bool accepts
-    true/false/1/0; a float default accepts `inf`). A bare word is the preset.
+    `types` maps each valid key to its type (bool accepts true/false/1/0; float
+    accepts `inf`). A bare word is the preset (default: the first of `presets`).
     """
     presets = tuple(presets)
-    parsed = dict(defaults, preset=presets[0])
+    parsed = {"preset": presets[0]}
     for item in filter(None, (s.strip() for s in (arg or "").split(","))):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
@@ -27,25 +26,21 @@ def parse_arg(arg: str | None, presets: Iterable[str], **defaults: Any) -> ml_co
                 raise ValueError(f"unknown preset {key!r}; valid presets: {', '.join(presets)}")
             parsed["preset"] = key
             continue
-        if key not in defaults:
-            raise ValueError(f"unknown config argument {key!r}; valid arguments: {', '.join(sorted(defaults))}")
-        parsed[key] = _convert(key, value, defaults[key])
-    return ml_collections.ConfigDict(parsed)
+        if key not in types:
+            raise ValueError(f"unknown config argument {key!r}; valid arguments: {', '.join(sorted(types))}")
+        parsed[key] = _convert(key, value, types[key])
+    return parsed
 
 
-def _convert(key: str, value: str, default: Any) -> Any:
+def _convert(key: str, value: str, kind: type) -> Any:
     try:
-        if isinstance(default, bool):
+        if kind is bool:
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
             return value.lower() in ("true", "1")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
+        return kind(value)
     except ValueError:
-        raise ValueError(f"config argument {key}={value!r} must be a {type(default).__name__}") from None
-    return value
+        raise ValueError(f"config argument {key}={value!r} must be of type {kind.__name__}") from None
 
 
 def parse_timespan(value: str | float) -> float:

@@ -7,9 +7,10 @@ with the video's class and the clip's start time in seconds.
 """
 from __future__ import annotations
 
+import math
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo")
@@ -46,27 +47,34 @@ def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> No
     plt.close(fig)
 
 
-def main(argv):
-    del argv
+def show_clips(config, out_path: str, num_videos: int = 4, split: str | None = None) -> str:
+    """Builds the data if needed, samples `num_videos` training examples, writes the PNG."""
     from stjax.data import builders, pipeline
     from stjax.data import config as data_config
 
-    config = _CONFIG.value
     data_config.validate(config)
     data_config.ensure_built(config)
     clips = data_config.clip_spec(config)
     ds = pipeline.pretrain_dataset(
-        config.data.dataset, batch_size=_NUM_VIDEOS.value, clips=clips,
+        config.data.dataset, batch_size=num_videos, clips=clips,
         augmentation=data_config.augment_config(config), seed=config.seed,
-        split=_SPLIT.value or config.data.train_split, data_dir=config.data.data_dir,
+        split=split or config.data.train_split, data_dir=config.data.data_dir,
         shuffle_buffer=config.data.shuffle_buffer,
     )
     batch = next(iter(ds.as_numpy_iterator()))
     names = builders.load_builder(config.data.dataset, config.data.data_dir).info.features["label"].names
+    timespan = "unbounded" if math.isinf(clips.max_timespan) else f"{clips.max_timespan:g} s"
     title = (f"{config.data.dataset}: rho={clips.rho}, T={clips.num_frames}, stride={clips.stride}, "
-             f"max timespan={clips.max_timespan:g}s, crop={config.data.augmentation.crop_size}")
-    render_clips_png(batch, names, _OUT.value, title)
-    print(f"wrote {_OUT.value}")
+             f"max timespan={timespan}, crop={config.data.augmentation.crop_size}")
+    render_clips_png(batch, names, out_path, title)
+    return out_path
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    path = show_clips(_CONFIG.value, _OUT.value, _NUM_VIDEOS.value, _SPLIT.value)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
