@@ -30,6 +30,7 @@ def write_video(path, num_frames=20, width=40, height=32, fps=25, codec="libx264
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        container.start_encoding()  # writes the header even when there are no frames
         if timestamps is not None:
             stream.codec_context.time_base = fractions.Fraction(1, 1000)
         for i in range(num_frames):
@@ -37,6 +38,22 @@ def write_video(path, num_frames=20, width=40, height=32, fps=25, codec="libx264
             if timestamps is not None:
                 frame.pts = int(round(timestamps[i] * 1000))
                 frame.time_base = fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_audio_only(path, seconds=0.5, rate=16000):
+    """An AAC file with no video stream."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=rate)
+        for i in range(int(seconds * rate) // 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, i * 1024
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

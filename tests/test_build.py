@@ -5,7 +5,7 @@ import os
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import write_video
+from conftest import write_audio_only, write_video
 from stjax.data import build, builders, video_io
 
 
@@ -28,22 +28,33 @@ def test_build_skips_exactly_the_bad_files(tmp_path):
     write_video(root / "b" / "vfr.mp4", num_frames=6, timestamps=[0, 0.04, 0.2, 0.24, 0.6, 0.64])
     (root / "b" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     (root / "b" / "empty.avi").write_bytes(b"")
+    write_video(root / "b" / "zero_frames.mkv", num_frames=0)
+    write_audio_only(root / "a" / "audio_only.mp4")
+    write_video(root / "a" / "whole.mkv", num_frames=60)
+    data = (root / "a" / "whole.mkv").read_bytes()
+    (root / "a" / "truncated.mkv").write_bytes(data[: int(len(data) * 0.6)])
     (root / "a" / "notes.txt").write_text("not a video")
 
     data_dir = tmp_path / "tfds"
     report = build.build("video_folder", manual_dir=str(root), data_dir=str(data_dir), config="t",
                          fps=25, short_side=32, workers=1, verbose=False)
-    assert report["written"] == 5
-    assert sorted(s["path"] for s in report["skipped_files"]) == ["b/corrupt.mp4", "b/empty.avi"]
-    assert all(s["reason"] for s in report["skipped_files"])
+    assert report["written"] == 7
+    reasons = {s["path"]: s["reason"] for s in report["skipped_files"]}
+    assert sorted(reasons) == ["a/audio_only.mp4", "b/corrupt.mp4", "b/empty.avi", "b/zero_frames.mkv"]
+    assert reasons["a/audio_only.mp4"] == "no video stream"
+    # the truncated file keeps its decodable frames, and says so
+    assert [w["path"] for w in report["warnings"]] == ["a/truncated.mkv"]
+    assert "truncated" in report["warnings"][0]["warning"]
     assert report["ignored_files"] == ["a/notes.txt"]
     on_disk = json.loads((data_dir / "video_folder" / "t" / "1.0.0" / build.REPORT_NAME).read_text())
-    assert on_disk["skipped"] == 2 and on_disk["written"] == 5
+    assert on_disk["skipped"] == 4 and on_disk["written"] == 7
 
     builder, ex = _load(str(data_dir), "video_folder/t")
     assert builder.info.features["label"].names == ["a", "b"]
     assert builder.info.metadata["storage"]["short_side"] == 32
-    assert set(ex) == {"a/normal.mp4", "a/one_frame.mp4", "b/odd_97x61.mp4", "b/portrait.webm", "b/vfr.mp4"}
+    assert set(ex) == {"a/normal.mp4", "a/one_frame.mp4", "b/odd_97x61.mp4", "b/portrait.webm", "b/vfr.mp4",
+                       "a/whole.mkv", "a/truncated.mkv"}
+    assert 0.4 * ex["a/whole.mkv"]["num_frames"] < ex["a/truncated.mkv"]["num_frames"] < ex["a/whole.mkv"]["num_frames"]
     assert ex["a/one_frame.mp4"]["num_frames"] == 1
     # short side 32, aspect kept, for odd sizes and portrait alike
     assert (ex["b/odd_97x61.mp4"]["height"], ex["b/odd_97x61.mp4"]["width"]) == (32, 51)

@@ -142,6 +142,9 @@ def decode_video(
         _emit_until(jpegs, pending[0], end_time, out_fps, jpeg_quality)
         if not jpegs:
             jpegs.append(_encode_jpeg(pending[0], jpeg_quality))
+        declared = container.duration / av.time_base if container.duration else None
+        if declared and max_seconds is None and end_time < 0.9 * declared - 0.1:
+            warnings.append(f"decoded {end_time:.2f} s of the {declared:.2f} s the file declares (truncated?)")
     return DecodedVideo(
         jpeg_frames=jpegs, fps=out_fps, height=out_hw[0], width=out_hw[1],
         source_height=src_hw[0], source_width=src_hw[1], warnings=warnings,
