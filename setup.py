@@ -20,6 +20,7 @@ DATA_STACK = [
     "importlib_resources",  # needed by tensorflow-datasets at import, not declared by it
     "matplotlib",
     "absl-py",
+    "tensorboard",  # tf.summary needs it; tensorflow-cpu does not bring it
 ]
 
 setup(

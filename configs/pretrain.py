@@ -4,8 +4,12 @@ Presets:
   demo      tiny, CPU-friendly, on the built-in synthetic videos.
   k400_r50  the paper recipe on Kinetics-400 (Slow R-50 8×8, 224² crops).
 
-Arguments: rho=N (clips per video), timespan=SECONDS|inf (largest gap between
-clip starts), dataset=NAME[/CONFIG], batch_size=N (global), seed=N.
+Arguments: framework=byol (more in issue 4), rho=N (clips per video; 1 = two
+crops of one clip), timespan=SECONDS|inf (largest gap between clip starts),
+backbone=NAME, dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N.
+
+Learning rates are given at `optimizer.base_batch_size` and scaled linearly to
+`batch_size` (see stjax/train/optimizer.py).
 Any field can also be overridden with `--config.a.b=value`.
 """
 import math
@@ -18,10 +22,20 @@ PRESETS = ("demo", "k400_r50")
 
 
 def get_config(arg=None):
-    args = configlib.parse_arg(arg, PRESETS, rho=int, timespan=str, dataset=str, batch_size=int, seed=int)
+    args = configlib.parse_arg(arg, PRESETS, framework=str, rho=int, timespan=str, backbone=str, dataset=str,
+                               batch_size=int, epochs=float, seed=int)
     config = ml_collections.ConfigDict()
     config.preset = args["preset"]
     config.seed = args.get("seed", 0)
+    config.framework = args.get("framework", "byol")
+    config.model = ml_collections.ConfigDict()
+    config.log_every = 20
+    config.checkpoint_every = 500
+    config.keep_checkpoints = 3
+    config.optimizer = ml_collections.ConfigDict()
+    config.probe = ml_collections.ConfigDict(dict(
+        epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,
+    ))
 
     data = config.data = ml_collections.ConfigDict()
     data.data_dir = None          # default: $STJAX_DATA_ROOT/tfds (~/stjax_data/tfds)
@@ -56,6 +70,19 @@ def get_config(arg=None):
         aug.blur_sigma_range = (0.1, 0.5)  # the recipe's range scaled to 56-px crops
         config.rho = 2
         config.batch_size = 32
+        config.num_epochs = 8.0
+        config.eval_batch_size = 64
+        config.model.backbone = "r3d_tiny"
+        config.byol = ml_collections.ConfigDict(dict(
+            projector_hidden=(512,), projector_out=128, predictor_hidden=(512,),
+            base_momentum=0.99, pairing="all",
+        ))
+        config.optimizer.update(dict(
+            name="lars", base_lr=4.8, base_batch_size=512, warmup_epochs=1.0, weight_decay=1e-6,
+            momentum=0.9, nesterov=True, trust_coefficient=0.001,
+        ))
+        config.log_every = 10
+        config.checkpoint_every = 100
         views.temporal, views.spatial = 2, 1
     else:  # k400_r50, the paper recipe
         # Kinetics in class-per-folder layout, built with
@@ -66,6 +93,18 @@ def get_config(arg=None):
         aug.crop_size = 224
         config.rho = 2
         config.batch_size = 512
+        config.num_epochs = 200.0
+        config.eval_batch_size = 64
+        config.model.backbone = "slow_r50"
+        # ρBYOL, the paper recipe (REFERENCE.md).
+        config.byol = ml_collections.ConfigDict(dict(
+            projector_hidden=(4096,), projector_out=256, predictor_hidden=(4096,),
+            base_momentum=0.996, pairing="all",
+        ))
+        config.optimizer.update(dict(
+            name="lars", base_lr=4.8, base_batch_size=512, warmup_epochs=35.0, weight_decay=1e-6,
+            momentum=0.9, nesterov=True, trust_coefficient=0.001,
+        ))
         views.temporal, views.spatial = 10, 3
     data.max_timespan = math.inf      # seconds; 0 = all clips start together
 
@@ -74,6 +113,9 @@ def get_config(arg=None):
         data.max_timespan = configlib.parse_timespan(args["timespan"])
     data.dataset = args.get("dataset", data.dataset)
     config.batch_size = args.get("batch_size", config.batch_size)
+    config.num_epochs = args.get("epochs", config.num_epochs)
+    config.model.backbone = args.get("backbone", config.model.backbone)
+    config.total_steps = 0            # > 0 overrides num_epochs
     configlib.require(config.rho >= 1, "rho", config.rho, "integers >= 1")
     configlib.require(config.batch_size >= 1, "batch_size", config.batch_size, "integers >= 1")
     return config

@@ -81,3 +81,15 @@ def tiny_video_dataset(tmp_path_factory):
     build.build("video_folder", manual_dir=str(root), data_dir=str(data_dir), config="tiny", fps=25, short_side=32,
                 workers=1, verbose=False)
     return str(data_dir), str(root)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """Identical programs compiled by several tests (the same init and train step in
+    fresh closures) are compiled once per session."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield

@@ -113,3 +113,20 @@ def test_bad_settings_fail_early(tiny_video_dataset):
     with pytest.raises(ValueError, match="valid choices: \\['test', 'train'\\]"):
         _batches(data_dir, 1, split="validation")
     assert math.isinf(pipeline.ClipSpec().max_timespan)
+
+
+def test_resuming_continues_the_stream(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    whole = _batches(data_dir, 5, seed=7)
+    resumed = _batches(data_dir, 2, seed=7, start_batch=3)
+    for x, y in zip(whole[3:], resumed):
+        np.testing.assert_array_equal(x["clips"], y["clips"])
+        np.testing.assert_array_equal(x["label"], y["label"])
+
+
+def test_rho_one_is_two_crops_of_one_clip(tiny_video_dataset):
+    data_dir, _ = tiny_video_dataset
+    (batch,) = _batches(data_dir, 1, clips=pipeline.ClipSpec(rho=1, num_frames=4, stride=2))
+    assert batch["clips"].shape[1] == 2
+    assert (batch["clip_starts"][:, 0] == batch["clip_starts"][:, 1]).all()
+    assert np.abs(batch["clips"][:, 0].astype(int) - batch["clips"][:, 1]).mean() > 1

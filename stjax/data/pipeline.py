@@ -6,7 +6,7 @@ only those frames (cropping while decoding) → AUGMENT each clip with one draw
 for all its frames → BATCH. `stjax.data.device` turns the batches into global
 `jax.Array`s on the mesh.
 
-Training batches: {'clips': uint8 [b, ρ, T, S, S, 3], 'label': int32 [b],
+Training batches: {'clips': uint8 [b, ρ, T, S, S, 3] (ρ = 2 clips of one start when ρ = 1), 'label': int32 [b],
 'clip_starts': float32 [b, ρ] (seconds)}.
 Evaluation batches: {'clips': uint8 [b, V, T, S, S, 3], 'label': int32 [b],
 'mask': bool [b]} with V = temporal × spatial views (temporal-major) and the
@@ -32,6 +32,10 @@ from stjax.data.builders import load_builder
 class ClipSpec:
     """What one training example holds: ρ clips of T frames at stride τ.
 
+    ρ = 1 is the study's baseline "two crops of one clip": it yields 2 clips
+    with the same start (`num_clips`, `timespan`), so every objective still
+    compares two augmentations.
+
     Attributes:
       rho: clips per video (ρ ≥ 1).
       num_frames: frames per clip (T).
@@ -50,6 +54,16 @@ class ClipSpec:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if not self.max_timespan >= 0:
             raise ValueError(f"max_timespan must be >= 0 seconds or inf, got {self.max_timespan}")
+
+    @property
+    def num_clips(self) -> int:
+        """Clips per example: ρ, or 2 augmentations of one clip when ρ = 1."""
+        return max(self.rho, 2)
+
+    @property
+    def timespan(self) -> float:
+        """The timespan bound actually applied (0 when ρ = 1)."""
+        return 0.0 if self.rho == 1 else self.max_timespan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +138,7 @@ def pretrain_dataset(
     deterministic: bool = True,
     num_parallel_calls: int = tf.data.AUTOTUNE,
     prefetch: int = 2,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """Endless batches of ρ augmented clips for this process.
 
@@ -134,6 +149,9 @@ def pretrain_dataset(
       augmentation: crop size and the per-clip augmentation recipe.
       seed: data seed (file order, shuffle, sampling and augmentation).
       process_index, process_count: this host's slice of the split.
+      start_batch: batches already consumed (resuming): the stream continues
+        exactly where an uninterrupted one would be; skipped examples are read
+        but never decoded.
     """
     ds, builder, _ = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=seed)
     check_crop_fits(builder, augmentation.crop_size, "augmentation.crop_size")
@@ -143,9 +161,9 @@ def pretrain_dataset(
 
     def make_example(position, example):
         example_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
-        seeds = tf.random.experimental.stateless_split(example_seed, clips.rho + 1)
+        seeds = tf.random.experimental.stateless_split(example_seed, clips.num_clips + 1)
         starts = sampling.sample_clip_starts(
-            seeds[0], example["num_frames"], example["fps"], clips.rho, span, clips.max_timespan
+            seeds[0], example["num_frames"], example["fps"], clips.num_clips, span, clips.timespan
         )
         indices = sampling.clip_indices(starts, example["num_frames"], clips.num_frames, clips.stride)
         encoded = tf.gather(example["frames"], indices)  # [ρ, T] JPEG bytes
@@ -153,7 +171,7 @@ def pretrain_dataset(
             augment.random_resized_clip(
                 encoded[r], example["height"], example["width"], seeds[r + 1], augmentation
             )
-            for r in range(clips.rho)
+            for r in range(clips.num_clips)
         ]
         return {
             "clips": tf.stack(clip_list),
@@ -161,7 +179,8 @@ def pretrain_dataset(
             "clip_starts": tf.cast(starts, tf.float32) / example["fps"],
         }
 
-    ds = ds.enumerate().map(make_example, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    ds = ds.enumerate().skip(start_batch * batch_size)
+    ds = ds.map(make_example, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(prefetch).with_options(_options(deterministic))
 

@@ -1,0 +1,173 @@
+"""The main job: pretrain, then probe the frozen backbone, then summarise.
+
+    python -m stjax.main --config configs/pretrain.py:demo --workdir runs/demo
+
+Builds the dataset if it is missing (the synthetic set is rendered on first
+use), pretrains the configured framework (resuming from WORKDIR/checkpoints if
+a previous run stopped), trains a linear probe on frozen features of the
+pretrained backbone and, with the same recipe, of the same architecture at
+random initialisation, then prints a summary table and writes
+WORKDIR/summary.json and WORKDIR/report.png.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo")
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and reports go")
+
+
+def validate(config) -> None:
+    """All settings checked before any work; errors name the field and the valid values."""
+    from stjax import configlib, models, objectives
+    from stjax.data import config as data_config
+    from stjax.train import optimizer
+
+    data_config.validate(config)
+    configlib.require_choice("framework", config.framework, sorted(objectives.FRAMEWORKS))
+    configlib.require_choice("model.backbone", config.model.backbone, sorted(models.BACKBONES))
+    configlib.require_choice("optimizer.name", config.optimizer.name, optimizer.OPTIMIZERS)
+    configlib.require(config.num_epochs > 0 or config.total_steps > 0, "num_epochs", config.num_epochs,
+                      "a number > 0 (or total_steps > 0)")
+    for field in ("log_every", "checkpoint_every", "eval_batch_size"):
+        configlib.require(config[field] >= 1, field, config[field], "integers >= 1")
+
+
+def run(config, workdir: str) -> dict:
+    """Pretrain + probe; returns the summary dict (also written to WORKDIR/summary.json)."""
+    import jax
+    import jax.numpy as jnp
+
+    from stjax import objectives
+    from stjax.data import builders, pipeline
+    from stjax.data import config as data_config
+    from stjax.data import device as device_lib
+    from stjax.eval import linear_probe, report
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import pretrain as pretrain_lib
+    from stjax.train import step as step_lib
+
+    validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    data_config.ensure_built(config)
+    builder = builders.load_builder(config.data.dataset, config.data.data_dir)
+    num_train = builder.info.splits[config.data.train_split].num_examples
+    class_names = builder.info.features["label"].names
+
+    mesh = mesh_lib.create_mesh()
+    per_process = mesh_lib.check_batch_size(config.batch_size, mesh)
+    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    steps_per_epoch = num_train / config.batch_size
+    total_steps = config.total_steps or max(1, round(config.num_epochs * steps_per_epoch))
+    clips = data_config.clip_spec(config)
+    augmentation = data_config.augment_config(config)
+    crop = augmentation.crop_size
+    clips_shape = (config.batch_size, clips.num_clips, clips.num_frames, crop, crop, 3)
+
+    def make_batches(start_batch):
+        ds = pipeline.pretrain_dataset(
+            config.data.dataset, batch_size=per_process, clips=clips, augmentation=augmentation,
+            seed=config.seed, split=config.data.train_split, data_dir=config.data.data_dir,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.deterministic,
+            start_batch=start_batch,
+        )
+        return ds.as_numpy_iterator()
+
+    framework = objectives.create_framework(config, total_steps)
+    if jax.process_index() == 0:
+        print(f"{config.framework} on {config.data.dataset}: rho={clips.rho}, {total_steps} steps "
+              f"({steps_per_epoch:.1f}/epoch), batch {config.batch_size} videos on {mesh.devices.size} devices",
+              flush=True)
+    result = pretrain_lib.pretrain(config, workdir, framework, make_batches, clips_shape, total_steps,
+                                   steps_per_epoch, mesh=mesh)
+
+    # Linear probe on frozen features: pretrained vs the same architecture at random init.
+    views = data_config.view_spec(config)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    backbone = framework.backbone
+
+    @jax.jit
+    def embed(variables, clips_uint8):
+        b, v = clips_uint8.shape[:2]
+        x = step_lib.normalize_clips(clips_uint8).reshape((b * v,) + clips_uint8.shape[2:])
+        feats = backbone.apply(variables, x, train=False)
+        return jnp.mean(feats.reshape(b, v, -1), axis=1)
+
+    def features(variables, split):
+        ds = pipeline.eval_dataset(
+            config.data.dataset, batch_size=eval_per_process, views=views, split=split,
+            data_dir=config.data.data_dir, process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        batches = device_lib.prefetch_to_mesh(ds.as_numpy_iterator(), batch_sharding)
+        return linear_probe.extract_features(lambda b: embed(variables, b["clips"]), batches)
+
+    probe_config = linear_probe.ProbeConfig(**config.probe.to_dict(), seed=config.seed)
+    probes = {}
+    started = time.time()
+    init_state = pretrain_lib.random_init_state(result, config.seed)
+    for name, state in (("pretrained", result.state), ("random init", init_state)):
+        variables = framework.backbone_variables(state.params, state.batch_stats)
+        train_x, train_y = features(variables, config.data.train_split)
+        test_x, test_y = features(variables, config.data.eval_split)
+        probes[name] = linear_probe.train_linear_probe(train_x, train_y, test_x, test_y, len(class_names),
+                                                       probe_config)
+    probe_seconds = time.time() - started
+
+    summary = {
+        "framework": config.framework,
+        "rho": config.rho,
+        "max_timespan": None if math.isinf(clips.max_timespan) else clips.max_timespan,
+        "backbone": config.model.backbone,
+        "dataset": config.data.dataset,
+        "steps": result.steps,
+        "batch_size": config.batch_size,
+        "train_seconds": round(result.train_seconds, 1),
+        "probe_seconds": round(probe_seconds, 1),
+        "linear_top1": probes["pretrained"]["top1"],
+        "random_init_linear_top1": probes["random init"]["top1"],
+        "chance_top1": 1.0 / len(class_names),
+        "linear_top5": probes["pretrained"]["top5"],
+        "final_loss": _last_loss(workdir),
+        "num_devices": int(mesh.devices.size),
+    }
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        history = pretrain_lib.stack_loss_history(workdir)
+        report.write_report_png(
+            os.path.join(workdir, "report.png"), history,
+            {"pretrained": probes["pretrained"], "random init": probes["random init"],
+             "chance": {"top1": summary["chance_top1"]}},
+            title=f"rho{config.framework.upper()} rho={config.rho} on {config.data.dataset}, "
+                  f"{result.steps} steps, {config.model.backbone}",
+        )
+        rows = [(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in summary.items()]
+        print(report.format_summary_table(rows))
+        print(f"wrote {os.path.join(workdir, 'summary.json')} and report.png")
+    return summary
+
+
+def _last_loss(workdir):
+    from stjax.train import metrics as metrics_lib
+
+    losses = [r["loss"] for r in metrics_lib.read_metrics(workdir) if "loss" in r]
+    return losses[-1] if losses else None
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,139 @@
+"""The generic pretraining loop: create or restore the state, step, log, checkpoint.
+
+Framework, backbone and data are all supplied from outside; this loop has no
+branch for any of them. Input batches come from `make_batches(start_batch)`,
+an iterator of this process's host batches (NumPy), so the loop itself never
+imports TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Iterator
+
+import jax
+import numpy as np
+
+from stjax.data import device as device_lib
+from stjax.objectives import Framework
+from stjax.train import checkpoint as checkpoint_lib
+from stjax.train import mesh as mesh_lib
+from stjax.train import metrics as metrics_lib
+from stjax.train import step as step_lib
+from stjax.train.optimizer import create_optimizer
+from stjax.train.state import StateFactory, TrainState
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    state: TrainState
+    framework: Framework
+    state_factory: StateFactory
+    steps: int
+    train_seconds: float          # wall time spent stepping, all sessions of this run together
+    resumed_from: int | None
+
+
+def pretrain(
+    config,
+    workdir: str,
+    framework: Framework,
+    make_batches: Callable[[int], Iterator[dict]],
+    clips_shape: tuple,
+    total_steps: int,
+    steps_per_epoch: float,
+    mesh=None,
+    stop_after: int | None = None,
+) -> PretrainResult:
+    """Trains `framework` for `total_steps`, resuming from WORKDIR/checkpoints if present.
+
+    Args:
+      config: the run config (uses seed, batch_size, optimizer, log_every,
+        checkpoint_every, keep_checkpoints).
+      make_batches: start_batch → iterator of host batches {'clips': uint8 [b, ρ, T, S, S, 3], ...}.
+      clips_shape: global clips shape [B, ρ, T, S, S, 3], for initialisation.
+      stop_after: stop (with a checkpoint) after this many steps in this call,
+        e.g. to test resuming; None runs to the end.
+    """
+    mesh = mesh or mesh_lib.create_mesh()
+    tx, schedule = create_optimizer(config, config.batch_size, total_steps, steps_per_epoch)
+    factory = StateFactory(framework, tx, clips_shape, mesh)
+    init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+    ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    start = ckpt.latest_step()
+    previous_seconds = 0.0
+    if start is not None:
+        state, meta = ckpt.restore(factory.abstract)
+        previous_seconds = float(meta.get("train_seconds", 0.0))
+        if jax.process_index() == 0:
+            print(f"resuming from step {start} ({ckpt.directory})", flush=True)
+    else:
+        state = factory.create(init_rng)
+        start = 0
+    step_fn = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
+                                      mesh_lib.replicated_sharding(mesh))
+    writer = metrics_lib.MetricWriter(workdir)
+    progress = metrics_lib.Progress(total_steps, clips_shape[0] * clips_shape[1], start_step=start)
+    batches = device_lib.prefetch_to_mesh(make_batches(start), mesh_lib.batch_sharding(mesh))
+    end = total_steps if stop_after is None else min(total_steps, start + stop_after)
+    last_good = start if start > 0 else None
+
+    def check_and_log(step, metrics):
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not math.isfinite(values["loss"]):
+            where = f"step {last_good} in {ckpt.directory}" if last_good else "none (no checkpoint yet)"
+            raise NonFiniteLossError(
+                f"loss is {values['loss']} at step {step}; stopping. Last good checkpoint: {where}"
+            )
+        values["learning_rate"] = float(schedule(step - 1))
+        writer.write(step, values)
+        progress.report(step, values)
+
+    started = time.time()
+    pending = None  # (step number after the update, metrics on device): fetched one step late
+    try:
+        for step in range(start, end):
+            state, metrics = step_fn(state, next(batches), step_rng)
+            if pending is not None:
+                check_and_log(*pending)
+                pending = None
+            done = step + 1
+            if done % config.log_every == 0 or done == end:
+                pending = (done, metrics)
+            if done % config.checkpoint_every == 0 or done == end:
+                if pending is not None:
+                    check_and_log(*pending)
+                    pending = None
+                else:
+                    check_and_log(done, metrics)
+                ckpt.save(state, {"train_seconds": previous_seconds + time.time() - started,
+                                  "data_batches_consumed": done})
+                last_good = done
+        if pending is not None:
+            check_and_log(*pending)
+        jax.block_until_ready(state)
+    finally:
+        ckpt.close()
+        writer.flush()
+    return PretrainResult(state=state, framework=framework, state_factory=factory, steps=end,
+                          train_seconds=previous_seconds + time.time() - started,
+                          resumed_from=start if start else None)
+
+
+def random_init_state(result: PretrainResult, seed: int) -> TrainState:
+    """The state this run started from (same seed), e.g. for a random-init baseline."""
+    init_rng, _ = jax.random.split(jax.random.key(seed))
+    return result.state_factory.create(init_rng)
+
+
+def stack_loss_history(workdir: str) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in metrics_lib.read_metrics(workdir) if "loss" in r]
+
+
+def host_array(x) -> np.ndarray:
+    return np.asarray(jax.device_get(x))

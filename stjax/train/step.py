@@ -1,0 +1,57 @@
+"""The generic train step: one pure function of (state, batch, rng), jitted on the mesh.
+
+Nothing framework-specific: the framework supplies `loss` and `after_update`.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from stjax.train.state import TrainState
+
+# Per-channel mean and std of [0, 1] pixels used to normalise clips on the device
+# (the values of PySlowFast's Kinetics configs).
+PIXEL_MEAN = (0.45, 0.45, 0.45)
+PIXEL_STD = (0.225, 0.225, 0.225)
+
+
+def normalize_clips(clips_uint8: jnp.ndarray) -> jnp.ndarray:
+    """uint8 [..., 3] → float32, (x/255 − mean)/std."""
+    x = clips_uint8.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(PIXEL_MEAN)) / jnp.asarray(PIXEL_STD)
+
+
+def train_step(framework, tx: optax.GradientTransformation, state: TrainState, batch: dict, rng: jax.Array):
+    """One optimisation step. Returns (new state, metrics dict of scalars).
+
+    Args:
+      batch: {'clips': uint8 [B, ρ, T, H, W, 3], ...}, sharded over the data axis.
+      rng: base key; this step uses fold_in(rng, state.step).
+    """
+    step_rng = jax.random.fold_in(rng, state.step)
+    clips = normalize_clips(batch["clips"])
+
+    def loss_fn(params):
+        return framework.loss(params, state.batch_stats, state.extra, clips, step_rng, state.step)
+
+    (loss, (batch_stats, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    extra = framework.after_update(params, batch_stats, extra, state.step)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              extra=extra, opt_state=opt_state)
+    return new_state, metrics
+
+
+def jit_train_step(framework, tx, state_shardings, batch_sharding, replicated):
+    """`train_step` compiled for the mesh, with the state donated."""
+    return jax.jit(
+        functools.partial(train_step, framework, tx),
+        in_shardings=(state_shardings, batch_sharding, replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )

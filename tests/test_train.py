@@ -1,0 +1,147 @@
+"""The generic train step and loop: sharding invariance, schedules, resume, NaN handling."""
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from stjax import objectives
+from stjax.train import mesh as mesh_lib
+from stjax.train import optimizer as optimizer_lib
+from stjax.train import pretrain as pretrain_lib
+from stjax.train import step as step_lib
+from stjax.train.state import StateFactory
+
+CLIPS_SHAPE = (8, 2, 4, 16, 16, 3)
+
+
+def _config(**overrides):
+    config = ml_collections.ConfigDict(dict(
+        seed=0, framework="byol", rho=2, batch_size=8,
+        model=dict(backbone="r3d_micro"),
+        byol=dict(projector_hidden=(32,), projector_out=16, predictor_hidden=(32,), base_momentum=0.99,
+                  pairing="all"),
+        optimizer=dict(name="lars", base_lr=4.8, base_batch_size=512, warmup_epochs=1.0, weight_decay=1e-6,
+                       momentum=0.9, nesterov=True, trust_coefficient=0.001),
+        log_every=2, checkpoint_every=3, keep_checkpoints=2,
+    ))
+    config.update(overrides)
+    return config
+
+
+def _batch(seed, shape=CLIPS_SHAPE):
+    rng = np.random.default_rng(seed)
+    return {"clips": rng.integers(0, 256, size=shape, dtype=np.uint8),
+            "label": rng.integers(0, 3, size=shape[:1]).astype(np.int32)}
+
+
+def _make_batches(start):
+    step = start
+    while True:
+        yield _batch(step)
+        step += 1
+
+
+def _loss_and_grads_on(num_devices):
+    config = _config()
+    mesh = mesh_lib.create_mesh(num_devices)
+    framework = objectives.create_framework(config, total_steps=10)
+    tx, _ = optimizer_lib.create_optimizer(config, config.batch_size, 10, steps_per_epoch=2)
+    factory = StateFactory(framework, tx, CLIPS_SHAPE, mesh)
+    state = factory.create(jax.random.key(0))
+    step = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
+                                   mesh_lib.replicated_sharding(mesh))
+    batch = jax.device_put(_batch(1), mesh_lib.batch_sharding(mesh))
+    new_state, metrics = step(state, batch, jax.random.key(1))
+    return jax.device_get(metrics), jax.device_get(new_state.params), jax.device_get(new_state.batch_stats)
+
+
+def test_one_step_on_8_devices_equals_1_device():
+    m8, p8, s8 = _loss_and_grads_on(8)
+    m1, p1, s1 = _loss_and_grads_on(1)
+    assert m8["loss"] == pytest.approx(m1["loss"], rel=1e-5)
+    assert m8["grad_norm"] == pytest.approx(m1["grad_norm"], rel=1e-4)
+    for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # BatchNorm statistics are over the global batch (SyncBN), so they agree too
+    for a, b in zip(jax.tree.leaves(s8), jax.tree.leaves(s1)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_learning_rate_schedule_and_scaling_rule():
+    assert optimizer_lib.peak_learning_rate(4.8, 512, 64) == pytest.approx(0.6)
+    schedule = optimizer_lib.learning_rate_schedule(peak_lr=1.0, total_steps=100, warmup_steps=10)
+    for step in [0, 5, 10]:
+        assert float(schedule(step)) == pytest.approx(step / 10)
+    for step in [10, 40, 70, 100]:
+        expected = 0.5 * (1 + math.cos(math.pi * (step - 10) / 90))
+        assert float(schedule(step)) == pytest.approx(expected, abs=1e-6)
+    mask = optimizer_lib.decay_mask({"conv": {"kernel": 0, "bias": 0}, "bn": {"scale": 0, "bias": 0}})
+    assert mask == {"conv": {"kernel": True, "bias": False}, "bn": {"scale": False, "bias": False}}
+    with pytest.raises(ValueError, match="optimizer.name='adam' is invalid; valid values: sgd, lars, adamw"):
+        optimizer_lib.create_optimizer(_config(optimizer=dict(name="adam")), 8, 10, 1)
+
+
+def test_target_network_follows_the_ema_formula():
+    config = _config()
+    framework = objectives.create_framework(config, total_steps=10)
+    mesh = mesh_lib.create_mesh(1)
+    tx = optax.sgd(0.1)
+    factory = StateFactory(framework, tx, CLIPS_SHAPE, mesh)
+    state = factory.create(jax.random.key(0))
+    step = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
+                                   mesh_lib.replicated_sharding(mesh))
+    before = jax.device_get(state.extra["target"]["params"])
+    state, _ = step(state, _batch(0), jax.random.key(0))
+    m = float(1 - (1 - 0.99) * (math.cos(0.0) + 1) / 2)  # step 0 of 10
+    online = jax.device_get(state.params)
+    after = jax.device_get(state.extra["target"]["params"])
+    for name in ("backbone", "projector"):
+        for t0, o, t1 in zip(jax.tree.leaves(before[name]), jax.tree.leaves(online[name]),
+                             jax.tree.leaves(after[name])):
+            np.testing.assert_allclose(t1, m * t0 + (1 - m) * o, rtol=1e-5, atol=1e-7)
+    assert "predictor" not in after
+
+
+def _run(workdir, total_steps, stop_after=None):
+    config = _config()
+    framework = objectives.create_framework(config, total_steps=total_steps)
+    return pretrain_lib.pretrain(config, str(workdir), framework, _make_batches, CLIPS_SHAPE, total_steps,
+                                 steps_per_epoch=2, mesh=mesh_lib.create_mesh(), stop_after=stop_after)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+    whole = _run(tmp_path / "whole", total_steps=7)
+    first = _run(tmp_path / "split", total_steps=7, stop_after=4)
+    assert int(first.state.step) == 4
+    second = _run(tmp_path / "split", total_steps=7)
+    assert second.resumed_from == 4 and int(second.state.step) == 7
+    for a, b in zip(jax.tree.leaves(jax.device_get(whole.state)), jax.tree.leaves(jax.device_get(second.state))):
+        np.testing.assert_array_equal(a, b)
+    records = pretrain_lib.stack_loss_history(str(tmp_path / "split"))
+    assert [s for s, _ in records] == [2, 3, 4, 6, 7]  # every 2 steps, at checkpoints (3, 6) and at the end
+
+
+def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tmp_path):
+    def bad_batches(start):
+        for i, batch in enumerate(_make_batches(start)):
+            if start + i >= 4:
+                batch["clips"] = batch["clips"]  # same data; the framework is poisoned below
+            yield batch
+
+    config = _config(log_every=1)
+    framework = objectives.create_framework(config, total_steps=8)
+    original = framework.loss
+
+    def poisoned(params, batch_stats, extra, clips, rng, step):
+        loss, aux = original(params, batch_stats, extra, clips, rng, step)
+        return jnp.where(step >= 4, jnp.nan, loss), aux
+
+    framework.loss = poisoned
+    with pytest.raises(pretrain_lib.NonFiniteLossError,
+                       match=r"loss is nan at step 5; stopping. Last good checkpoint: step 3 in .*checkpoints"):
+        pretrain_lib.pretrain(config, str(tmp_path), framework, bad_batches, CLIPS_SHAPE, 8, steps_per_epoch=2,
+                              mesh=mesh_lib.create_mesh())
