@@ -19,9 +19,6 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo")
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and reports go")
-
 
 def validate(config) -> None:
     """All settings checked before any work; errors name the field and the valid values."""
@@ -54,15 +51,15 @@ def run(config, workdir: str) -> dict:
     from stjax.train import step as step_lib
 
     validate(config)
+    mesh = mesh_lib.create_mesh()
+    per_process = mesh_lib.check_batch_size(config.batch_size, mesh)
+    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     os.makedirs(workdir, exist_ok=True)
     data_config.ensure_built(config)
     builder = builders.load_builder(config.data.dataset, config.data.data_dir)
     num_train = builder.info.splits[config.data.train_split].num_examples
     class_names = builder.info.features["label"].names
 
-    mesh = mesh_lib.create_mesh()
-    per_process = mesh_lib.check_batch_size(config.batch_size, mesh)
-    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     steps_per_epoch = num_train / config.batch_size
     total_steps = config.total_steps or max(1, round(config.num_epochs * steps_per_epoch))
     clips = data_config.clip_spec(config)
@@ -165,9 +162,12 @@ def _last_loss(workdir):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    run(_CONFIG.value, _WORKDIR.value)
+    run(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
+    # Defined here, not at import, so that importing this module (tests, other tools) defines no flags.
+    config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo")
+    flags.DEFINE_string("workdir", None, "where checkpoints, metrics and reports go")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -37,7 +37,7 @@ def test_presets_and_arguments():
     ("demo,rho=0", "rho=0 is invalid; valid values: integers >= 1"),
     ("demo,timespan=-2", "timespan='-2' must be a number of seconds >= 0 or 'inf'"),
     ("demo,timespan=soon", "timespan='soon' must be a number"),
-    ("demo,rhoo=2", "unknown config argument 'rhoo'; valid arguments: batch_size, dataset, rho, seed, timespan"),
+    ("demo,rhoo=2", "unknown config argument 'rhoo'; valid arguments: backbone, batch_size, dataset, epochs, framework, rho, seed, timespan"),
     ("tiny", "unknown preset 'tiny'; valid presets: demo, k400_r50"),
     ("demo,rho=two", "rho='two' must be of type int"),
 ])

@@ -13,11 +13,6 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo")
-_OUT = flags.DEFINE_string("out", "clips.png", "PNG file to write")
-_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 4, "how many videos to show")
-_SPLIT = flags.DEFINE_string("split", None, "split to show (default: config.data.train_split)")
-
 
 def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> None:
     """batch: {'clips': uint8 [N, ρ, T, S, S, 3], 'label': [N], 'clip_starts': [N, ρ]} → PNG."""
@@ -73,10 +68,16 @@ def show_clips(config, out_path: str, num_videos: int = 4, split: str | None = N
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    path = show_clips(_CONFIG.value, _OUT.value, _NUM_VIDEOS.value, _SPLIT.value)
+    f = flags.FLAGS
+    path = show_clips(f.config, f.out, f.num_videos, f.split)
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
+    # Defined here, not at import, so that importing this module defines no flags.
+    config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo")
+    flags.DEFINE_string("out", "clips.png", "PNG file to write")
+    flags.DEFINE_integer("num_videos", 4, "how many videos to show")
+    flags.DEFINE_string("split", None, "split to show (default: config.data.train_split)")
     flags.mark_flags_as_required(["config"])
     app.run(main)
