@@ -143,7 +143,7 @@ def run(config, workdir: str) -> dict:
             os.path.join(workdir, "report.png"), history,
             {"pretrained": probes["pretrained"], "random init": probes["random init"],
              "chance": {"top1": summary["chance_top1"]}},
-            title=f"rho{config.framework.upper()} rho={config.rho} on {config.data.dataset}, "
+            title=f"ρ{config.framework.upper()}, ρ={config.rho}, on {config.data.dataset}: "
                   f"{result.steps} steps, {config.model.backbone}",
         )
         rows = [(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in summary.items()]

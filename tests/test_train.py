@@ -126,22 +126,16 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
 
 
 def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tmp_path):
-    def bad_batches(start):
-        for i, batch in enumerate(_make_batches(start)):
-            if start + i >= 4:
-                batch["clips"] = batch["clips"]  # same data; the framework is poisoned below
-            yield batch
-
     config = _config(log_every=1)
     framework = objectives.create_framework(config, total_steps=8)
     original = framework.loss
 
     def poisoned(params, batch_stats, extra, clips, rng, step):
         loss, aux = original(params, batch_stats, extra, clips, rng, step)
-        return jnp.where(step >= 4, jnp.nan, loss), aux
+        return jnp.where(step >= 4, jnp.nan, loss), aux  # the 5th step's loss is NaN
 
     framework.loss = poisoned
     with pytest.raises(pretrain_lib.NonFiniteLossError,
                        match=r"loss is nan at step 5; stopping. Last good checkpoint: step 3 in .*checkpoints"):
-        pretrain_lib.pretrain(config, str(tmp_path), framework, bad_batches, CLIPS_SHAPE, 8, steps_per_epoch=2,
+        pretrain_lib.pretrain(config, str(tmp_path), framework, _make_batches, CLIPS_SHAPE, 8, steps_per_epoch=2,
                               mesh=mesh_lib.create_mesh())

@@ -13,7 +13,6 @@ import time
 from typing import Callable, Iterator
 
 import jax
-import numpy as np
 
 from stjax.data import device as device_lib
 from stjax.objectives import Framework
@@ -134,6 +133,3 @@ def random_init_state(result: PretrainResult, seed: int) -> TrainState:
 def stack_loss_history(workdir: str) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in metrics_lib.read_metrics(workdir) if "loss" in r]
 
-
-def host_array(x) -> np.ndarray:
-    return np.asarray(jax.device_get(x))

@@ -12,6 +12,9 @@ import tensorflow_datasets as tfds
 from stjax.data.builders.synthetic import Synthetic
 from stjax.data.builders.video_folder import VideoFolder, VideoFolderConfig
 
+__all__ = ["BUILDERS", "DEFAULT_DATA_DIR", "Synthetic", "VideoFolder", "VideoFolderConfig", "builder_class",
+           "load_builder", "prepared_dir", "split_name"]
+
 BUILDERS: dict[str, type[VideoFolder]] = {
     "video_folder": VideoFolder,
     "synthetic": Synthetic,
