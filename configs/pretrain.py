@@ -32,7 +32,16 @@ def get_config(arg=None):
     config.log_every = 20
     config.checkpoint_every = 500
     config.keep_checkpoints = 3
-    config.optimizer = ml_collections.ConfigDict()
+    # LARS, the paper recipe for ρBYOL (REFERENCE.md): 4.8 at 512 videos, scaled linearly.
+    config.optimizer = ml_collections.ConfigDict(dict(
+        name="lars", base_lr=4.8, base_batch_size=512, warmup_epochs=35.0, weight_decay=1e-6,
+        momentum=0.9, nesterov=True, trust_coefficient=0.001,
+    ))
+    # ρBYOL heads and target momentum, the paper recipe.
+    config.byol = ml_collections.ConfigDict(dict(
+        projector_hidden=(4096,), projector_out=256, predictor_hidden=(4096,),
+        base_momentum=0.996, pairing="all",
+    ))
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,
     ))
@@ -73,14 +82,9 @@ def get_config(arg=None):
         config.num_epochs = 8.0
         config.eval_batch_size = 64
         config.model.backbone = "r3d_tiny"
-        config.byol = ml_collections.ConfigDict(dict(
-            projector_hidden=(512,), projector_out=128, predictor_hidden=(512,),
-            base_momentum=0.99, pairing="all",
-        ))
-        config.optimizer.update(dict(
-            name="lars", base_lr=4.8, base_batch_size=512, warmup_epochs=1.0, weight_decay=1e-6,
-            momentum=0.9, nesterov=True, trust_coefficient=0.001,
-        ))
+        config.byol.update(projector_hidden=(512,), projector_out=128, predictor_hidden=(512,),
+                           base_momentum=0.99)
+        config.optimizer.warmup_epochs = 1.0
         config.log_every = 10
         config.checkpoint_every = 100
         views.temporal, views.spatial = 2, 1
@@ -96,15 +100,6 @@ def get_config(arg=None):
         config.num_epochs = 200.0
         config.eval_batch_size = 64
         config.model.backbone = "slow_r50"
-        # ρBYOL, the paper recipe (REFERENCE.md).
-        config.byol = ml_collections.ConfigDict(dict(
-            projector_hidden=(4096,), projector_out=256, predictor_hidden=(4096,),
-            base_momentum=0.996, pairing="all",
-        ))
-        config.optimizer.update(dict(
-            name="lars", base_lr=4.8, base_batch_size=512, warmup_epochs=35.0, weight_decay=1e-6,
-            momentum=0.9, nesterov=True, trust_coefficient=0.001,
-        ))
         views.temporal, views.spatial = 10, 3
     data.max_timespan = math.inf      # seconds; 0 = all clips start together
 

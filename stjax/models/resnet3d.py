@@ -24,6 +24,13 @@ def _bn(train: bool, dtype: Any, name: str, zero_scale: bool = False) -> nn.Batc
                         scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones)
 
 
+def _shortcut(x, out_dim: int, strides, conv, train: bool, dtype):
+    """Identity, or a 1×1×1 projection (conv + BN) when the block changes shape."""
+    if x.shape[-1] == out_dim and tuple(strides) == (1, 1, 1):
+        return x
+    return _bn(train, dtype, "shortcut_bn")(conv(out_dim, (1, 1, 1), strides, "shortcut_conv")(x))
+
+
 class BottleneckBlock(nn.Module):
     width: int                      # inner width; output is width * expansion
     temporal_kernel: int = 1        # of conv a
@@ -43,10 +50,7 @@ class BottleneckBlock(nn.Module):
         y = nn.relu(_bn(train, self.dtype, "bn_b")(y))
         y = conv(out_dim, (1, 1, 1), (1, 1, 1), "conv_c")(y)
         y = _bn(train, self.dtype, "bn_c", zero_scale=self.zero_init_residual)(y)
-        if x.shape[-1] != out_dim or tuple(self.strides) != (1, 1, 1):
-            x = conv(out_dim, (1, 1, 1), self.strides, "shortcut_conv")(x)
-            x = _bn(train, self.dtype, "shortcut_bn")(x)
-        return nn.relu(x + y)
+        return nn.relu(_shortcut(x, out_dim, self.strides, conv, train, self.dtype) + y)
 
 
 class BasicBlock(nn.Module):
@@ -67,10 +71,7 @@ class BasicBlock(nn.Module):
         y = nn.relu(_bn(train, self.dtype, "bn_a")(y))
         y = conv(out_dim, (kt, 3, 3), (1, 1, 1), "conv_b")(y)
         y = _bn(train, self.dtype, "bn_b", zero_scale=self.zero_init_residual)(y)
-        if x.shape[-1] != out_dim or tuple(self.strides) != (1, 1, 1):
-            x = conv(out_dim, (1, 1, 1), self.strides, "shortcut_conv")(x)
-            x = _bn(train, self.dtype, "shortcut_bn")(x)
-        return nn.relu(x + y)
+        return nn.relu(_shortcut(x, out_dim, self.strides, conv, train, self.dtype) + y)
 
 
 BLOCKS = {"bottleneck": BottleneckBlock, "basic": BasicBlock}

@@ -102,17 +102,13 @@ def pretrain(
                 check_and_log(*pending)
                 pending = None
             done = step + 1
-            if done % config.log_every == 0 or done == end:
-                pending = (done, metrics)
             if done % config.checkpoint_every == 0 or done == end:
-                if pending is not None:
-                    check_and_log(*pending)
-                    pending = None
-                else:
-                    check_and_log(done, metrics)
+                check_and_log(done, metrics)  # a checkpoint is only written after a finite loss
                 ckpt.save(state, {"train_seconds": previous_seconds + time.time() - started,
                                   "data_batches_consumed": done})
                 last_good = done
+            elif done % config.log_every == 0:
+                pending = (done, metrics)
         if pending is not None:
             check_and_log(*pending)
         jax.block_until_ready(state)
