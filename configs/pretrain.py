@@ -4,9 +4,15 @@ Presets:
   demo      tiny, CPU-friendly, on the built-in synthetic videos.
   k400_r50  the paper recipe on Kinetics-400 (Slow R-50 8×8, 224² crops).
 
-Arguments: framework=byol (more in issue 4), rho=N (clips per video; 1 = two
+Arguments: framework=byol|moco|simclr|swav, rho=N (clips per video; 1 = two
 crops of one clip), timespan=SECONDS|inf (largest gap between clip starts),
 backbone=NAME, dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N.
+
+Each framework has its block (`config.byol`, `config.moco`, `config.simclr`,
+`config.swav`; the paper recipe, REFERENCE.md) and its optimiser: LARS for
+BYOL/SimCLR/SwAV, SGD for MoCo. Choose the framework with the `framework=`
+argument, which also selects its optimiser; `--config.framework=...` alone
+changes the framework but not the optimiser.
 
 Learning rates are given at `optimizer.base_batch_size` and scaled linearly to
 `batch_size` (see stjax/train/optimizer.py).
@@ -19,6 +25,7 @@ import ml_collections
 from stjax import configlib
 
 PRESETS = ("demo", "k400_r50")
+FRAMEWORKS = ("byol", "moco", "simclr", "swav")  # the names registered in stjax.objectives.FRAMEWORKS
 
 
 def get_config(arg=None):
@@ -28,6 +35,7 @@ def get_config(arg=None):
     config.preset = args["preset"]
     config.seed = args.get("seed", 0)
     config.framework = args.get("framework", "byol")
+    configlib.require_choice("framework", config.framework, FRAMEWORKS)
     config.model = ml_collections.ConfigDict()
     config.log_every = 20
     config.checkpoint_every = 500
@@ -41,6 +49,23 @@ def get_config(arg=None):
     config.byol = ml_collections.ConfigDict(dict(
         projector_hidden=(4096,), projector_out=256, predictor_hidden=(4096,),
         base_momentum=0.996, pairing="all",
+    ))
+    # ρMoCo, the paper recipe: 3-layer MLP without BN, key encoder momentum 0.994 → 1 (cosine), queue of
+    # 65536 keys (all ρ keys of a step enqueued); BN statistics in `bn_groups` groups with the key batch
+    # shuffled (MoCo's shuffle-BN; must divide batch_size; see stjax/objectives/moco.py).
+    config.moco = ml_collections.ConfigDict(dict(
+        projector_hidden=(2048, 2048), projector_out=128, temperature=0.1, base_momentum=0.994,
+        queue_size=65536, bn_groups=8, pairing="all",
+    ))
+    # ρSimCLR, the paper recipe: 3-layer MLP with BN, NT-Xent over the global batch.
+    config.simclr = ml_collections.ConfigDict(dict(
+        projector_hidden=(2048, 2048), projector_out=128, temperature=0.1, pairing="all",
+    ))
+    # ρSwAV, the paper recipe: 3-layer MLP with BN, 1000 unit-norm prototypes, Sinkhorn codes
+    # (ε = 0.05, 3 iterations) over the global batch, prototypes frozen in the first epoch, no queue.
+    config.swav = ml_collections.ConfigDict(dict(
+        projector_hidden=(2048, 2048), projector_out=128, num_prototypes=1000, temperature=0.1,
+        epsilon=0.05, sinkhorn_iterations=3, freeze_prototypes_epochs=1.0, pairing="all",
     ))
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,
@@ -84,6 +109,15 @@ def get_config(arg=None):
         config.model.backbone = "r3d_tiny"
         config.byol.update(projector_hidden=(512,), projector_out=128, predictor_hidden=(512,),
                            base_momentum=0.99)
+        # Heads at the scale of BYOL's demo heads; a queue of 4096 keys (~1 epoch of 2000 videos × 2 clips),
+        # 100 prototypes (10 classes), 4 BN groups of 8 videos.
+        config.moco.update(projector_hidden=(512, 512), projector_out=128, base_momentum=0.99, queue_size=4096,
+                           bn_groups=4)
+        config.simclr.update(projector_hidden=(512, 512), projector_out=128)
+        config.swav.update(projector_hidden=(512, 512), projector_out=128, num_prototypes=100)
+        if config.framework == "moco":
+            # SGD as in the recipe, at 4× its per-video rate (0.1 at 32 videos) for the short run.
+            config.optimizer.update(name="sgd", base_lr=1.6, weight_decay=1e-4)
         config.optimizer.warmup_epochs = 1.0
         config.log_every = 10
         config.checkpoint_every = 100
@@ -101,6 +135,13 @@ def get_config(arg=None):
         config.eval_batch_size = 64
         config.model.backbone = "slow_r50"
         views.temporal, views.spatial = 10, 3
+        # The official run normalised MoCo's BN per GPU: 8 videos on each of 64 GPUs. Keep
+        # batch_size / moco.bn_groups = 8 when changing batch_size.
+        config.moco.bn_groups = 64
+        if config.framework == "moco":
+            # ρMoCo: SGD (Nesterov momentum 0.9), lr 0.4 at 512 videos, weight decay 1e-4 (REFERENCE.md);
+            # warm-up 35 epochs as for every framework. BYOL/SimCLR/SwAV keep the LARS block above.
+            config.optimizer.update(name="sgd", base_lr=0.4, weight_decay=1e-4)
     data.max_timespan = math.inf      # seconds; 0 = all clips start together
 
     config.rho = args.get("rho", config.rho)

@@ -29,6 +29,7 @@ def validate(config) -> None:
     data_config.validate(config)
     configlib.require_choice("framework", config.framework, sorted(objectives.FRAMEWORKS))
     configlib.require_choice("model.backbone", config.model.backbone, sorted(models.BACKBONES))
+    objectives.create_framework(config, total_steps=1, steps_per_epoch=1.0)  # its own block's checks
     configlib.require_choice("optimizer.name", config.optimizer.name, optimizer.OPTIMIZERS)
     configlib.require(config.num_epochs > 0 or config.total_steps > 0, "num_epochs", config.num_epochs,
                       "a number > 0 (or total_steps > 0)")
@@ -77,7 +78,7 @@ def run(config, workdir: str) -> dict:
         )
         return ds.as_numpy_iterator()
 
-    framework = objectives.create_framework(config, total_steps)
+    framework = objectives.create_framework(config, total_steps, steps_per_epoch)
     if jax.process_index() == 0:
         print(f"{config.framework} on {config.data.dataset}: rho={clips.rho}, {total_steps} steps "
               f"({steps_per_epoch:.1f}/epoch), batch {config.batch_size} videos on {mesh.devices.size} devices",

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from stjax import objectives
 from stjax.data import config as data_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +41,7 @@ def test_presets_and_arguments():
     ("demo,rhoo=2", "unknown config argument 'rhoo'; valid arguments: backbone, batch_size, dataset, epochs, framework, rho, seed, timespan"),
     ("tiny", "unknown preset 'tiny'; valid presets: demo, k400_r50"),
     ("demo,rho=two", "rho='two' must be of type int"),
+    ("demo,framework=dino", "framework='dino' is invalid; valid values: byol, moco, simclr, swav"),
 ])
 def test_bad_arguments_name_the_field(arg, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -62,3 +64,37 @@ def test_bad_fields_fail_validation():
     config.data.test_views.spatial = 2
     with pytest.raises(ValueError, match="spatial views must be 1"):
         data_config.validate(config)
+
+
+@pytest.mark.parametrize("preset", ["demo", "k400_r50"])
+def test_every_framework_has_its_recipe_and_builds(preset):
+    names = sorted(objectives.FRAMEWORKS)
+    assert names == ["byol", "moco", "simclr", "swav"]  # the config's own list, see the bad-arguments test
+    for name in names:
+        config = _get_config(f"{preset},framework={name}")
+        assert config.framework == name and config[name].pairing == "all"
+        objectives.create_framework(config, total_steps=100, steps_per_epoch=10)  # validates the block
+        opt = config.optimizer
+        assert opt.base_batch_size == 512 and opt.momentum == 0.9 and opt.nesterov
+        if name == "moco":
+            assert opt.name == "sgd" and opt.weight_decay == 1e-4
+            assert config.batch_size % config.moco.bn_groups == 0
+        else:
+            assert (opt.name, opt.base_lr, opt.weight_decay, opt.trust_coefficient) == ("lars", 4.8, 1e-6, 0.001)
+    moco, simclr, swav = (_get_config(f"{preset},framework={n}") for n in ("moco", "simclr", "swav"))
+    for block in (moco.moco, simclr.simclr, swav.swav):
+        assert block.temperature == 0.1
+    assert moco.moco.base_momentum == (0.99 if preset == "demo" else 0.994)
+    assert (swav.swav.epsilon, swav.swav.sinkhorn_iterations, swav.swav.freeze_prototypes_epochs) == (0.05, 3, 1.0)
+    if preset == "k400_r50":
+        assert moco.optimizer.base_lr == 0.4 and moco.optimizer.warmup_epochs == 35.0
+        assert moco.moco.queue_size == 65536 and moco.batch_size // moco.moco.bn_groups == 8
+        assert swav.swav.num_prototypes == 1000
+        for block in (moco.moco, simclr.simclr, swav.swav):
+            assert (tuple(block.projector_hidden), block.projector_out) == ((2048, 2048), 128)
+    else:
+        assert moco.rho == simclr.rho == swav.rho == 2
+        assert moco.optimizer.name == "sgd" and moco.moco.queue_size == 4096
+        assert swav.swav.num_prototypes == 100
+        for block in (moco.moco, simclr.simclr, swav.swav):
+            assert (tuple(block.projector_hidden), block.projector_out) == ((512, 512), 128)

@@ -60,7 +60,12 @@ def test_bad_config_fails_before_any_work(tmp_path):
     config.batch_size = 12
     with pytest.raises(ValueError, match="batch_size=12 must be a positive multiple of the number of devices"):
         main_lib.run(config, str(tmp_path / "run"))
-    config = _demo_config(tmp_path, "demo,framework=simclr2")
-    with pytest.raises(ValueError, match="framework='simclr2' is invalid; valid values: byol"):
+    config = _demo_config(tmp_path)
+    config.framework = "simclr2"
+    with pytest.raises(ValueError, match="framework='simclr2' is invalid; valid values: byol, moco"):
+        main_lib.run(config, str(tmp_path / "run"))
+    config = _demo_config(tmp_path, "demo,framework=moco")
+    config.moco.bn_groups = 5
+    with pytest.raises(ValueError, match="moco.bn_groups=5 is invalid; valid values: divisors of the batch size"):
         main_lib.run(config, str(tmp_path / "run"))
     assert not os.path.exists(str(tmp_path / "videos"))  # nothing was rendered or built

@@ -12,7 +12,7 @@ from typing import Callable
 import flax.linen as nn
 
 from .conv import LOWERINGS, Conv3D, conv3d, resolve_lowering
-from .heads import MLP, Linear
+from .heads import MLP, Linear, Prototypes, normalized_prototypes
 from .resnet3d import BasicBlock, BottleneckBlock, ResNet3D, r3d_18, r3d_micro, r3d_tiny, slow_r50
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -31,4 +31,5 @@ def create_backbone(name: str, **overrides) -> nn.Module:
 
 
 __all__ = ["BACKBONES", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "Conv3D", "conv3d",
-           "LOWERINGS", "resolve_lowering", "MLP", "Linear", "slow_r50", "r3d_18", "r3d_tiny", "r3d_micro"]
+           "LOWERINGS", "resolve_lowering", "MLP", "Linear", "Prototypes",
+           "normalized_prototypes", "slow_r50", "r3d_18", "r3d_tiny", "r3d_micro"]

@@ -1,10 +1,11 @@
-"""Heads: MLP projector / predictor and a linear classifier (probe / fine-tune)."""
+"""Heads: MLP projector / predictor, SwAV prototypes, and a linear classifier (probe / fine-tune)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -41,6 +42,32 @@ class MLP(nn.Module):
         if self.final_bn:
             x = _bn(train, self.dtype, "out_bn", use_scale=False)(x)
         return x.astype(jnp.float32)
+
+
+class Prototypes(nn.Module):
+    """SwAV prototypes: scores of embeddings against K unit-norm prototypes, ``[N, D] → [N, K]``.
+
+    Weight-normalised: the parameter ``kernel`` [D, K] is free, the forward uses
+    its columns divided by their L2 norms, so the prototypes the loss sees are
+    always unit vectors (see ``stjax.objectives.swav`` for why this stands in for
+    SwAV's renormalisation after every step). No bias. With L2-normalised inputs
+    the scores are cosine similarities in [−1, 1]. ``train`` is unused (no BN or
+    dropout); it is accepted so that every head has the same call signature.
+    """
+
+    num_prototypes: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        del train
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.num_prototypes),
+                            jnp.float32)
+        return x.astype(jnp.float32) @ normalized_prototypes(kernel)
+
+
+def normalized_prototypes(kernel: jnp.ndarray) -> jnp.ndarray:
+    """The unit-norm prototypes [D, K] that ``Prototypes`` uses, from its ``kernel`` [D, K]."""
+    return kernel * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(kernel), axis=0, keepdims=True), 1e-12))
 
 
 class Linear(nn.Module):

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from stjax.objectives.base import Framework
 from stjax.objectives.byol import BYOL
+from stjax.objectives.moco import MoCo
+from stjax.objectives.simclr import SimCLR
+from stjax.objectives.swav import SwAV
 
-FRAMEWORKS: dict[str, type[Framework]] = {
-    BYOL.name: BYOL,
-}
+FRAMEWORKS: dict[str, type[Framework]] = {cls.name: cls for cls in (BYOL, MoCo, SimCLR, SwAV)}
 
 
-def create_framework(config, total_steps: int) -> Framework:
-    """The framework named by `config.framework`, built from its config block."""
+def create_framework(config, total_steps: int, steps_per_epoch: float | None = None) -> Framework:
+    """The framework named by `config.framework`, built from its config block.
+
+    `steps_per_epoch` is needed by settings given in epochs (e.g.
+    `swav.freeze_prototypes_epochs`); frameworks without such settings ignore it.
+    """
     if config.framework not in FRAMEWORKS:
         raise ValueError(
             f"framework={config.framework!r} is invalid; valid values: {', '.join(sorted(FRAMEWORKS))}"
         )
-    return FRAMEWORKS[config.framework](config, total_steps)
+    return FRAMEWORKS[config.framework](config, total_steps, steps_per_epoch=steps_per_epoch)

@@ -11,6 +11,10 @@ Variables are split three ways:
   batch_stats  BatchNorm running statistics of the online networks;
                `batch_stats['backbone']` goes with `params['backbone']`.
   extra        everything else the framework carries from step to step.
+
+A framework class is built as `cls(config, total_steps, steps_per_epoch=None)`
+(see `stjax.objectives.create_framework`); it reads its own config block
+`config.<name>` and fails there, naming the field, on invalid settings.
 """
 from __future__ import annotations
 
@@ -61,6 +65,26 @@ def apply_with_stats(module: nn.Module, params, batch_stats, x, train: bool):
         )
         return out, updates["batch_stats"]
     return module.apply({"params": params, "batch_stats": batch_stats}, x, train=False), batch_stats
+
+
+def apply_with_group_stats(module: nn.Module, params, batch_stats, x, groups: int):
+    """`apply_with_stats` in train mode with BatchNorm statistics per group of samples.
+
+    x [N, ...] is split into `groups` contiguous groups of N/groups samples; each
+    group is normalised with its own batch statistics (`jax.vmap` over a group
+    axis, so it is the same on any number of devices). The new running
+    statistics are the mean over the groups of each group's update. `groups=1`
+    is plain (global, i.e. synchronised) BatchNorm.
+
+    Returns (output [N, ...], new batch_stats).
+    """
+    if groups < 1 or x.shape[0] % groups:
+        raise ValueError(f"{groups} BatchNorm groups do not divide a batch of {x.shape[0]} samples")
+    if groups == 1:
+        return apply_with_stats(module, params, batch_stats, x, True)
+    grouped = x.reshape((groups, x.shape[0] // groups) + x.shape[1:])
+    out, stats = jax.vmap(lambda xg: apply_with_stats(module, params, batch_stats, xg, True))(grouped)
+    return out.reshape((x.shape[0],) + out.shape[2:]), jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
 
 
 def init_variables(module: nn.Module, rng, x) -> tuple[PyTree, PyTree, jnp.ndarray]:

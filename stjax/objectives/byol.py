@@ -11,15 +11,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from stjax import models
+from stjax import configlib, models
 from stjax.objectives import base, losses, schedules
 
 
 class BYOL(base.Framework):
     name = "byol"
 
-    def __init__(self, config: ml_collections.ConfigDict, total_steps: int):
+    def __init__(self, config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: float | None = None):
+        del steps_per_epoch
         cfg = config.byol
+        configlib.require_choice("byol.pairing", cfg.pairing, losses.PAIRINGS)
         self.backbone = models.create_backbone(config.model.backbone, **dict(config.model.get("overrides", {})))
         self.projector = models.MLP(hidden_dims=tuple(cfg.projector_hidden), out_dim=cfg.projector_out,
                                     use_bn=True, hidden_bias=False)

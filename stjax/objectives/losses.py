@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 PAIRINGS = ("all", "consecutive")
 
@@ -56,3 +57,117 @@ def byol_loss(predictions: jnp.ndarray, targets: jnp.ndarray, pairs: np.ndarray)
     weights = weights / jnp.maximum(weights.sum(axis=1, keepdims=True), 1.0)
     per_video = jnp.sum(weights * (2.0 - 2.0 * cos), axis=(1, 2))
     return jnp.mean(per_video)
+
+
+def _pair_weights(pairs: np.ndarray) -> jnp.ndarray:
+    """float [ρ, ρ]: `pairs` scaled to sum to 1, so a per-video sum over pairs is the mean over pairs."""
+    weights = jnp.asarray(pairs, jnp.float32)
+    return weights / jnp.maximum(weights.sum(), 1.0)
+
+
+def info_nce_loss(queries: jnp.ndarray, keys: jnp.ndarray, queue: jnp.ndarray, pairs: np.ndarray,
+                  temperature: float) -> jnp.ndarray:
+    """ρMoCo InfoNCE, a scalar (nats).
+
+    For each video b and positive pair (i, j): cross-entropy of the logits
+    [q_i·k_j, q_i·n_1, …, q_i·n_K] / temperature with the positive as the class,
+    all vectors L2-normalised; averaged over the pairs and the B videos. With
+    ρ = 2 this is the mean of the two one-sided MoCo losses (q₁ vs k₂, q₂ vs k₁).
+
+    The per-pair cross-entropy is logaddexp(pos, logsumexp(neg)) − pos with the
+    negatives' logsumexp computed once per query: identical to the softmax
+    cross-entropy over 1 + K logits, without materialising [B, ρ, ρ, 1 + K].
+
+    Args:
+      queries: online projections q, float [B, ρ, D].
+      keys: momentum-encoder projections k, float [B, ρ, D]; no gradient flows into them.
+      queue: negative keys n, float [K, D]; no gradient flows into them.
+      pairs: bool [ρ, ρ], see `positive_pairs`.
+      temperature: softmax temperature (0.1 in the paper recipe).
+    """
+    q = l2_normalize(queries.astype(jnp.float32))
+    k = l2_normalize(jax.lax.stop_gradient(keys).astype(jnp.float32))
+    n = l2_normalize(jax.lax.stop_gradient(queue).astype(jnp.float32))
+    positive = jnp.einsum("bid,bjd->bij", q, k) / temperature                      # [B, ρ, ρ]
+    negative = jax.nn.logsumexp(jnp.einsum("bid,kd->bik", q, n) / temperature, axis=-1)  # [B, ρ]
+    cross_entropy = jnp.logaddexp(positive, negative[:, :, None]) - positive
+    return jnp.mean(jnp.sum(_pair_weights(pairs) * cross_entropy, axis=(1, 2)))
+
+
+def nt_xent_loss(embeddings: jnp.ndarray, pairs: np.ndarray, temperature: float) -> jnp.ndarray:
+    """ρSimCLR NT-Xent over the whole batch, a scalar (nats).
+
+    Each of the N = B·ρ clips is an anchor; for each positive pair (i, j) of a
+    video: −log softmax over the N − 1 other clips of the batch (every clip but
+    the anchor itself, the other positives included) at the positive, with
+    cosine-similarity logits / temperature. Averaged over the pairs and the B
+    videos. With ρ = 2 this is the classic 2N-sample NT-Xent of SimCLR.
+
+    `embeddings` is the global batch: under `jax.jit` with sharded inputs the
+    similarity matrix spans all devices, so the negatives are the global batch.
+
+    Args:
+      embeddings: projections z, float [B, ρ, D].
+      pairs: bool [ρ, ρ] without self-pairs (ρ ≥ 2), see `positive_pairs`.
+      temperature: softmax temperature (0.1 in the paper recipe).
+    """
+    pairs = np.asarray(pairs, bool)
+    if pairs.diagonal().any():
+        raise ValueError("nt_xent_loss needs ρ >= 2 clips per video: a clip cannot be its own positive")
+    b, rho, _ = embeddings.shape
+    z = l2_normalize(embeddings.astype(jnp.float32)).reshape(b * rho, -1)
+    logits = z @ z.T / temperature                                                  # [N, N]
+    labels = jnp.einsum("bc,ij->bicj", jnp.eye(b), _pair_weights(pairs)).reshape(b * rho, b * rho)
+    others = ~jnp.eye(b * rho, dtype=bool)
+    return jnp.sum(optax.softmax_cross_entropy(logits, labels, where=others)) / b
+
+
+def sinkhorn(scores: jnp.ndarray, epsilon: float, iterations: int) -> jnp.ndarray:
+    """SwAV codes by Sinkhorn-Knopp: an equal partition of N samples over K prototypes.
+
+    Q = exp(scores / ε), scaled to total mass 1, then `iterations` times: each
+    prototype's mass ← 1/K, each sample's mass ← 1/N; finally scaled by N so each
+    sample's code sums to 1 (and each prototype receives ≈ N/K, exactly in the
+    limit of many iterations). Computed in float32 with no gradient. The sums
+    over samples run over the whole (global) batch.
+
+    Args:
+      scores: cosine similarities of samples to prototypes, float [N, K], in [−1, 1].
+      epsilon: entropic regularisation (0.05 in the paper recipe).
+      iterations: Sinkhorn iterations (3 in the paper recipe).
+    Returns:
+      codes, float32 [N, K], rows summing to 1.
+    """
+    logits = jax.lax.stop_gradient(scores).astype(jnp.float32) / epsilon
+    q = jnp.exp(logits - jnp.max(logits))  # a global shift, cancelled by the first normalisation
+    q = q / jnp.sum(q)
+    n, k = q.shape
+
+    def normalise(_, q):
+        q = q / (k * jnp.sum(q, axis=0, keepdims=True))
+        return q / (n * jnp.sum(q, axis=1, keepdims=True))
+
+    return jax.lax.fori_loop(0, iterations, normalise, q) * n
+
+
+def swav_loss(scores: jnp.ndarray, pairs: np.ndarray, temperature: float, epsilon: float,
+              iterations: int) -> jnp.ndarray:
+    """ρSwAV swapped prediction, a scalar (nats).
+
+    Codes q are computed by `sinkhorn` separately for each clip index over the B
+    videos of the batch (as SwAV does per crop). For each positive pair (i, j):
+    −Σ_k q_j[k] · log softmax(s_i / temperature)[k], clip i predicting the code of
+    clip j; averaged over the pairs and the B videos. With ρ = 2 this is SwAV's
+    two-crop loss ½(ℓ(s₁, q₂) + ℓ(s₂, q₁)).
+
+    Args:
+      scores: cosine similarities of normalised projections to normalised
+        prototypes, float [B, ρ, K].
+      pairs: bool [ρ, ρ], see `positive_pairs`.
+      temperature: softmax temperature of the predictions (0.1 in the paper recipe).
+      epsilon, iterations: of `sinkhorn` (0.05 and 3 in the paper recipe).
+    """
+    scores = scores.astype(jnp.float32)
+    codes = jax.vmap(lambda s: sinkhorn(s, epsilon, iterations), in_axes=1, out_axes=1)(scores)  # [B, ρ, K]
+    cross_entropy = optax.softmax_cross_entropy(scores[:, :, None, :] / temperature, codes[:, None, :, :])
+    return jnp.mean(jnp.sum(_pair_weights(pairs) * cross_entropy, axis=(1, 2)))
