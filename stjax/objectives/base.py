@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from stjax import models
+
 PyTree = Any
 
 
@@ -50,6 +52,11 @@ class Framework(abc.ABC):
     def backbone_variables(self, params, batch_stats) -> dict:
         """Variables of the online backbone, for `self.backbone.apply`."""
         return {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}
+
+
+def backbone_from_config(config) -> nn.Module:
+    """The backbone named by `config.model.backbone`, with `config.model.overrides` (ResNet3D fields) if any."""
+    return models.create_backbone(config.model.backbone, **dict(config.model.get("overrides", {})))
 
 
 def flatten_clips(clips: jnp.ndarray) -> jnp.ndarray:

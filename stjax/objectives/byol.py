@@ -22,7 +22,7 @@ class BYOL(base.Framework):
         del steps_per_epoch
         cfg = config.byol
         configlib.require_choice("byol.pairing", cfg.pairing, losses.PAIRINGS)
-        self.backbone = models.create_backbone(config.model.backbone, **dict(config.model.get("overrides", {})))
+        self.backbone = base.backbone_from_config(config)
         self.projector = models.MLP(hidden_dims=tuple(cfg.projector_hidden), out_dim=cfg.projector_out,
                                     use_bn=True, hidden_bias=False)
         self.predictor = models.MLP(hidden_dims=tuple(cfg.predictor_hidden), out_dim=cfg.projector_out,

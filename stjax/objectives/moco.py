@@ -72,7 +72,7 @@ class MoCo(base.Framework):
             configlib.require(cfg[field] >= 1, f"moco.{field}", cfg[field], "integers >= 1")
         if "batch_size" in config:
             self._check_batch(config.batch_size, max(config.get("rho", 2), 2), cfg.queue_size, cfg.bn_groups)
-        self.backbone = models.create_backbone(config.model.backbone, **dict(config.model.get("overrides", {})))
+        self.backbone = base.backbone_from_config(config)
         self.projector = models.MLP(hidden_dims=tuple(cfg.projector_hidden), out_dim=cfg.projector_out,
                                     use_bn=False, hidden_bias=True)
         self.temperature = cfg.temperature

@@ -21,7 +21,7 @@ class SimCLR(base.Framework):
         cfg = config.simclr
         configlib.require_choice("simclr.pairing", cfg.pairing, losses.PAIRINGS)
         configlib.require(cfg.temperature > 0, "simclr.temperature", cfg.temperature, "numbers > 0")
-        self.backbone = models.create_backbone(config.model.backbone, **dict(config.model.get("overrides", {})))
+        self.backbone = base.backbone_from_config(config)
         self.projector = models.MLP(hidden_dims=tuple(cfg.projector_hidden), out_dim=cfg.projector_out,
                                     use_bn=True, hidden_bias=False)
         self.temperature = cfg.temperature

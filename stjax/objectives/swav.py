@@ -52,7 +52,7 @@ class SwAV(base.Framework):
                 f"swav.freeze_prototypes_epochs={cfg.freeze_prototypes_epochs} needs the epoch length: "
                 "call create_framework(config, total_steps, steps_per_epoch), or set swav.freeze_prototypes_epochs=0"
             )
-        self.backbone = models.create_backbone(config.model.backbone, **dict(config.model.get("overrides", {})))
+        self.backbone = base.backbone_from_config(config)
         self.projector = models.MLP(hidden_dims=tuple(cfg.projector_hidden), out_dim=cfg.projector_out,
                                     use_bn=True, hidden_bias=False)
         self.prototypes = models.Prototypes(cfg.num_prototypes)
