@@ -133,6 +133,10 @@ def run(config, workdir: str) -> dict:
         "random_init_linear_top1": probes["random init"]["top1"],
         "chance_top1": 1.0 / len(class_names),
         "linear_top5": probes["pretrained"]["top5"],
+        "per_class_linear_top1": {
+            name: {c: round(float(a), 3) for c, a in zip(class_names, probes[name]["per_class_top1"])}
+            for name in ("pretrained", "random init")
+        },
         "final_loss": _last_loss(workdir),
         "num_devices": int(mesh.devices.size),
     }
@@ -147,7 +151,8 @@ def run(config, workdir: str) -> dict:
             title=f"ρ{config.framework.upper()}, ρ={config.rho}, on {config.data.dataset}: "
                   f"{result.steps} steps, {config.model.backbone}",
         )
-        rows = [(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in summary.items()]
+        rows = [(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in summary.items()
+                if not isinstance(v, dict)]
         print(report.format_summary_table(rows))
         print(f"wrote {os.path.join(workdir, 'summary.json')} and report.png")
     return summary

@@ -81,6 +81,25 @@ def test_eval_views(tiny_video_dataset):
     assert np.abs(clips[0, 1] - clips[0, 13]).mean() > 1
 
 
+def test_eval_views_short_side(tiny_video_dataset):
+    """short_side resizes before cropping: at the native short side (32) the crops are plain
+    windows of the frame, centred on the short side and spread along the long side."""
+    data_dir, _ = tiny_video_dataset
+
+    def first_clip(views):
+        ds = pipeline.eval_dataset("video_folder/tiny", data_dir=data_dir, split="test", batch_size=1, views=views)
+        return next(ds.as_numpy_iterator())["clips"][0].astype(int)
+
+    full = first_clip(pipeline.ViewSpec(num_frames=4, stride=2, crop_size=32, temporal=1, spatial=1))
+    three = first_clip(pipeline.ViewSpec(num_frames=4, stride=2, crop_size=24, temporal=1, spatial=3, short_side=32))
+    # the frame is 40 wide: `full` spans columns 4..36; crops start at columns 0, 8, 16 and row 4
+    np.testing.assert_array_equal(three[1], full[0][:, 4:28, 4:28])
+    np.testing.assert_array_equal(three[2][:, :, :20], full[0][:, 4:28, 12:32])
+    np.testing.assert_array_equal(three[0][:, :, 4:], full[0][:, 4:28, 0:20])
+    with pytest.raises(ValueError, match="short_side"):
+        pipeline.ViewSpec(crop_size=24, short_side=20)
+
+
 def test_batches_land_on_8_devices_sharded_over_data(tiny_video_dataset):
     data_dir, _ = tiny_video_dataset
     mesh = mesh_lib.create_mesh()

@@ -45,6 +45,7 @@ def view_spec(config) -> pipeline.ViewSpec:
         return pipeline.ViewSpec(
             num_frames=config.data.num_frames, stride=config.data.stride,
             crop_size=config.data.augmentation.crop_size, temporal=v.temporal, spatial=v.spatial,
+            short_side=v.get("short_side"),
         )
     except ValueError as e:
         raise ValueError(f"config.data.test_views: {e}") from None

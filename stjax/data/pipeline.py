@@ -68,13 +68,19 @@ class ClipSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ViewSpec:
-    """Test-time views: `temporal` clips evenly spaced × `spatial` crops along the long side."""
+    """Test-time views: `temporal` clips evenly spaced × `spatial` crops along the long side.
+
+    Frames are resized to short side `short_side` (default: `crop_size`, so a crop spans the
+    short side) before cropping; `short_side=256, crop_size=224` is the "resize 256, centre
+    224" view whose area fraction (0.766) is the top of the recipe's training crop range.
+    """
 
     num_frames: int = 8
     stride: int = 8
     crop_size: int = 224
     temporal: int = 10
     spatial: int = 3
+    short_side: int | None = None
 
     def __post_init__(self):
         for field in ("num_frames", "stride", "crop_size", "temporal"):
@@ -82,6 +88,8 @@ class ViewSpec:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.spatial not in (1, 3):
             raise ValueError(f"spatial views must be 1 (centre) or 3 (left/centre/right), got {self.spatial}")
+        if self.short_side is not None and self.short_side < self.crop_size:
+            raise ValueError(f"short_side ({self.short_side}) must be >= crop_size ({self.crop_size}) or None")
 
     @property
     def num_views(self) -> int:
@@ -215,7 +223,7 @@ def eval_dataset(
         frames = tf.map_fn(
             lambda x: tf.io.decode_jpeg(x, channels=3), encoded, fn_output_signature=tf.uint8
         )
-        frames = _resize_short_side(frames, views.crop_size)
+        frames = _resize_short_side(frames, views.short_side or views.crop_size)
         crops = _spatial_crops(frames, views.crop_size, views.spatial)  # [spatial, vT, S, S, 3]
         crops = tf.reshape(
             crops, [views.spatial, views.temporal, views.num_frames, views.crop_size, views.crop_size, 3]
@@ -245,14 +253,17 @@ def _resize_short_side(frames, short_side: int):
 
 
 def _spatial_crops(frames, size: int, count: int):
-    """uint8 [N, H, W, 3] (short side = size) → [count, N, size, size, 3]: centre, or
-    start/centre/end along the long side."""
+    """uint8 [N, H, W, 3] (short side >= size) → [count, N, size, size, 3]: centred, or
+    start/centre/end along the long side (centred on the short side)."""
     shape = tf.shape(frames)
     h, w = shape[1], shape[2]
     fractions = [0.5] if count == 1 else [0.0, 0.5, 1.0]
     crops = []
+    tall = h > w
     for fraction in fractions:
-        y = tf.cast(tf.round(tf.cast(h - size, tf.float32) * fraction), tf.int32)
-        x = tf.cast(tf.round(tf.cast(w - size, tf.float32) * fraction), tf.int32)
+        fy = tf.where(tall, fraction, 0.5)
+        fx = tf.where(tall, 0.5, fraction)
+        y = tf.cast(tf.round(tf.cast(h - size, tf.float32) * fy), tf.int32)
+        x = tf.cast(tf.round(tf.cast(w - size, tf.float32) * fx), tf.int32)
         crops.append(frames[:, y:y + size, x:x + size, :])
     return tf.stack(crops)
