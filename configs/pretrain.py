@@ -97,7 +97,7 @@ def get_config(arg=None):
         data.dataset = "synthetic"
         # Rendered into data.manual_dir (default ~/stjax_data/synthetic_videos) on first use.
         data.synthetic = ml_collections.ConfigDict(
-            dict(num_train=2000, num_test=500, size=64, seconds=2.0, fps=25.0, seed=0)
+            dict(num_train=1600, num_test=500, size=64, seconds=2.0, fps=25.0, seed=0)
         )
         data.num_frames = 8
         data.stride = 2               # 8 frames over 0.6 s at 25 fps
@@ -105,7 +105,7 @@ def get_config(arg=None):
         aug.blur_sigma_range = (0.1, 0.5)  # the recipe's range scaled to 56-px crops
         config.rho = 2
         config.batch_size = 32
-        config.num_epochs = 8.0
+        config.num_epochs = 10.0          # 500 steps of 32 videos
         config.eval_batch_size = 64
         config.model.backbone = "r3d_tiny"
         config.byol.update(projector_hidden=(512,), projector_out=128, predictor_hidden=(512,),
@@ -122,7 +122,7 @@ def get_config(arg=None):
         config.optimizer.warmup_epochs = 1.0
         config.log_every = 10
         config.checkpoint_every = 100
-        views.temporal, views.spatial = 2, 1
+        views.temporal, views.spatial = 1, 1
         views.short_side = 64         # centre 56 of 64: area 0.766, the top of the training crop range
     else:  # k400_r50, the paper recipe
         # Kinetics in class-per-folder layout, built with

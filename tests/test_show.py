@@ -29,5 +29,14 @@ def test_show_builds_the_synthetic_set_and_writes_a_png(tmp_path):
     mtime = os.path.getmtime(os.path.join(builders.prepared_dir("synthetic", config.data.data_dir),
                                           "dataset_info.json"))
     show.show_clips(config, str(tmp_path / "again.png"), num_videos=2)
-    assert os.path.getmtime(os.path.join(builders.prepared_dir("synthetic", config.data.data_dir),
-                                         "dataset_info.json")) == mtime
+    path = builders.prepared_dir("synthetic", config.data.data_dir)
+    assert os.path.getmtime(os.path.join(path, "dataset_info.json")) == mtime
+    assert os.path.basename(path) == str(builders.builder_class("synthetic").VERSION)
+
+    # data prepared by an older builder version is not read: the current version is built beside it
+    old = os.path.join(os.path.dirname(path), "1.0.0")
+    os.rename(path, old)
+    assert builders.prepared_dir("synthetic", config.data.data_dir) == old
+    show.show_clips(config, str(tmp_path / "third.png"), num_videos=2)
+    assert builders.prepared_dir("synthetic", config.data.data_dir) == path
+    assert os.path.exists(os.path.join(old, "dataset_info.json"))

@@ -40,14 +40,15 @@ def build(
     Storage options left as None take the builder's named config (`config`, or
     `default`); giving any of them with a new `config` name defines a new
     config, stored under `DATA_DIR/NAME/CONFIG/`. Building a dataset that is
-    already prepared does nothing and returns the report of the earlier build.
+    already prepared (at the builder's current version) does nothing and returns the
+    report of the earlier build; other versions are left alone.
     """
     cls = builders.builder_class(dataset)
     data_dir = os.path.expanduser(data_dir or builders.DEFAULT_DATA_DIR)
     config_obj = _resolve_config(cls, config, fps, short_side, jpeg_quality, max_seconds)
     full_name = f"{dataset}/{config_obj.name}"
 
-    existing = builders.prepared_dir(full_name, data_dir)
+    existing = builders.prepared_dir(full_name, data_dir, version=str(cls.VERSION))
     if existing is not None:
         stored = tfds.builder_from_directory(existing).info.metadata.get("storage", {})
         requested = {k: v for k, v in dict(fps=fps, short_side=short_side, jpeg_quality=jpeg_quality,

@@ -1,6 +1,8 @@
 """Turning the `data` block of a config into pipeline arguments, validated."""
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from stjax import configlib
@@ -56,16 +58,26 @@ def ensure_built(config, verbose: bool = True) -> str:
 
     The synthetic set is rendered and built on first use; another dataset is
     built when `config.data.manual_dir` names its videos; otherwise the error
-    says how to build it.
+    says how to build it. A dataset prepared by another version of its builder
+    (e.g. the synthetic set of an older generator) is rebuilt the same way, into
+    its own version folder; the old one is left in place.
     """
     from stjax.data import build
 
     dataset, data_dir = config.data.dataset, config.data.data_dir
     path = builders.prepared_dir(dataset, data_dir)
-    if path is not None:
-        return path
     name, config_name = builders.split_name(dataset)
-    if name == "synthetic" or config.data.get("manual_dir"):
+    current = str(builders.builder_class(name).VERSION)
+    if path is not None and os.path.basename(path) == current:
+        return path
+    can_build = name == "synthetic" or config.data.get("manual_dir")
+    if path is not None and not can_build:
+        raise ValueError(
+            f"dataset {dataset!r} in {path} was prepared by builder version {os.path.basename(path)}; this code "
+            f"reads version {current}. Rebuild it: python -m stjax.data.build --dataset {name} "
+            f"--manual_dir VIDEO_DIR{' --data_dir ' + data_dir if data_dir else ''}"
+        )
+    if can_build:
         build.build(name, manual_dir=config.data.get("manual_dir"), data_dir=data_dir,
                     config=config_name, verbose=verbose,
                     generator_kwargs=dict(config.data.get("synthetic", {})) or None)

@@ -37,8 +37,8 @@ def split_name(dataset: str) -> tuple[str, str]:
     return name, config or "default"
 
 
-def prepared_dir(dataset: str, data_dir: str | None = None) -> str | None:
-    """Directory of the newest prepared version of `dataset`, or None if not built."""
+def prepared_dir(dataset: str, data_dir: str | None = None, version: str | None = None) -> str | None:
+    """Directory of the newest prepared version of `dataset` (or of exactly `version`), or None."""
     name, config = split_name(dataset)
     root = os.path.join(os.path.expanduser(data_dir or DEFAULT_DATA_DIR), name, config)
     if not os.path.isdir(root):
@@ -46,11 +46,11 @@ def prepared_dir(dataset: str, data_dir: str | None = None) -> str | None:
     versions = []
     for entry in os.listdir(root):
         try:
-            version = tfds.core.Version(entry)
+            found = tfds.core.Version(entry)
         except ValueError:
             continue
-        if os.path.exists(os.path.join(root, entry, "dataset_info.json")):
-            versions.append(version)
+        if os.path.exists(os.path.join(root, entry, "dataset_info.json")) and version in (None, str(found)):
+            versions.append(found)
     return os.path.join(root, str(max(versions))) if versions else None
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import tensorflow_datasets as tfds
+
 from stjax.data.builders.video_folder import VideoFolder, VideoFolderConfig
 
 DEFAULT_VIDEO_DIR = os.path.join(
@@ -11,7 +13,17 @@ DEFAULT_VIDEO_DIR = os.path.join(
 
 
 class Synthetic(VideoFolder):
-    """Shapes with class-defining motion and drifting nuisances, stored at their native size."""
+    """Two objects whose motion is the class, with drifting nuisances, stored at their native size.
+
+    The major version follows the generator's (`make_synthetic.VERSION`), so data prepared
+    from an older generator is never read by mistake.
+    """
+
+    VERSION = tfds.core.Version("3.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "stjax-synthetic-v1/v2: shape x {bounce, orbit} classes.",
+        "3.0.0": "stjax-synthetic-v3: ten motion classes of two objects, 2 s videos.",
+    }
 
     BUILDER_CONFIGS = [
         VideoFolderConfig(name="default", fps=25.0, short_side=None,
