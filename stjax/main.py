@@ -134,7 +134,8 @@ def run(config, workdir: str) -> dict:
         "chance_top1": 1.0 / len(class_names),
         "linear_top5": probes["pretrained"]["top5"],
         "per_class_linear_top1": {
-            name: {c: round(float(a), 3) for c, a in zip(class_names, probes[name]["per_class_top1"])}
+            name: {c: None if math.isnan(a) else round(float(a), 3)  # None: no test video of that class
+                   for c, a in zip(class_names, probes[name]["per_class_top1"])}
             for name in ("pretrained", "random init")
         },
         "final_loss": _last_loss(workdir),

@@ -36,7 +36,13 @@ def test_demo_code_path_end_to_end(tmp_path):
     workdir = str(tmp_path / "run")
     summary = main_lib.run(config, workdir)
     on_disk = json.loads(open(os.path.join(workdir, "summary.json")).read())
+    per_class = summary.pop("per_class_linear_top1")
+    assert on_disk.pop("per_class_linear_top1") == per_class
     assert on_disk == pytest.approx(summary)
+    names = ["still", "slide", "fall", "rise", "orbit", "spin", "pulse", "blink", "shake", "bob"]
+    for probe in ("pretrained", "random init"):
+        assert sorted(per_class[probe]) == sorted(names)
+        assert all(a is None or 0.0 <= a <= 1.0 for a in per_class[probe].values())
     for key in ("framework", "rho", "steps", "train_seconds", "linear_top1", "random_init_linear_top1",
                 "chance_top1"):
         assert key in summary
