@@ -473,7 +473,8 @@ def generate(
         if diffs:
             raise ValueError(
                 f"synthetic dataset meta mismatch in {out}: it was generated with different "
-                f"arguments; refusing to overwrite. Differences: " + "; ".join(diffs)
+                f"arguments or generator version; refusing to overwrite it. Delete it, or choose another "
+                f"--out (or STJAX_DATA_ROOT for the demo). Differences: " + "; ".join(diffs)
             )
 
     if meta_path.exists():
