@@ -2,6 +2,8 @@
 import importlib.util
 import os
 
+import pytest
+
 from stjax.data import builders, show
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +39,8 @@ def test_show_builds_the_synthetic_set_and_writes_a_png(tmp_path):
     old = os.path.join(os.path.dirname(path), "1.0.0")
     os.rename(path, old)
     assert builders.prepared_dir("synthetic", config.data.data_dir) == old
+    with pytest.raises(FileNotFoundError, match="builder version 1.0.0"):
+        builders.load_builder("synthetic", config.data.data_dir)
     show.show_clips(config, str(tmp_path / "third.png"), num_videos=2)
     assert builders.prepared_dir("synthetic", config.data.data_dir) == path
     assert os.path.exists(os.path.join(old, "dataset_info.json"))

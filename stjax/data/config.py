@@ -1,8 +1,6 @@
 """Turning the `data` block of a config into pipeline arguments, validated."""
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
 from stjax import configlib
@@ -65,22 +63,15 @@ def ensure_built(config, verbose: bool = True) -> str:
     from stjax.data import build
 
     dataset, data_dir = config.data.dataset, config.data.data_dir
-    path = builders.prepared_dir(dataset, data_dir)
     name, config_name = builders.split_name(dataset)
     current = str(builders.builder_class(name).VERSION)
-    if path is not None and os.path.basename(path) == current:
+    path = builders.prepared_dir(dataset, data_dir, version=current)
+    if path is not None:
         return path
-    can_build = name == "synthetic" or config.data.get("manual_dir")
-    if path is not None and not can_build:
-        raise ValueError(
-            f"dataset {dataset!r} in {path} was prepared by builder version {os.path.basename(path)}; this code "
-            f"reads version {current}. Rebuild it: python -m stjax.data.build --dataset {name} "
-            f"--manual_dir VIDEO_DIR{' --data_dir ' + data_dir if data_dir else ''}"
-        )
-    if can_build:
+    if name == "synthetic" or config.data.get("manual_dir"):
         build.build(name, manual_dir=config.data.get("manual_dir"), data_dir=data_dir,
                     config=config_name, verbose=verbose,
                     generator_kwargs=dict(config.data.get("synthetic", {})) or None)
-        return builders.prepared_dir(dataset, data_dir)
+        return builders.prepared_dir(dataset, data_dir, version=current)
     builders.load_builder(dataset, data_dir)  # raises with the build command
     return path

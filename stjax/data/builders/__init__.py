@@ -55,12 +55,17 @@ def prepared_dir(dataset: str, data_dir: str | None = None, version: str | None 
 
 
 def load_builder(dataset: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-    """A read-only TFDS builder for a prepared dataset; a clear error if it is not built."""
+    """A read-only TFDS builder for `dataset` prepared at its builder's current version; a clear
+    error if it is not built (or only by another version of the builder)."""
     name, _ = split_name(dataset)
-    path = prepared_dir(dataset, data_dir)
+    current = str(builder_class(name).VERSION)
+    path = prepared_dir(dataset, data_dir, version=current)
     if path is None:
+        other = prepared_dir(dataset, data_dir)
+        state = (f"prepared in {other} by builder version {os.path.basename(other)}, but this code reads "
+                 f"version {current}" if other else f"not built in {data_dir or DEFAULT_DATA_DIR!r}")
         raise FileNotFoundError(
-            f"dataset {dataset!r} is not built in {data_dir or DEFAULT_DATA_DIR!r}. Build it with: "
+            f"dataset {dataset!r} is {state}. Build it with: "
             f"python -m stjax.data.build --dataset {name} --manual_dir VIDEO_DIR "
             f"--data_dir {data_dir or DEFAULT_DATA_DIR}"
         )
