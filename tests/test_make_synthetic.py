@@ -135,8 +135,8 @@ def test_design_nuisances_drift_class_persists():
             assert frames.shape == (nf, size, size, 3) and frames.dtype == np.uint8
             assert mask.shape == (nf, size, size) and 0 <= mask.min() and mask.max() <= 1
             f = frames.astype(np.float64)
-            t0, t1 = int(mask.sum((1, 2)).argmax()), None
             # the object colour one second apart (both frames with objects fully drawn)
+            t0 = int(mask.sum((1, 2)).argmax())
             t1 = (t0 + late) % nf
             obj0, obj1 = mask[t0] > 0.99, mask[t1] > 0.99
             if obj0.sum() > 20 and obj1.sum() > 20:
