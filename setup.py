@@ -33,5 +33,6 @@ setup(
     extras_require={
         "test": ["pytest>=7"],
         "torch": ["torch"],
+        "beam": ["apache-beam>=2.50"],  # dataset builds on a Beam runner (python -m stjax.data.build --beam_runner)
     },
 )

@@ -1,7 +1,8 @@
 """Dataset builders, registered by name, and loading of prepared datasets.
 
-A dataset is addressed as `NAME` or `NAME/CONFIG` (CONFIG defaults to
-`default`); its prepared files live in `DATA_DIR/NAME/CONFIG/VERSION/`.
+A dataset is addressed as `NAME` or `NAME/CONFIG` (CONFIG defaults to the
+builder's first config: `default`, or `fold1` for datasets with official split
+folds); its prepared files live in `DATA_DIR/NAME/CONFIG/VERSION/`.
 """
 from __future__ import annotations
 
@@ -9,32 +10,54 @@ import os
 
 import tensorflow_datasets as tfds
 
+from stjax.data.builders.base import FoldConfig, VideoDatasetBuilder, VideoFolderConfig
+from stjax.data.builders.hmdb51 import Hmdb51
+from stjax.data.builders.kinetics import Kinetics400, Kinetics600, Kinetics700
+from stjax.data.builders.ssv2 import Ssv2
 from stjax.data.builders.synthetic import Synthetic
-from stjax.data.builders.video_folder import VideoFolder, VideoFolderConfig
+from stjax.data.builders.ucf101 import Ucf101
+from stjax.data.builders.video_folder import VideoFolder
 
-__all__ = ["BUILDERS", "DEFAULT_DATA_DIR", "Synthetic", "VideoFolder", "VideoFolderConfig", "builder_class",
-           "load_builder", "prepared_dir", "split_name"]
+__all__ = ["BUILDERS", "DEFAULT_DATA_DIR", "FoldConfig", "Synthetic", "VideoDatasetBuilder", "VideoFolder",
+           "VideoFolderConfig", "builder_class", "default_config_name", "load_builder", "prepared_dir",
+           "split_name"]
 
-BUILDERS: dict[str, type[VideoFolder]] = {
+# Builders for any folder of videos.
+GENERIC_BUILDERS: dict[str, type[VideoDatasetBuilder]] = {
     "video_folder": VideoFolder,
     "synthetic": Synthetic,
 }
+# Builders for the layouts the standard datasets are distributed in.
+OFFICIAL_BUILDERS: dict[str, type[VideoDatasetBuilder]] = {
+    cls.name: cls for cls in (Kinetics400, Kinetics600, Kinetics700, Ucf101, Hmdb51, Ssv2)
+}
+BUILDERS: dict[str, type[VideoDatasetBuilder]] = GENERIC_BUILDERS | OFFICIAL_BUILDERS
 
 DEFAULT_DATA_DIR = os.path.join(
     os.environ.get("STJAX_DATA_ROOT", os.path.expanduser("~/stjax_data")), "tfds"
 )
 
 
-def builder_class(name: str) -> type[VideoFolder]:
+def builder_class(name: str) -> type[VideoDatasetBuilder]:
     if name not in BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(sorted(BUILDERS))}")
+        raise ValueError(
+            f"unknown dataset {name!r}; valid choices: {', '.join(sorted(GENERIC_BUILDERS))} (any folder of "
+            f"videos) or {', '.join(sorted(OFFICIAL_BUILDERS))} (the official layouts)"
+        )
     return BUILDERS[name]
 
 
+def default_config_name(name: str) -> str:
+    """The config a dataset name without `/CONFIG` means: its builder's first (e.g. `fold1`
+    for ucf101), or `default` for names no builder has."""
+    return BUILDERS[name].BUILDER_CONFIGS[0].name if name in BUILDERS else "default"
+
+
 def split_name(dataset: str) -> tuple[str, str]:
-    """'ucf101/fold1' → ('ucf101', 'fold1'); 'synthetic' → ('synthetic', 'default')."""
+    """'ucf101/fold2' → ('ucf101', 'fold2'); 'ucf101' → ('ucf101', 'fold1');
+    'synthetic' → ('synthetic', 'default')."""
     name, _, config = dataset.partition("/")
-    return name, config or "default"
+    return name, config or default_config_name(name)
 
 
 def prepared_dir(dataset: str, data_dir: str | None = None, version: str | None = None) -> str | None:
@@ -57,16 +80,17 @@ def prepared_dir(dataset: str, data_dir: str | None = None, version: str | None 
 def load_builder(dataset: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """A read-only TFDS builder for `dataset` prepared at its builder's current version; a clear
     error if it is not built (or only by another version of the builder)."""
-    name, _ = split_name(dataset)
+    name, config = split_name(dataset)
     current = str(builder_class(name).VERSION)
     path = prepared_dir(dataset, data_dir, version=current)
     if path is None:
         other = prepared_dir(dataset, data_dir)
         state = (f"prepared in {other} by builder version {os.path.basename(other)}, but this code reads "
                  f"version {current}" if other else f"not built in {data_dir or DEFAULT_DATA_DIR!r}")
+        config_flag = "" if config == default_config_name(name) else f" --config {config}"
         raise FileNotFoundError(
             f"dataset {dataset!r} is {state}. Build it with: "
-            f"python -m stjax.data.build --dataset {name} --manual_dir VIDEO_DIR "
+            f"python -m stjax.data.build --dataset {name}{config_flag} --manual_dir VIDEO_DIR "
             f"--data_dir {data_dir or DEFAULT_DATA_DIR}"
         )
     return tfds.builder_from_directory(path)

@@ -1,0 +1,400 @@
+"""The machinery every video dataset builder shares: annotations in, JPEG-frame TFDS files out.
+
+A builder subclasses `VideoDatasetBuilder` and implements `_read_annotations`,
+which turns its layout's annotation files into `VideoEntry`s (video id, file,
+label, split) plus the problems it found. The base then
+
+1. checks the entries (duplicates, missing files, labels outside the class list),
+2. decodes each listed file once (PyAV, `video_io.decode_video`: a constant-rate
+   grid, a short side, JPEG frames) into the per-video `decode_cache`, in
+   parallel on all local cores and skipping files decoded by an earlier,
+   interrupted run,
+3. writes each split's TFDS files from the cache.
+
+With `use_beam=True` steps 2–3 run as an Apache Beam pipeline instead
+(`beam_split`), on whatever runner TFDS's `DownloadConfig` names.
+
+Everything that could not be used is listed, with the reason, in the
+`BuildReport`, which `stjax.data.build` saves as `build_report.json`.
+
+Examples hold `frames` (JPEG bytes per stored frame), `label` (class id, -1 for
+an unlabelled test video), `video_id`, `fps` (stored frames per second),
+`num_frames`, `height` and `width` (stored frame size in pixels).
+"""
+from __future__ import annotations
+
+import abc
+import collections
+import dataclasses
+import multiprocessing
+import os
+from typing import Iterable, Iterator
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+import tqdm
+
+from stjax.data.builders import decode_cache
+
+PARTIAL_DIR = ".partial"
+
+
+@dataclasses.dataclass(eq=False)
+class VideoFolderConfig(tfds.core.BuilderConfig):
+    """Storage options, recorded in the dataset's metadata.
+
+    Attributes:
+      fps: stored frames per second (None: each video's own average rate).
+      short_side: stored short side in pixels (None: source size).
+      jpeg_quality: JPEG quality of the stored frames, 1..100.
+      max_seconds: keep at most this many seconds of each video (None: all).
+    """
+
+    fps: float | None = 30.0
+    short_side: int | None = 256
+    jpeg_quality: int = 90
+    max_seconds: float | None = None
+
+    def __post_init__(self):
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be > 0 or None, got {self.fps}")
+        if self.short_side is not None and not self.short_side >= 1:
+            raise ValueError(f"short_side must be >= 1 or None, got {self.short_side}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+
+    def storage_metadata(self) -> dict:
+        return {
+            "fps": self.fps, "short_side": self.short_side,
+            "jpeg_quality": self.jpeg_quality, "max_seconds": self.max_seconds,
+        }
+
+    def options(self) -> dict:
+        """Every option that makes this config: the storage options (and the split fold, if any)."""
+        return self.storage_metadata()
+
+    def metadata(self) -> dict:
+        """What the dataset's `info.metadata` records about this config."""
+        return {"storage": self.storage_metadata()}
+
+
+@dataclasses.dataclass(eq=False)
+class FoldConfig(VideoFolderConfig):
+    """Storage options plus which of a dataset's official train/test split folds to build.
+
+    Attributes:
+      split_fold: the official split number, one of `FOLDS`.
+    """
+
+    FOLDS = (1, 2, 3)
+    split_fold: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.split_fold not in self.FOLDS:
+            raise ValueError(f"split_fold must be one of {', '.join(map(str, self.FOLDS))}, got {self.split_fold}")
+
+    def options(self) -> dict:
+        return self.storage_metadata() | {"split_fold": self.split_fold}
+
+    def metadata(self) -> dict:
+        return super().metadata() | {"split_fold": self.split_fold}
+
+
+def fold_configs(**storage) -> list[FoldConfig]:
+    """One config per official split fold, `fold1`, `fold2`, ..., with the same storage options."""
+    return [FoldConfig(name=f"fold{k}", split_fold=k, description=f"official split {k}; {storage}", **storage)
+            for k in FoldConfig.FOLDS]
+
+
+@dataclasses.dataclass
+class BuildReport:
+    """What a build wrote and skipped; saved as JSON next to the dataset.
+
+    `missing` counts skipped videos that the annotations list but that are not on disk;
+    `decoded` / `reused` count videos decoded in this run / taken from the decode cache of
+    an earlier, interrupted run.
+    """
+
+    written: dict[str, int] = dataclasses.field(default_factory=lambda: collections.Counter())
+    skipped: list[dict] = dataclasses.field(default_factory=list)
+    warnings: list[dict] = dataclasses.field(default_factory=list)
+    ignored_files: list[str] = dataclasses.field(default_factory=list)
+    missing: int = 0
+    decoded: int = 0
+    reused: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "written": sum(self.written.values()),
+            "written_per_split": dict(self.written),
+            "skipped": len(self.skipped),
+            "missing": self.missing,
+            "decoded": self.decoded,
+            "reused_from_interrupted_build": self.reused,
+            "skipped_files": self.skipped,
+            "warnings": self.warnings,
+            "ignored_files": self.ignored_files,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoEntry:
+    """One video as the annotations list it.
+
+    Attributes:
+      video_id: unique within its split; the example's key and `video_id`.
+      path: the file, relative to the manual dir with '/' separators; None when no file
+        matches (the entry is then reported as missing with `missing_reason`).
+      label: class name, or None for an unlabelled (test) video, stored as label -1.
+      split: the TFDS split it goes to.
+      source: the annotation file that lists it (for messages).
+      missing_reason: what was looked for, when `path` is None.
+    """
+
+    video_id: str
+    path: str | None
+    label: str | None
+    split: str
+    source: str
+    missing_reason: str | None = None
+
+
+@dataclasses.dataclass
+class Annotations:
+    """What a layout's annotation files say.
+
+    Attributes:
+      classes: class names in label-id order.
+      splits: split names in the order they are built.
+      entries: the listed videos, in annotation order.
+      skipped / warnings: problems found while reading the annotations, as report records
+        ({"path", "split", "reason"} / {"path", "split", "warning"}).
+      ignored_files: files under the manual dir that no annotation uses.
+    """
+
+    classes: list[str]
+    splits: list[str]
+    entries: list[VideoEntry]
+    skipped: list[dict] = dataclasses.field(default_factory=list)
+    warnings: list[dict] = dataclasses.field(default_factory=list)
+    ignored_files: list[str] = dataclasses.field(default_factory=list)
+
+
+class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Videos listed by a layout's annotations, stored as JPEG frames for clip sampling."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "JPEG frames at a constant rate, with label, video id, fps and size."}
+    BUILDER_CONFIGS = [VideoFolderConfig(name="default", description="30 fps, short side 256")]
+
+    def __init__(self, *, manual_dir: str | None = None, workers: int | None = None, use_beam: bool = False,
+                 **kwargs):
+        """`manual_dir` is needed to build (it holds the videos and annotations); loading needs
+        nothing. `workers`: decoding processes (default: all cores); `use_beam`: generate the
+        splits as an Apache Beam pipeline."""
+        self._manual_dir = os.fspath(manual_dir) if manual_dir else None
+        self._workers = workers or os.cpu_count() or 1
+        self._use_beam = use_beam
+        self._annotations = None
+        self.report = BuildReport()
+        super().__init__(**kwargs)
+        self.cache_dir = os.path.join(os.path.dirname(self.data_dir), PARTIAL_DIR)
+
+    @abc.abstractmethod
+    def _read_annotations(self, root: str) -> Annotations:
+        """Reads the layout under `root` (an existing directory) for `self.builder_config`."""
+
+    @property
+    def manual_dir(self) -> str | None:
+        return self._manual_dir
+
+    @property
+    def annotations(self) -> Annotations | None:
+        """The parsed annotations of `manual_dir` (None without one); read once."""
+        if self._annotations is None and self._manual_dir is not None:
+            if not os.path.isdir(self._manual_dir):
+                raise FileNotFoundError(f"manual_dir {self._manual_dir!r} is not a directory")
+            self._annotations = self._read_annotations(self._manual_dir)
+        return self._annotations
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        if self.annotations is not None:
+            label = tfds.features.ClassLabel(names=self.annotations.classes)
+        else:  # names are restored from the prepared dataset's files
+            label = tfds.features.ClassLabel()
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "frames": tfds.features.Sequence(
+                    tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg")
+                ),
+                "label": label,
+                "video_id": tfds.features.Text(),
+                "fps": tfds.features.Scalar(tf.float32, doc="stored frames per second"),
+                "num_frames": tfds.features.Scalar(tf.int32),
+                "height": tfds.features.Scalar(tf.int32, doc="stored frame height in pixels"),
+                "width": tfds.features.Scalar(tf.int32, doc="stored frame width in pixels"),
+            }),
+            metadata=tfds.core.MetadataDict(**self.builder_config.metadata()),
+            supervised_keys=None,
+        )
+
+    def _split_generators(self, dl_manager):
+        annotations = self.annotations
+        if annotations is None:
+            raise ValueError(
+                f"building {self.name} needs its videos: pass manual_dir "
+                f"(`python -m stjax.data.build --dataset {self.name} --manual_dir DIR`)"
+            )
+        self.report = BuildReport(skipped=list(annotations.skipped), warnings=list(annotations.warnings),
+                                  ignored_files=list(annotations.ignored_files))
+        by_split = self._checked_entries(annotations)
+        tasks = {}
+        for entry in (e for entries in by_split.values() for e in entries):
+            if entry.path not in tasks:
+                tasks[entry.path] = self._task(entry.path)
+        if self._use_beam:
+            from stjax.data.builders import beam_split
+
+            beam_split.clear_report(os.path.join(self.cache_dir, beam_split.REPORT_DIR))
+            return {split: self._generate_examples(split, entries, tasks)
+                    for split, entries in by_split.items() if self._writable(split, entries)}
+        results = self._decode_all(list(tasks.values()))
+        generators = {}
+        for split, entries in by_split.items():
+            usable = []
+            for entry in entries:
+                result = results[entry.path]
+                if result.error is not None:
+                    self.report.skipped.append({"path": entry.path, "split": split, "reason": result.error})
+                    continue
+                for warning in result.warnings:
+                    self.report.warnings.append({"path": entry.path, "split": split, "warning": warning})
+                usable.append(entry)
+            if self._writable(split, usable):
+                generators[split] = self._generate_examples(split, usable, tasks)
+        return generators
+
+    def _generate_examples(self, split: str, entries: list[VideoEntry], tasks: dict):
+        """`split`'s (key, example) pairs from the decode cache; with `use_beam`, a
+        `beam.PTransform` that decodes (or reuses) each video on the Beam workers."""
+        if self._use_beam:
+            from stjax.data.builders import beam_split
+
+            report_prefix = os.path.join(self.cache_dir, beam_split.REPORT_DIR, split)
+            items = [(e.video_id, _label(e), tasks[e.path]) for e in entries]
+            return beam_split.DecodeSplit(split, items, report_prefix)
+        return self._examples_from_cache(split, entries, tasks)
+
+    def _examples_from_cache(self, split, entries, tasks) -> Iterator[tuple[str, dict]]:
+        for entry in tqdm.tqdm(entries, desc=f"{self.name} writing {split}", unit="video", dynamic_ncols=True):
+            result = decode_cache.read(tasks[entry.path].cache_file)
+            self.report.written[split] += 1
+            yield entry.video_id, example(entry.video_id, _label(entry), result)
+
+    def _checked_entries(self, annotations: Annotations) -> dict[str, list[VideoEntry]]:
+        """Entries grouped by split, less those that cannot be built (reported as skipped)."""
+        classes = set(annotations.classes)
+        by_split = {split: [] for split in annotations.splits}
+        seen = {}  # video id -> splits it is in
+        for entry in annotations.entries:
+            reason = None
+            where = seen.setdefault(entry.video_id, [])
+            if entry.split in where:
+                reason = f"listed twice in {entry.source}"
+            elif entry.path is None or not os.path.isfile(os.path.join(self._manual_dir, entry.path)):
+                reason = entry.missing_reason or f"listed in {entry.source} but not found"
+                self.report.missing += 1
+            elif entry.label is not None and entry.label not in classes:
+                reason = f"label {entry.label!r} is not in the class list ({len(classes)} classes)"
+            if reason:
+                self.report.skipped.append({"path": entry.path or entry.video_id, "split": entry.split,
+                                            "reason": reason})
+                continue
+            if where:
+                self.report.warnings.append({"path": entry.path, "split": entry.split,
+                                             "warning": f"also listed in split {where[0]!r}; kept in both"})
+            where.append(entry.split)
+            by_split.setdefault(entry.split, []).append(entry)
+        return by_split
+
+    def _writable(self, split: str, entries: list) -> bool:
+        """Whether `split` has videos to write; if not, the report says it is left out."""
+        if not entries:
+            self.report.warnings.append({"path": None, "split": split,
+                                         "warning": "no usable video; the split is not written"})
+        return bool(entries)
+
+    def _task(self, rel: str) -> decode_cache.DecodeTask:
+        cfg = self.builder_config
+        path = os.path.join(self._manual_dir, rel)
+        return decode_cache.DecodeTask(
+            rel=rel, path=path,
+            cache_file=decode_cache.cache_file(self.cache_dir, rel, path, cfg.storage_metadata(), str(self.version)),
+            fps=cfg.fps, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality, max_seconds=cfg.max_seconds,
+        )
+
+    def _decode_all(self, tasks: list[decode_cache.DecodeTask]) -> dict[str, decode_cache.DecodeResult]:
+        """Every task's result (header only), decoding those not cached by an earlier run."""
+        results, todo = {}, []
+        for task in tasks:
+            if tf.io.gfile.exists(task.cache_file):
+                results[task.rel] = decode_cache.read(task.cache_file, frames=False)
+            else:
+                todo.append(task)
+        self.report.reused = len(results)
+        if results:
+            print(f"{self.name}: resuming, {len(results)} of {len(tasks)} videos already decoded "
+                  f"in {self.cache_dir}")
+        for result in tqdm.tqdm(map_in_workers(decode_cache.decode_into_cache, todo, self._workers),
+                                total=len(todo), desc=f"{self.name} decoding", unit="video", dynamic_ncols=True):
+            results[result.rel] = result
+            self.report.decoded += 1
+        return results
+
+    def finish_report(self) -> dict:
+        """The build report, after `download_and_prepare`: with the Beam path, the per-video
+        problems its workers recorded and the written counts."""
+        if self._use_beam:
+            from stjax.data.builders import beam_split
+
+            skipped, warnings = beam_split.read_report(os.path.join(self.cache_dir, beam_split.REPORT_DIR))
+            self.report.skipped.extend(skipped)
+            self.report.warnings.extend(warnings)
+            self.report.written = collections.Counter(
+                {name: split.num_examples for name, split in self.info.splits.items()}
+            )
+        return self.report.as_dict()
+
+    def remove_cache(self) -> None:
+        """Deletes the decode cache; call once the dataset is written."""
+        if tf.io.gfile.exists(self.cache_dir):
+            tf.io.gfile.rmtree(self.cache_dir)
+
+
+def _label(entry: VideoEntry) -> str | int:
+    return -1 if entry.label is None else entry.label
+
+
+def example(video_id: str, label: str | int, result: decode_cache.DecodeResult) -> dict:
+    """The TFDS example of a decoded video (`label`: class name, or -1 for none)."""
+    return {
+        "frames": result.jpeg_frames,
+        "label": label,
+        "video_id": video_id,
+        "fps": result.fps,
+        "num_frames": result.num_frames,
+        "height": result.height,
+        "width": result.width,
+    }
+
+
+def map_in_workers(fn, tasks: list, workers: int) -> Iterable:
+    """`fn` over `tasks`, in `workers` processes when workers > 1; results in completion order."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(fn, tasks)
+        return
+    # spawn: the parent has TensorFlow threads running, which fork does not survive.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(min(workers, len(tasks))) as pool:
+        yield from pool.imap_unordered(fn, tasks, chunksize=1)

@@ -1,0 +1,143 @@
+"""A per-video cache of decode results, so that an interrupted build resumes where it stopped.
+
+A build first decodes every listed video into this cache, then writes the TFDS
+files from it (`base.VideoDatasetBuilder`). Each video's result — its JPEG
+frames, or the reason it cannot be used — is one file under
+`DATA_DIR/NAME/CONFIG/.partial/`, written under a temporary name and renamed
+into place, so a file that exists is always complete. A file is named by a hash
+of everything its content depends on: the video's path relative to the manual
+dir, its size and modification time, the storage options and the builder
+version; a video that changed, or a build with other options, never reuses a
+result. The build deletes the folder once the dataset is written. It holds the
+same JPEG frames as the finished dataset, so a build needs about twice the
+dataset's final size on disk until it ends.
+
+Files go through `tf.io.gfile`, so the data dir may be any path TFDS writes to
+(local disk, `gs://...`); the videos themselves must be local files (PyAV).
+
+File format (integers little-endian)::
+
+    8 bytes    n: length of the header
+    n bytes    header, UTF-8 JSON: {"path", "error", "warnings", "fps", "height",
+               "width", "frame_sizes"}; `error` is null for a usable video
+    the rest   the JPEG frames back to back, their sizes in header["frame_sizes"]
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+import uuid
+
+import tensorflow as tf
+
+from stjax.data import video_io
+
+FORMAT_VERSION = 1
+_LENGTH = struct.Struct("<Q")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeTask:
+    """One video to decode: its relative path (for reports), its file, where its result goes,
+    and the storage options (units as in `video_io.decode_video`)."""
+
+    rel: str
+    path: str
+    cache_file: str
+    fps: float | None
+    short_side: int | None
+    jpeg_quality: int
+    max_seconds: float | None
+
+
+@dataclasses.dataclass
+class DecodeResult:
+    """A cached decode result; `jpeg_frames` is None when only the header was read."""
+
+    rel: str
+    error: str | None
+    warnings: list[str]
+    fps: float = 0.0
+    height: int = 0
+    width: int = 0
+    frame_sizes: list[int] = dataclasses.field(default_factory=list)
+    jpeg_frames: list[bytes] | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_sizes)
+
+
+def cache_file(cache_dir: str, rel: str, path: str, storage: dict, version: str) -> str:
+    """Where the result of decoding `path` (`rel` relative to the manual dir) with `storage` goes."""
+    stat = os.stat(path)
+    identity = json.dumps(
+        {"rel": rel, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "storage": storage,
+         "version": version, "format": FORMAT_VERSION},
+        sort_keys=True,
+    )
+    key = hashlib.sha256(identity.encode()).hexdigest()[:40]
+    return f"{cache_dir.rstrip('/')}/{key[:2]}/{key}.frames"
+
+
+def write(path: str, result: DecodeResult) -> None:
+    """Writes `result` to `path` atomically (temporary name, then rename)."""
+    frames = result.jpeg_frames or []
+    header = json.dumps({
+        "path": result.rel, "error": result.error, "warnings": result.warnings, "fps": result.fps,
+        "height": result.height, "width": result.width, "frame_sizes": [len(f) for f in frames],
+    }).encode()
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(_LENGTH.pack(len(header)))
+        f.write(header)
+        for frame in frames:
+            f.write(frame)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read(path: str, frames: bool = True) -> DecodeResult:
+    """Reads a result written by `write`; with `frames=False` only its header."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        (length,) = _LENGTH.unpack(f.read(_LENGTH.size))
+        header = json.loads(f.read(length))
+        jpegs = [f.read(size) for size in header["frame_sizes"]] if frames else None
+    return DecodeResult(
+        rel=header["path"], error=header["error"], warnings=header["warnings"], fps=header["fps"],
+        height=header["height"], width=header["width"], frame_sizes=header["frame_sizes"], jpeg_frames=jpegs,
+    )
+
+
+def decode(task: DecodeTask) -> DecodeResult:
+    """Decodes `task`'s video; a video that cannot be used gives a result with `error` set."""
+    try:
+        video = video_io.decode_video(task.path, fps=task.fps, short_side=task.short_side,
+                                      jpeg_quality=task.jpeg_quality, max_seconds=task.max_seconds)
+    except video_io.VideoReadError as e:
+        return DecodeResult(task.rel, str(e), [])
+    except Exception as e:  # noqa: BLE001 — one bad file must never stop a build.
+        return DecodeResult(task.rel, f"unexpected {type(e).__name__}: {e}", [])
+    return DecodeResult(
+        task.rel, None, list(video.warnings), fps=video.fps, height=video.height, width=video.width,
+        frame_sizes=[len(f) for f in video.jpeg_frames], jpeg_frames=video.jpeg_frames,
+    )
+
+
+def decode_into_cache(task: DecodeTask) -> DecodeResult:
+    """Worker: decodes `task`, stores the result in its cache file, returns the header only."""
+    result = decode(task)
+    write(task.cache_file, result)
+    return dataclasses.replace(result, jpeg_frames=None)
+
+
+def load_or_decode(task: DecodeTask) -> DecodeResult:
+    """The cached result of `task` with its frames, decoding (and caching) it first if needed."""
+    if tf.io.gfile.exists(task.cache_file):
+        return read(task.cache_file)
+    result = decode(task)
+    write(task.cache_file, result)
+    return result
