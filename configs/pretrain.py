@@ -62,10 +62,12 @@ def get_config(arg=None):
         projector_hidden=(2048, 2048), projector_out=128, temperature=0.1, pairing="all",
     ))
     # ρSwAV, the paper recipe: 3-layer MLP with BN, 1000 unit-norm prototypes, Sinkhorn codes
-    # (ε = 0.05, 3 iterations) over the global batch, prototypes frozen in the first epoch, no queue.
+    # (ε = 0.05, 3 iterations) over the global batch, prototypes frozen in the first epoch, no queue
+    # (queue_size=0; SwAV's small-batch queue of past projections is an option, see stjax/objectives/swav.py).
     config.swav = ml_collections.ConfigDict(dict(
         projector_hidden=(2048, 2048), projector_out=128, num_prototypes=1000, temperature=0.1,
         epsilon=0.05, sinkhorn_iterations=3, freeze_prototypes_epochs=1.0, pairing="all",
+        queue_size=0, queue_start_epochs=15.0,
     ))
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,

@@ -179,6 +179,7 @@ def test_moco_queue_is_a_fifo_of_each_steps_keys():
     rng = _key(7)
     encode = jax.jit(lambda target, clips, i: framework.encode_keys(
         target, step_lib.normalize_clips(clips), jax.random.fold_in(rng, i))[0])
+    query = jax.jit(lambda p, s, clips: framework._encode(p, s, base.flatten_clips(step_lib.normalize_clips(clips)))[0])
     queue = np.array(jax.device_get(state.extra["queue"]))
     np.testing.assert_allclose(np.linalg.norm(queue, axis=1), np.ones(QUEUE), rtol=1e-5)
     ptr = 0
@@ -186,8 +187,14 @@ def test_moco_queue_is_a_fifo_of_each_steps_keys():
         batch = _on(mesh, _batch(i))
         keys = np.asarray(encode(state.extra["target"], batch["clips"], state.step)).reshape(16, -1)
         target_before = jax.device_get(state.extra["target"]["params"])
+        queue_before = np.asarray(jax.device_get(state.extra["queue"]))
+        queries = np.asarray(query(state.params, state.batch_stats, batch["clips"]))
+        queries = queries / np.linalg.norm(queries, axis=-1, keepdims=True)
         state, metrics = step(state, batch, rng)
         assert math.isfinite(float(metrics["loss"]))
+        pairs = keys.reshape(8, 2, -1)[:, ::-1].reshape(16, -1)  # ρ = 2: each clip's positive is the other
+        assert float(metrics["positive_cosine"]) == pytest.approx(np.mean(np.sum(queries * pairs, -1)), abs=1e-5)
+        assert float(metrics["queue_cosine"]) == pytest.approx(np.mean(queries @ queue_before.T), abs=1e-5)
         for key in keys:  # FIFO: overwrite the oldest row, wrap around
             queue[ptr] = key
             ptr = (ptr + 1) % QUEUE
@@ -235,3 +242,42 @@ def test_train_step_on_8_devices_has_the_1_device_loss(framework):
     np.testing.assert_allclose(unit[2], unit[0], atol=1e-6)  # after step 1: frozen
     assert np.abs(kernels[2] - kernels[0]).max() > 1e-5      # ... although the raw kernel shrank
     assert np.abs(unit[3] - unit[2]).max() > 1e-5            # after step 2: the prototypes learn
+
+
+def test_swav_queue_is_a_fifo_of_projections_used_once_full():
+    """Real train steps on 8 devices, 8 videos a step, a 24-row queue per clip index filled from step 1
+    (queue_start_epochs=0.5 of a 2-step epoch): rows are the projections of the last three steps, newest
+    first; the codes use the queue only once it is full (from step 4), as Sinkhorn over queue + batch."""
+    config = _config("swav")
+    config.swav.update(queue_size=24, queue_start_epochs=0.5)
+    mesh = mesh_lib.create_mesh()
+    framework, state, step = _train_setup(config, mesh)
+    embed = jax.jit(lambda p, s, clips: framework.embed(p, s, step_lib.normalize_clips(clips))[0])
+    loss_at = jax.jit(lambda st, clips, i: framework.loss(st.params, st.batch_stats, st.extra,
+                                                          step_lib.normalize_clips(clips), None, i)[0])
+    rng, pushed = _key(3), []
+    for i in range(6):
+        batch = _on(mesh, _batch(i))
+        z = np.asarray(embed(state.params, state.batch_stats, batch["clips"]))  # [8, 2, 16]
+        queue = np.asarray(jax.device_get(state.extra["queue"]))
+        scores = np.asarray(z @ models.normalized_prototypes(state.params["prototypes"]["kernel"]))
+        if i < 4:  # not full: Sinkhorn over the batch alone
+            codes = np.stack([_sinkhorn(scores[:, c]) for c in range(2)], axis=1)
+        else:
+            queue_scores = queue @ np.asarray(models.normalized_prototypes(state.params["prototypes"]["kernel"]))
+            codes = np.stack([_sinkhorn(np.concatenate([queue_scores[c], scores[:, c]]))[-8:] for c in range(2)],
+                             axis=1)
+        expected = losses.swapped_prediction_loss(scores, codes, losses.positive_pairs(2), 0.1)
+        assert float(loss_at(state, batch["clips"], jnp.int32(i))) == pytest.approx(float(expected), rel=1e-4)
+        state, metrics = step(state, batch, rng)
+        assert math.isfinite(float(metrics["loss"])) and 0 < metrics["code_entropy"] <= np.log(10) + 1e-5
+        if i >= 1:
+            pushed.insert(0, z)
+        rows = np.concatenate([np.swapaxes(p, 0, 1) for p in pushed[:3]], axis=1) if pushed else np.zeros((2, 0, 16))
+        expected_queue = np.concatenate([rows, np.zeros((2, 24 - rows.shape[1], 16))], axis=1)
+        np.testing.assert_allclose(jax.device_get(state.extra["queue"]), expected_queue, rtol=1e-4, atol=1e-5)
+        assert int(state.extra["queue_count"]) == min(8 * len(pushed), 24)
+
+
+def _sinkhorn(scores):
+    return np.asarray(losses.sinkhorn(jnp.asarray(scores), 0.05, 3))

@@ -257,3 +257,24 @@ def test_new_losses_are_invariant_to_batch_order_and_route_gradients():
         assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0.0
     with pytest.raises(ValueError, match="needs ρ >= 2 clips"):
         losses.nt_xent_loss(q[:, :1], losses.positive_pairs(1), 0.1)
+
+
+def test_swav_codes_with_a_queue_are_the_batch_rows_of_sinkhorn_over_queue_and_batch():
+    rng = np.random.default_rng(21)
+    b, rho, q_len, k = 4, 3, 10, 6
+    scores = _cosine_scores(rng, (b, rho, 8), num_prototypes=k)
+    queue_scores = _cosine_scores(rng, (rho, q_len, 8), num_prototypes=k)
+    codes = jax.jit(lambda s, q: losses.swav_codes(s, 0.05, 3, q))(scores, queue_scores)
+    for i in range(rho):
+        expected = _numpy_sinkhorn(np.concatenate([queue_scores[i], scores[:, i]]), 0.05, 3)[-b:]
+        np.testing.assert_allclose(codes[:, i], expected, rtol=1e-4, atol=1e-7)
+        assert not np.allclose(codes[:, i], _numpy_sinkhorn(scores[:, i], 0.05, 3), atol=1e-3)
+    np.testing.assert_allclose(codes.sum(axis=-1), np.ones((b, rho)), rtol=1e-5)
+
+
+def test_mean_entropy_in_nats():
+    uniform, one_hot = np.full((3, 5), 0.2), np.eye(5)[:3]
+    half = np.array([[0.5, 0.5, 0.0, 0.0]])
+    assert float(losses.mean_entropy(uniform)) == pytest.approx(np.log(5), rel=1e-6)
+    assert float(losses.mean_entropy(one_hot)) == pytest.approx(0.0, abs=1e-7)
+    assert float(losses.mean_entropy(np.concatenate([half, half]))) == pytest.approx(np.log(2), rel=1e-6)

@@ -150,15 +150,54 @@ def sinkhorn(scores: jnp.ndarray, epsilon: float, iterations: int) -> jnp.ndarra
     return jax.lax.fori_loop(0, iterations, normalise, q) * n
 
 
+def swav_codes(scores: jnp.ndarray, epsilon: float, iterations: int,
+               queue_scores: jnp.ndarray | None = None) -> jnp.ndarray:
+    """SwAV codes of every clip, float32 [B, ρ, K], no gradient: `sinkhorn` run separately for
+    each clip index over the B videos of the batch (as SwAV does per crop).
+
+    With `queue_scores`, the scores of Q stored past projections are stacked before the
+    batch's for each clip index, Sinkhorn partitions all Q + B samples, and the codes of
+    the batch's B are returned (SwAV's queue for small batches).
+
+    Args:
+      scores: cosine similarities of normalised projections to normalised prototypes, float [B, ρ, K].
+      epsilon, iterations: of `sinkhorn` (0.05 and 3 in the paper recipe).
+      queue_scores: optional, float [ρ, Q, K].
+    """
+    b = scores.shape[0]
+    if queue_scores is None:
+        return jax.vmap(lambda s: sinkhorn(s, epsilon, iterations), in_axes=1, out_axes=1)(scores)
+
+    def with_queue(s, queued):
+        return sinkhorn(jnp.concatenate([queued.astype(s.dtype), s]), epsilon, iterations)[-b:]
+
+    return jax.vmap(with_queue, in_axes=(1, 0), out_axes=1)(scores, queue_scores)
+
+
+def swapped_prediction_loss(scores: jnp.ndarray, codes: jnp.ndarray, pairs: np.ndarray,
+                            temperature: float) -> jnp.ndarray:
+    """SwAV's swapped prediction, a scalar (nats).
+
+    For each positive pair (i, j): −Σ_k q_j[k] · log softmax(s_i / temperature)[k],
+    clip i predicting the code of clip j; averaged over the pairs and the B videos.
+
+    Args:
+      scores: float [B, ρ, K], as for `swav_codes`.
+      codes: float [B, ρ, K], rows summing to 1 (`swav_codes`); no gradient flows into them.
+      pairs: bool [ρ, ρ], see `positive_pairs`.
+      temperature: softmax temperature of the predictions (0.1 in the paper recipe).
+    """
+    scores = scores.astype(jnp.float32)
+    codes = jax.lax.stop_gradient(codes).astype(jnp.float32)
+    cross_entropy = optax.softmax_cross_entropy(scores[:, :, None, :] / temperature, codes[:, None, :, :])
+    return jnp.mean(jnp.sum(_pair_weights(pairs) * cross_entropy, axis=(1, 2)))
+
+
 def swav_loss(scores: jnp.ndarray, pairs: np.ndarray, temperature: float, epsilon: float,
               iterations: int) -> jnp.ndarray:
-    """ρSwAV swapped prediction, a scalar (nats).
+    """ρSwAV loss, a scalar (nats): `swapped_prediction_loss` of the `swav_codes` of the batch.
 
-    Codes q are computed by `sinkhorn` separately for each clip index over the B
-    videos of the batch (as SwAV does per crop). For each positive pair (i, j):
-    −Σ_k q_j[k] · log softmax(s_i / temperature)[k], clip i predicting the code of
-    clip j; averaged over the pairs and the B videos. With ρ = 2 this is SwAV's
-    two-crop loss ½(ℓ(s₁, q₂) + ℓ(s₂, q₁)).
+    With ρ = 2 this is SwAV's two-crop loss ½(ℓ(s₁, q₂) + ℓ(s₂, q₁)).
 
     Args:
       scores: cosine similarities of normalised projections to normalised
@@ -168,6 +207,10 @@ def swav_loss(scores: jnp.ndarray, pairs: np.ndarray, temperature: float, epsilo
       epsilon, iterations: of `sinkhorn` (0.05 and 3 in the paper recipe).
     """
     scores = scores.astype(jnp.float32)
-    codes = jax.vmap(lambda s: sinkhorn(s, epsilon, iterations), in_axes=1, out_axes=1)(scores)  # [B, ρ, K]
-    cross_entropy = optax.softmax_cross_entropy(scores[:, :, None, :] / temperature, codes[:, None, :, :])
-    return jnp.mean(jnp.sum(_pair_weights(pairs) * cross_entropy, axis=(1, 2)))
+    return swapped_prediction_loss(scores, swav_codes(scores, epsilon, iterations), pairs, temperature)
+
+
+def mean_entropy(probabilities: jnp.ndarray) -> jnp.ndarray:
+    """Mean entropy (nats) of the distributions along the last axis of `probabilities` [..., K]."""
+    p = probabilities.astype(jnp.float32)
+    return jnp.mean(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1))

@@ -134,7 +134,17 @@ class MoCo(base.Framework):
         queue, ptr = enqueue(extra["queue"], extra["queue_ptr"], keys.reshape(b * rho, -1))
         new_extra = {"target": {"params": extra["target"]["params"], "batch_stats": target_stats},
                      "queue": queue, "queue_ptr": ptr}
-        return loss, (online_stats, new_extra, {"loss": loss})
+        return loss, (online_stats, new_extra, {"loss": loss, **self._similarities(queries, keys, extra["queue"])})
+
+    def _similarities(self, queries, keys, queue):
+        """Monitors: mean cosine of a query to its positive keys and to the queue. A gap that closes while
+        the loss rises towards ln(1 + K) means the embeddings are collapsing."""
+        b, rho = keys.shape[:2]
+        q = losses.l2_normalize(jax.lax.stop_gradient(queries)).reshape(b, rho, -1)
+        pairs = jnp.asarray(losses.positive_pairs(rho, self.pairing), jnp.float32)
+        positive = jnp.sum(jnp.einsum("bid,bjd->bij", q, keys) * pairs) / (b * jnp.sum(pairs))
+        negative = jnp.mean(q @ jnp.mean(losses.l2_normalize(queue), axis=0))
+        return {"positive_cosine": positive, "queue_cosine": negative}
 
     def after_update(self, params, batch_stats, extra, step):
         momentum = schedules.cosine_momentum(self.base_momentum, step, self.total_steps)
