@@ -85,16 +85,16 @@ def test_every_framework_has_its_recipe_and_builds(preset):
     for block in (moco.moco, simclr.simclr, swav.swav):
         assert block.temperature == 0.1
     assert moco.moco.base_momentum == (0.99 if preset == "demo" else 0.994)
-    assert (swav.swav.epsilon, swav.swav.sinkhorn_iterations, swav.swav.freeze_prototypes_epochs) == (0.05, 3, 1.0)
+    assert (swav.swav.epsilon, swav.swav.sinkhorn_iterations, swav.swav.num_prototypes) == (0.05, 3, 1000)
     if preset == "k400_r50":
+        assert (swav.swav.freeze_prototypes_epochs, swav.swav.queue_size) == (1.0, 0)  # the recipe: no queue
         assert moco.optimizer.base_lr == 0.4 and moco.optimizer.warmup_epochs == 35.0
         assert moco.moco.queue_size == 65536 and moco.batch_size // moco.moco.bn_groups == 8
-        assert swav.swav.num_prototypes == 1000
         for block in (moco.moco, simclr.simclr, swav.swav):
             assert (tuple(block.projector_hidden), block.projector_out) == ((2048, 2048), 128)
     else:
         assert moco.rho == simclr.rho == swav.rho == 2
         assert moco.optimizer.name == "sgd" and moco.moco.queue_size == 4096
-        assert swav.swav.num_prototypes == 100
+        assert (swav.swav.freeze_prototypes_epochs, swav.swav.queue_size) == (math.inf, 1024)
         for block in (moco.moco, simclr.simclr, swav.swav):
             assert (tuple(block.projector_hidden), block.projector_out) == ((512, 512), 128)

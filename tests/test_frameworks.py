@@ -79,6 +79,11 @@ def test_registry_and_construction_errors():
     with pytest.raises(ValueError, match="swav.freeze_prototypes_epochs=1.0 needs the epoch length"):
         objectives.create_framework(_config("swav"), total_steps=10)
     objectives.create_framework(_config("swav"), 10, steps_per_epoch=2)
+    config = _config("swav")
+    config.swav.queue_size = 4
+    with pytest.raises(ValueError, match="swav.queue_size=4 is invalid; valid values: 0 .no queue. or integers >= "
+                                         "the batch size 8"):
+        objectives.create_framework(config, 10, 2)
     for framework in ("moco", "simclr", "swav"):
         config = _config(framework)
         config[framework].pairing = "every"
@@ -94,6 +99,19 @@ def test_registry_and_construction_errors():
     with pytest.raises(ValueError,
                        match="moco.queue_size=12 is invalid; valid values: integers >= batch_size·ρ = 16"):
         objectives.create_framework(config, 10)
+
+
+def test_swav_prototypes_frozen_for_the_whole_run():
+    """freeze_prototypes_epochs=inf needs no epoch length and gives the prototypes no gradient at any step."""
+    config = _config("swav")
+    config.swav.freeze_prototypes_epochs = math.inf
+    framework = objectives.create_framework(config, total_steps=10)
+    clips = jax.random.normal(_key(0), CLIPS_SHAPE)
+    params, batch_stats, extra = framework.init(_key(1), clips)
+    for step in (0, 10**6):
+        grads = jax.grad(lambda p: framework.loss(p, batch_stats, extra, clips, None, step)[0])(params)
+        assert float(jnp.abs(grads["prototypes"]["kernel"]).max()) == 0.0
+        assert float(jnp.abs(grads["projector"]["out"]["kernel"]).max()) > 0.0
 
 
 def test_prototypes_are_unit_norm_and_scale_free():

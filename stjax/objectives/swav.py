@@ -5,7 +5,8 @@ Per the paper recipe: projector MLP 2048→2048→BN→ReLU→2048→BN→ReLU�
 codes by Sinkhorn-Knopp over the global batch (ε = 0.05, 3 iterations, float32,
 no gradient), swapped prediction at temperature 0.1 (`losses.swav_loss`) over
 the positive pairs of the ρ clips; prototypes frozen for the first
-`freeze_prototypes_epochs` epochs; no queue. (The official code assigns codes
+`freeze_prototypes_epochs` epochs (`inf`: kept at their random initialisation
+for the whole run); no queue. (The official code assigns codes
 to the first two clips only; here every clip gets a code and the pairing says
 which clips predict it, as for the other frameworks.)
 
@@ -38,6 +39,8 @@ stay fixed.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -60,7 +63,7 @@ class SwAV(base.Framework):
         for field in ("freeze_prototypes_epochs", "queue_start_epochs", "queue_size"):
             configlib.require(cfg.get(field, 0) >= 0, f"swav.{field}", cfg.get(field), "numbers >= 0")
         for field in ("freeze_prototypes_epochs", "queue_start_epochs"):
-            if cfg.get(field, 0) > 0 and steps_per_epoch is None:
+            if cfg.get(field, 0) > 0 and not math.isinf(cfg[field]) and steps_per_epoch is None:
                 raise ValueError(
                     f"swav.{field}={cfg[field]} needs the epoch length: "
                     f"call create_framework(config, total_steps, steps_per_epoch), or set swav.{field}=0"
@@ -86,7 +89,10 @@ class SwAV(base.Framework):
 
     @staticmethod
     def _epochs_to_steps(epochs, steps_per_epoch):
-        return round(epochs * steps_per_epoch) if epochs else 0
+        """Steps in `epochs` (0 for 0; inf stays inf: for the whole run)."""
+        if not epochs or math.isinf(epochs):
+            return epochs or 0
+        return round(epochs * steps_per_epoch)
 
     def init(self, rng, clips):
         rngs = jax.random.split(rng, 3)
@@ -117,7 +123,7 @@ class SwAV(base.Framework):
         embeddings, new_stats = self.embed(params, batch_stats, clips)
         prototypes = params["prototypes"]
         if self.freeze_steps:
-            frozen = step < self.freeze_steps
+            frozen = True if math.isinf(self.freeze_steps) else step < self.freeze_steps
             prototypes = jax.tree.map(lambda v: jnp.where(frozen, jax.lax.stop_gradient(v), v), prototypes)
         scores = self.prototypes.apply({"params": prototypes}, embeddings)  # [B, ρ, K]
         if self.queue_size:
