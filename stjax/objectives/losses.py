@@ -213,4 +213,4 @@ def swav_loss(scores: jnp.ndarray, pairs: np.ndarray, temperature: float, epsilo
 def mean_entropy(probabilities: jnp.ndarray) -> jnp.ndarray:
     """Mean entropy (nats) of the distributions along the last axis of `probabilities` [..., K]."""
     p = probabilities.astype(jnp.float32)
-    return jnp.mean(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1))
+    return jnp.mean(-jnp.sum(p * jnp.log(jnp.where(p > 0, p, 1.0)), axis=-1))  # 0 · log 0 = 0

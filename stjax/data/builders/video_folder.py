@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from stjax.data.builders.base import Annotations, VideoDatasetBuilder, VideoEntry, VideoFolderConfig
+from stjax.data.builders import layout
 from stjax.data.builders.layout import VIDEO_EXTENSIONS
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoFolder", "VideoFolderConfig", "scan_class_folders"]
@@ -45,7 +46,7 @@ def scan_class_folders(root: str) -> tuple[list[str], dict[str, list[str]], list
                 rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
                 if name.startswith("."):
                     continue
-                if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
+                if layout.is_video(name):
                     files.append(rel)
                 else:
                     ignored.append(rel)
