@@ -97,7 +97,12 @@ def test_registry_and_construction_errors():
     config = _config("moco")
     config.moco.queue_size = 12
     with pytest.raises(ValueError,
-                       match="moco.queue_size=12 is invalid; valid values: integers >= batch_size·ρ = 16"):
+                       match=r"moco.queue_size=12 is invalid; valid values: 0 \(negatives from the batch\) or "
+                             "integers >= batch_size·ρ = 16"):
+        objectives.create_framework(config, 10)
+    config = _config("moco", batch_size=1)
+    config.moco.update(queue_size=0, bn_groups=1)
+    with pytest.raises(ValueError, match="batch_size=1 is invalid; valid values: integers >= 2 when moco.queue_size=0"):
         objectives.create_framework(config, 10)
 
 
@@ -213,7 +218,7 @@ def test_moco_queue_is_a_fifo_of_each_steps_keys():
         assert math.isfinite(float(metrics["loss"]))
         pairs = keys.reshape(8, 2, -1)[:, ::-1].reshape(16, -1)  # ρ = 2: each clip's positive is the other
         assert float(metrics["positive_cosine"]) == pytest.approx(np.mean(np.sum(queries * pairs, -1)), abs=1e-5)
-        assert float(metrics["queue_cosine"]) == pytest.approx(np.mean(queries @ queue_before.T), abs=1e-5)
+        assert float(metrics["negative_cosine"]) == pytest.approx(np.mean(queries @ queue_before.T), abs=1e-5)
         for key in keys:  # FIFO: overwrite the oldest row, wrap around
             queue[ptr] = key
             ptr = (ptr + 1) % QUEUE
@@ -227,13 +232,15 @@ def test_moco_queue_is_a_fifo_of_each_steps_keys():
     assert set(state.batch_stats) == {"backbone"} and set(state.extra) == {"target", "queue", "queue_ptr"}
 
 
-@pytest.mark.parametrize("framework", ["simclr", "swav"])
+@pytest.mark.parametrize("framework", ["simclr", "swav", "moco_batch_negatives"])
 def test_train_step_on_8_devices_has_the_1_device_loss(framework):
     """One generic train step on 8 devices. The loss is over the global batch (NT-Xent negatives, Sinkhorn
-    marginals, SyncBN), so it and the new BN statistics equal the loss on 1 device. For SwAV the run goes on:
-    the prototypes the loss sees stay fixed during the frozen first epoch (2 steps) although weight decay
-    and LARS shrink the raw kernel, and move afterwards."""
-    config = _config(framework)
+    marginals, SyncBN, MoCo's batch keys as negatives and its BN groups), so it and the new BN statistics
+    equal the loss on 1 device. For SwAV the run goes on: the prototypes the loss sees stay fixed during the
+    frozen first epoch (2 steps) although weight decay and LARS shrink the raw kernel, and move afterwards."""
+    config = _config(framework.split("_")[0])
+    if framework == "moco_batch_negatives":
+        config.moco.queue_size = 0
     eight = mesh_lib.create_mesh(8)
     fw, state, step = _train_setup(config, eight)
     before = jax.device_get(state)
@@ -251,6 +258,9 @@ def test_train_step_on_8_devices_has_the_1_device_loss(framework):
     assert max(jax.tree.leaves(changed)) > 0
     if framework == "simclr":
         assert set(state.params) == {"backbone", "projector"} and state.extra == {}
+        return
+    if framework == "moco_batch_negatives":
+        assert set(state.extra) == {"target"} and -1 <= metrics["negative_cosine"] <= metrics["positive_cosine"] <= 1
         return
     kernels = [before.params["prototypes"]["kernel"], jax.device_get(state.params["prototypes"]["kernel"])]
     for i in range(1, 3):

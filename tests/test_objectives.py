@@ -103,14 +103,17 @@ def _log_sum_exp(values):
 
 
 def _numpy_info_nce(q, k, queue, pairs, temperature):
-    """Mean over videos and positive pairs (i, j) of −log softmax([q_i·k_j, q_i·n_1, …]/T)[0]."""
+    """Mean over videos and positive pairs (i, j) of −log softmax([q_i·k_j, q_i·n_1, …]/T)[0]; the negatives n
+    are the queue, or (queue None) every clip's key of the other videos."""
     terms = []
     for b in range(q.shape[0]):
+        negatives = queue if queue is not None else [k[c, l] for c in range(q.shape[0]) if c != b
+                                                     for l in range(q.shape[1])]
         for i in range(q.shape[1]):
             for j in range(q.shape[1]):
                 if pairs[i, j]:
                     query = _unit(q[b, i])
-                    logits = [query @ _unit(k[b, j])] + [query @ _unit(n) for n in queue]
+                    logits = [query @ _unit(k[b, j])] + [query @ _unit(n) for n in negatives]
                     logits = np.array(logits) / temperature
                     terms.append(_log_sum_exp(logits) - logits[0])
     return np.mean(terms)
@@ -177,6 +180,7 @@ def test_contrastive_losses_match_numpy(rho, pairing):
     queue = rng.normal(size=(7, 6)).astype(np.float32)
     pairs = losses.positive_pairs(rho, pairing)
     np.testing.assert_allclose(_info_nce(q, k, queue, pairs), _numpy_info_nce(q, k, queue, pairs, 0.1), rtol=1e-5)
+    np.testing.assert_allclose(_info_nce(q, k, None, pairs), _numpy_info_nce(q, k, None, pairs, 0.1), rtol=1e-5)
     np.testing.assert_allclose(_nt_xent(q, pairs), _numpy_nt_xent(q, pairs, 0.1), rtol=1e-5)
     scores = _cosine_scores(rng, (6, rho, 5), num_prototypes=4)
     np.testing.assert_allclose(_swav(scores, pairs), _numpy_swav(scores, pairs, 0.1, 0.05, 3), rtol=1e-5)
@@ -247,6 +251,7 @@ def test_new_losses_are_invariant_to_batch_order_and_route_gradients():
     pairs = losses.positive_pairs(3)
     perm = rng.permutation(8)
     np.testing.assert_allclose(_info_nce(q, k, queue, pairs), _info_nce(q[perm], k[perm], queue, pairs), rtol=1e-6)
+    np.testing.assert_allclose(_info_nce(q, k, None, pairs), _info_nce(q[perm], k[perm], None, pairs), rtol=1e-6)
     np.testing.assert_allclose(_nt_xent(q, pairs), _nt_xent(q[perm], pairs), rtol=1e-6)
     np.testing.assert_allclose(_swav(scores, pairs), _swav(scores[perm], pairs), rtol=1e-6)
     grad_k, grad_queue = jax.jit(jax.grad(lambda k_, n_: losses.info_nce_loss(q, k_, n_, pairs, 0.1),

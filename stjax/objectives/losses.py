@@ -65,7 +65,7 @@ def _pair_weights(pairs: np.ndarray) -> jnp.ndarray:
     return weights / jnp.maximum(weights.sum(), 1.0)
 
 
-def info_nce_loss(queries: jnp.ndarray, keys: jnp.ndarray, queue: jnp.ndarray, pairs: np.ndarray,
+def info_nce_loss(queries: jnp.ndarray, keys: jnp.ndarray, queue: jnp.ndarray | None, pairs: np.ndarray,
                   temperature: float) -> jnp.ndarray:
     """ρMoCo InfoNCE, a scalar (nats).
 
@@ -74,6 +74,10 @@ def info_nce_loss(queries: jnp.ndarray, keys: jnp.ndarray, queue: jnp.ndarray, p
     all vectors L2-normalised; averaged over the pairs and the B videos. With
     ρ = 2 this is the mean of the two one-sided MoCo losses (q₁ vs k₂, q₂ vs k₁).
 
+    The negatives n are the `queue` (MoCo v1/v2), or with `queue=None` the keys of
+    the other B − 1 videos of the batch, all ρ clips of each (MoCo v3's form; the
+    batch is the global one under jit on a mesh, as for NT-Xent).
+
     The per-pair cross-entropy is logaddexp(pos, logsumexp(neg)) − pos with the
     negatives' logsumexp computed once per query: identical to the softmax
     cross-entropy over 1 + K logits, without materialising [B, ρ, ρ, 1 + K].
@@ -81,15 +85,23 @@ def info_nce_loss(queries: jnp.ndarray, keys: jnp.ndarray, queue: jnp.ndarray, p
     Args:
       queries: online projections q, float [B, ρ, D].
       keys: momentum-encoder projections k, float [B, ρ, D]; no gradient flows into them.
-      queue: negative keys n, float [K, D]; no gradient flows into them.
+      queue: negative keys n, float [K, D], or None; no gradient flows into them.
       pairs: bool [ρ, ρ], see `positive_pairs`.
       temperature: softmax temperature (0.1 in the paper recipe).
     """
+    b, rho = queries.shape[:2]
     q = l2_normalize(queries.astype(jnp.float32))
     k = l2_normalize(jax.lax.stop_gradient(keys).astype(jnp.float32))
-    n = l2_normalize(jax.lax.stop_gradient(queue).astype(jnp.float32))
     positive = jnp.einsum("bid,bjd->bij", q, k) / temperature                      # [B, ρ, ρ]
-    negative = jax.nn.logsumexp(jnp.einsum("bid,kd->bik", q, n) / temperature, axis=-1)  # [B, ρ]
+    if queue is None:
+        if b < 2:
+            raise ValueError(f"InfoNCE with the batch's keys as negatives needs >= 2 videos, got {b}")
+        logits = jnp.einsum("bid,ced->bice", q, k) / temperature                   # [B, ρ, B, ρ]
+        other_video = ~np.eye(b, dtype=bool)[:, None, :, None]
+        negative = jax.nn.logsumexp(logits, axis=(2, 3), where=np.broadcast_to(other_video, logits.shape))
+    else:
+        n = l2_normalize(jax.lax.stop_gradient(queue).astype(jnp.float32))
+        negative = jax.nn.logsumexp(jnp.einsum("bid,kd->bik", q, n) / temperature, axis=-1)  # [B, ρ]
     cross_entropy = jnp.logaddexp(positive, negative[:, :, None]) - positive
     return jnp.mean(jnp.sum(_pair_weights(pairs) * cross_entropy, axis=(1, 2)))
 

@@ -6,6 +6,12 @@ cosine-scheduled from 0.994 to 1; InfoNCE at temperature 0.1 against the
 positive key and a queue of 65536 past keys (`losses.info_nce_loss`, over the
 positive pairs of the ρ clips); all ρ keys of every step are enqueued.
 
+`moco.queue_size=0` drops the queue: the negatives are then the keys of the
+other videos of the (global) batch, MoCo v3's form. The demo uses it: in a
+500-step run every queue we tried (64 to 4096 keys, key momentum 0 to 0.999)
+let the embeddings collapse, while the batch's keys gave a linear probe of
+0.28 against 0.11 at random initialisation (issue 4 has the runs).
+
 Queue placement. The queue (unit-norm keys, [K, D]) and its write pointer live
 in `extra` beside the key encoder. `loss` computes this step's keys, uses the
 queue as it was before this step for the negatives (as MoCo does), and returns
@@ -68,8 +74,9 @@ class MoCo(base.Framework):
         configlib.require_choice("moco.pairing", cfg.pairing, losses.PAIRINGS)
         configlib.require(cfg.temperature > 0, "moco.temperature", cfg.temperature, "numbers > 0")
         configlib.require(0 <= cfg.base_momentum <= 1, "moco.base_momentum", cfg.base_momentum, "numbers in [0, 1]")
-        for field in ("queue_size", "bn_groups"):
-            configlib.require(cfg[field] >= 1, f"moco.{field}", cfg[field], "integers >= 1")
+        configlib.require(cfg.queue_size >= 0, "moco.queue_size", cfg.queue_size,
+                          "0 (negatives from the batch) or integers >= batch_size·ρ")
+        configlib.require(cfg.bn_groups >= 1, "moco.bn_groups", cfg.bn_groups, "integers >= 1")
         if "batch_size" in config:
             self._check_batch(config.batch_size, max(config.get("rho", 2), 2), cfg.queue_size, cfg.bn_groups)
         self.backbone = base.backbone_from_config(config)
@@ -87,8 +94,11 @@ class MoCo(base.Framework):
         divisors = [d for d in range(1, batch_size + 1) if batch_size % d == 0]
         configlib.require(bn_groups in divisors, "moco.bn_groups", bn_groups,
                           f"divisors of the batch size {batch_size}: {', '.join(map(str, divisors))}")
-        configlib.require(queue_size >= batch_size * rho, "moco.queue_size", queue_size,
-                          f"integers >= batch_size·ρ = {batch_size * rho} (one step's keys)")
+        configlib.require(queue_size == 0 or queue_size >= batch_size * rho, "moco.queue_size", queue_size,
+                          f"0 (negatives from the batch) or integers >= batch_size·ρ = {batch_size * rho} "
+                          "(one step's keys)")
+        configlib.require(queue_size > 0 or batch_size >= 2, "batch_size", batch_size,
+                          "integers >= 2 when moco.queue_size=0 (the other videos' keys are the negatives)")
 
     def init(self, rng, clips):
         b, rho = clips.shape[:2]
@@ -98,8 +108,10 @@ class MoCo(base.Framework):
         pj_params, _, _ = base.init_variables(self.projector, rngs[1], feats)
         params = {"backbone": bb_params, "projector": pj_params}
         batch_stats = {"backbone": bb_stats}
-        queue = losses.l2_normalize(jax.random.normal(rngs[2], (self.queue_size, self.projector.out_dim)))
         target = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
+        if not self.queue_size:
+            return params, batch_stats, {"target": target}
+        queue = losses.l2_normalize(jax.random.normal(rngs[2], (self.queue_size, self.projector.out_dim)))
         return params, batch_stats, {"target": target, "queue": queue, "queue_ptr": jnp.zeros((), jnp.int32)}
 
     def _encode(self, params, batch_stats, x):
@@ -129,22 +141,29 @@ class MoCo(base.Framework):
         self._check_batch(b, rho, self.queue_size, self.bn_groups)
         queries, online_stats = self._encode(params, batch_stats, base.flatten_clips(clips))
         keys, target_stats = self.encode_keys(extra["target"], clips, rng)
-        loss = losses.info_nce_loss(queries.reshape(b, rho, -1), keys, extra["queue"],
+        queue = extra.get("queue")
+        loss = losses.info_nce_loss(queries.reshape(b, rho, -1), keys, queue,
                                     losses.positive_pairs(rho, self.pairing), self.temperature)
-        queue, ptr = enqueue(extra["queue"], extra["queue_ptr"], keys.reshape(b * rho, -1))
-        new_extra = {"target": {"params": extra["target"]["params"], "batch_stats": target_stats},
-                     "queue": queue, "queue_ptr": ptr}
-        return loss, (online_stats, new_extra, {"loss": loss, **self._similarities(queries, keys, extra["queue"])})
+        new_extra = {"target": {"params": extra["target"]["params"], "batch_stats": target_stats}}
+        if queue is not None:
+            new_extra["queue"], new_extra["queue_ptr"] = enqueue(queue, extra["queue_ptr"], keys.reshape(b * rho, -1))
+        return loss, (online_stats, new_extra, {"loss": loss, **self._similarities(queries, keys, queue)})
 
     def _similarities(self, queries, keys, queue):
-        """Monitors: mean cosine of a query to its positive keys and to the queue. A gap that closes while
-        the loss rises towards ln(1 + K) means the embeddings are collapsing."""
+        """Monitors: mean cosine of a query to its positive keys and to its negatives (the queue, or the
+        other videos' keys). A gap that closes while the loss rises towards ln(1 + K) means the
+        embeddings are collapsing."""
         b, rho = keys.shape[:2]
         q = losses.l2_normalize(jax.lax.stop_gradient(queries)).reshape(b, rho, -1)
         pairs = jnp.asarray(losses.positive_pairs(rho, self.pairing), jnp.float32)
         positive = jnp.sum(jnp.einsum("bid,bjd->bij", q, keys) * pairs) / (b * jnp.sum(pairs))
-        negative = jnp.mean(q @ jnp.mean(losses.l2_normalize(queue), axis=0))
-        return {"positive_cosine": positive, "queue_cosine": negative}
+        if queue is None:
+            per_video = jnp.sum(keys, axis=1)                                        # [B, D]
+            others = (jnp.sum(per_video, axis=0) - per_video) / ((b - 1) * rho)      # mean of the other videos' keys
+            negative = jnp.mean(jnp.einsum("bid,bd->bi", q, others))
+        else:
+            negative = jnp.mean(q @ jnp.mean(losses.l2_normalize(queue), axis=0))
+        return {"positive_cosine": positive, "negative_cosine": negative}
 
     def after_update(self, params, batch_stats, extra, step):
         momentum = schedules.cosine_momentum(self.base_momentum, step, self.total_steps)
