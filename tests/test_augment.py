@@ -405,3 +405,18 @@ def test_color_jitter_matches_torchvision_formulas():
     want = tf.image.adjust_hue(tf.constant(x, tf.float32), float(p["hue"])).numpy()
     assert np.abs(out - np.round(np.clip(want, 0, 1) * 255)).max() <= 1
     assert not np.array_equal(out, frames)
+
+
+def test_jitted_augmentation_matches_op_by_op_within_one_level():
+    """The XLA-compiled arithmetic (the default) takes the same draws as op-by-op TensorFlow; only float
+    rounding may differ where XLA fuses ops."""
+    rng = np.random.default_rng(7)
+    frames = tf.constant(rng.integers(0, 256, (3, 24, 30, 3)), tf.uint8)
+    cfg = A.AugmentConfig(crop_size=24, **{**ALL_ON, "flip_prob": 0.5})
+    for s in range(6):
+        seed = tf.constant([s, 3])
+        jitted = A.augment_clip(frames, seed, cfg).numpy().astype(int)
+        plain = A.augment_clip(frames, seed, cfg, jit=False).numpy().astype(int)
+        assert np.abs(jitted - plain).max() <= 1
+        assert np.mean(jitted != plain) < 0.05
+        assert np.abs(jitted - frames.numpy()).max() > 10  # the augmentation did something
