@@ -1,7 +1,7 @@
 """Input pipeline speed: stjax against decoding each video per sample, per CPU core.
 
-    python bench/input_pipeline.py                       # the issue-5 figures (~10 min on 2 cores)
-    python bench/input_pipeline.py --rhos 2 --cores 1 --seconds 5   # a quick look
+    python bench/input_pipeline.py                       # the issue-5 figures (~20 min on 2 cores)
+    python bench/input_pipeline.py --rhos 2 --cores 1 --seconds 5 --repeats 1   # a quick look
 
 1. Generates Kinetics-like videos (default 24 of 10 s at 30 fps, short side 256–320,
    landscape 4:3 or 16:9, H.264 yuv420p with x264's default settings: CRF 23, a
@@ -31,8 +31,9 @@
              core.
 
    Clips are counted as the clips a training step receives (max(ρ, 2) per video:
-   ρ = 1 is two augmentations of one clip). Each measurement discards a warm-up,
-   then counts clips for --seconds of wall time.
+   ρ = 1 is two augmentations of one clip). Each run discards a warm-up, then
+   counts clips for --seconds of wall time; each measurement is the median of
+   --repeats runs (on a shared VM, identical runs have differed by up to 2×).
 4. Prints the comparison at ρ = 2, the scaling with ρ ∈ --rhos and with the cores
    in --cores, and an extrapolation to a 16-core host, labelled as such; writes
    them to WORKDIR/input_pipeline.md and .json.
@@ -44,6 +45,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -248,7 +250,17 @@ def measure_baseline(video_paths: list[str], rho: int, warmup_s: float, seconds:
 
 
 def run_measurement(args, kind: str, rho: int, cores: list[int]) -> dict:
-    """Starts one pinned worker per process the kind needs on `cores`; their summed rate."""
+    """The median over `args.repeats` runs of: one pinned worker per process the kind needs on `cores`,
+    their summed rate."""
+    runs = [_run_once(args, kind, rho, cores) for _ in range(max(1, args.repeats))]
+    median = {key: statistics.median(m[key] for m in runs) if isinstance(value, float) else value
+              for key, value in runs[0].items()}
+    rates = sorted(m["clips_per_s"] for m in runs)
+    median["range"] = [rates[0], rates[-1]]
+    return median
+
+
+def _run_once(args, kind: str, rho: int, cores: list[int]) -> dict:
     common = [sys.executable, os.path.abspath(__file__), "--workdir", args.workdir, "--rho", str(rho),
               "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--batch_size", str(args.batch_size)]
     groups = [[c] for c in cores] if kind == "baseline" else [cores]
@@ -286,12 +298,14 @@ def worker_main(args) -> None:
 
 
 def _row(m: dict) -> str:
-    return (f"| {m['kind']} | {m['rho']} | {m['cores']} | {m['clips_per_s']:.1f} | {m['clips_per_s_per_core']:.1f} "
-            f"| {m['clips_per_cpu_s']:.1f} |")
+    low, high = m.get("range", (m["clips_per_s"], m["clips_per_s"]))
+    return (f"| {m['kind']} | {m['rho']} | {m['cores']} | {m['clips_per_s']:.1f} | {low:.1f}–{high:.1f} "
+            f"| {m['clips_per_s_per_core']:.1f} | {m['clips_per_cpu_s']:.1f} |")
 
 
 def report(args, results: list[dict], build_info: dict) -> str:
-    header = "| pipeline | ρ | cores | clips/s | clips/s/core | clips per CPU-second |\n|---|---|---|---|---|---|"
+    header = ("| pipeline | ρ | cores | clips/s (median) | range | clips/s/core | clips per CPU-second |\n"
+              "|---|---|---|---|---|---|---|")
     find = {(m["kind"], m["rho"], m["cores"]): m for m in results}
     lines = [
         "# Input pipeline: stjax against per-sample video decoding",
@@ -302,7 +316,9 @@ def report(args, results: list[dict], build_info: dict) -> str:
         "",
         f"{args.videos} generated videos, {args.video_seconds:g} s at {FPS:g} fps, short side "
         f"{args.short_sides[0]}–{args.short_sides[1]}, H.264 (x264 defaults). Training clips: "
-        f"{NUM_FRAMES}×{CROP}² at stride {STRIDE}, full augmentation; clips counted as max(ρ, 2) per video.",
+        f"{NUM_FRAMES}×{CROP}² at stride {STRIDE}, full augmentation; clips counted as max(ρ, 2) per video. "
+        f"Each row: the median and range of {args.repeats} run(s) of {args.warmup:g} s warm-up + "
+        f"{args.seconds:g} s.",
         f"One-time build into stjax's format: {build_info.get('rate', 'cached')}.",
         "",
         header,
@@ -345,6 +361,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
     parser.add_argument("--warmup", type=float, default=8.0, help="untimed seconds before each measurement")
     parser.add_argument("--batch_size", type=int, default=32, help="videos per stjax batch")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per measurement, each in a fresh process; the median is reported")
     parser.add_argument("--worker", choices=("stjax", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--pin", help=argparse.SUPPRESS)
     parser.add_argument("--rho", type=int, default=2, help=argparse.SUPPRESS)
@@ -377,12 +395,13 @@ def main(argv=None):
     comparison_rho = 2 if 2 in rhos else rhos[0]
     plan += [(kind, comparison_rho, n) for n in core_counts if n > 1 for kind in ("stjax", "baseline")]
     results = []
-    print(f"{len(plan)} measurements of {args.warmup:g} + {args.seconds:g} s (plus process start-up each)", flush=True)
+    print(f"{len(plan)} measurements × {args.repeats} runs of {args.warmup:g} + {args.seconds:g} s "
+          f"(plus process start-up each)", flush=True)
     for i, (kind, rho, n) in enumerate(plan, 1):
         m = run_measurement(args, kind, rho, available[:n])
         results.append(m)
         print(f"  [{i}/{len(plan)}] {kind:8s} rho={rho} cores={n}: {m['clips_per_s']:7.1f} clips/s "
-              f"({m['clips_per_s_per_core']:.1f}/core)", flush=True)
+              f"({m['clips_per_s_per_core']:.1f}/core; runs {m['range'][0]:.1f}–{m['range'][1]:.1f})", flush=True)
     text = report(args, results, build_info)
     print()
     print(text)

@@ -45,7 +45,8 @@ def test_decode_clip_matches_full_decode(video, start):
 
 
 def test_report_states_ratio_and_extrapolation():
-    args = type("Args", (), dict(argv=["--rhos", "2"], videos=2, video_seconds=1.0, short_sides=(256, 320)))()
+    args = type("Args", (), dict(argv=["--rhos", "2"], videos=2, video_seconds=1.0, short_sides=(256, 320),
+                                  repeats=1, warmup=1.0, seconds=2.0))()
     results = [
         {"kind": "stjax", "rho": 2, "cores": 1, "clips_per_s": 40.0, "clips_per_s_per_core": 40.0, "clips_per_cpu_s": 41.0},
         {"kind": "baseline", "rho": 2, "cores": 1, "clips_per_s": 5.0, "clips_per_s_per_core": 5.0, "clips_per_cpu_s": 5.1},
