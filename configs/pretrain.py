@@ -123,7 +123,7 @@ def get_config(arg=None):
         # ρMoCo: in 500 steps every queue tried (64 to 4096 keys; key momentum 0 to 0.999; SGD or LARS) let
         # the embeddings collapse (best linear probe 0.198). The demo takes the other videos' keys of the
         # batch as negatives instead (moco.queue_size=0, MoCo v3's form) and the LARS block the other
-        # frameworks use (measured 0.280; with the recipe's SGD at 4× its rate, 0.222). 4 BN groups of 8 videos.
+        # frameworks use (measured 0.290; with the recipe's SGD at 4× its rate, 0.222). 4 BN groups of 8 videos.
         config.moco.update(projector_hidden=(512, 512), projector_out=128, base_momentum=0.99, queue_size=0,
                            bn_groups=4)
         config.simclr.update(projector_hidden=(512, 512), projector_out=128)

@@ -10,7 +10,7 @@ positive pairs of the ρ clips); all ρ keys of every step are enqueued.
 other videos of the (global) batch, MoCo v3's form. The demo uses it: in a
 500-step run every queue we tried (64 to 4096 keys, key momentum 0 to 0.999)
 let the embeddings collapse, while the batch's keys gave a linear probe of
-0.28 against 0.11 at random initialisation (issue 4 has the runs).
+0.29 against 0.11 at random initialisation (issue 4 has the runs).
 
 Queue placement. The queue (unit-norm keys, [K, D]) and its write pointer live
 in `extra` beside the key encoder. `loss` computes this step's keys, uses the
