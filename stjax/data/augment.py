@@ -395,7 +395,7 @@ def augment_clip(frames, seed, config: AugmentConfig, jit: bool = True) -> tf.Te
     The draws are TensorFlow ops; with ``jit`` (the default) the arithmetic then
     runs as one XLA-compiled function (``tf.function(jit_compile=True)``), which
     fuses the blur taps and the jitter steps into a few passes over the clip:
-    ~2.5x faster on CPU than op by op, the same draws, and outputs within one
+    ~2x faster on CPU than op by op, the same draws, and outputs within one
     uint8 level of ``jit=False`` (float rounding differs where ops are fused).
     """
     frames = tf.ensure_shape(tf.convert_to_tensor(frames), [None, None, None, 3])

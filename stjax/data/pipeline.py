@@ -4,8 +4,8 @@ READ (this process's slice of the split, JPEG frames left encoded) → SAMPLE
 frame indices (ρ clips per video, timespan rule; or V test views) and keep
 only those JPEGs → SHUFFLE (training; the buffer holds the kept frames, not
 whole videos) → DECODE only those frames (cropping while decoding) → AUGMENT
-each clip with one draw for all its frames (XLA-compiled arithmetic) → BATCH. `stjax.data.device` turns the batches into global
-`jax.Array`s on the mesh.
+each clip with one draw for all its frames (XLA-compiled arithmetic) → BATCH.
+`stjax.data.device` turns the batches into global `jax.Array`s on the mesh.
 
 Training batches: {'clips': uint8 [b, ρ, T, S, S, 3] (ρ = 2 clips of one start when ρ = 1), 'label': int32 [b],
 'clip_starts': float32 [b, ρ] (seconds)}.

@@ -89,7 +89,7 @@ def info_nce_loss(queries: jnp.ndarray, keys: jnp.ndarray, queue: jnp.ndarray | 
       pairs: bool [ρ, ρ], see `positive_pairs`.
       temperature: softmax temperature (0.1 in the paper recipe).
     """
-    b, rho = queries.shape[:2]
+    b = queries.shape[0]
     q = l2_normalize(queries.astype(jnp.float32))
     k = l2_normalize(jax.lax.stop_gradient(keys).astype(jnp.float32))
     positive = jnp.einsum("bid,bjd->bij", q, k) / temperature                      # [B, ρ, ρ]
