@@ -257,6 +257,7 @@ def run_measurement(args, kind: str, rho: int, cores: list[int]) -> dict:
               for key, value in runs[0].items()}
     rates = sorted(m["clips_per_s"] for m in runs)
     median["range"] = [rates[0], rates[-1]]
+    median["clips_counted"] = sum(m["clips_counted"] for m in runs)  # over all runs, not the first one's
     return median
 
 
