@@ -10,9 +10,10 @@ backbone=NAME, dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N.
 
 Each framework has its block (`config.byol`, `config.moco`, `config.simclr`,
 `config.swav`; the paper recipe, REFERENCE.md) and its optimiser: LARS for
-BYOL/SimCLR/SwAV, SGD for MoCo (in k400_r50; the demo uses LARS for all four). Choose the framework with the `framework=`
-argument, which also selects its optimiser; `--config.framework=...` alone
-changes the framework but not the optimiser.
+BYOL/SimCLR/SwAV, SGD for MoCo (in k400_r50; the demo uses LARS for all four).
+Choose the framework with the `framework=` argument, which also selects its
+optimiser; `--config.framework=...` alone changes the framework but not the
+optimiser.
 
 Learning rates are given at `optimizer.base_batch_size` and scaled linearly to
 `batch_size` (see stjax/train/optimizer.py).
