@@ -344,7 +344,7 @@ def _hf_energy(x):
     return np.mean(np.diff(x, axis=1) ** 2) + np.mean(np.diff(x, axis=2) ** 2)
 
 
-def test_blur_reduces_high_frequencies_and_matches_numpy():
+def test_blur_reduces_high_frequencies_and_keeps_constants():
     rng = np.random.default_rng(6)
     noise = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     cfg = A.AugmentConfig(crop_size=32, blur_sigma_range=(1.0, 2.0), **{**OFF, "blur_prob": 1.0})
@@ -355,20 +355,43 @@ def test_blur_reduces_high_frequencies_and_matches_numpy():
     flat = np.full((2, 32, 32, 3), 77, np.uint8)
     np.testing.assert_array_equal(A.augment_clip(flat, tf.constant([0, 0]), cfg).numpy(), flat)
 
-    # Against a numpy separable Gaussian with reflect padding, radius ceil(3 * sigma_max).
-    seed = tf.constant([0, 0])
-    sigma = float(A.sample_clip_params(seed, cfg)["sigma"])
-    radius = math.ceil(3 * cfg.blur_sigma_range[1])
+
+def _numpy_blur(x, sigma, radius):
+    """Separable Gaussian of float [T, H, W, C], kernel radius `radius`, reflect padding."""
     taps = np.arange(-radius, radius + 1)
     k = np.exp(-0.5 * (taps / sigma) ** 2)
     k /= k.sum()
-    x = noise.astype(np.float64) / 255
+    h, w = x.shape[1:3]
     x = np.pad(x, [(0, 0), (radius, radius), (0, 0), (0, 0)], mode="reflect")
-    x = sum(k[i] * x[:, i:i + 32] for i in range(len(k)))
+    x = sum(k[i] * x[:, i:i + h] for i in range(len(k)))
     x = np.pad(x, [(0, 0), (0, 0), (radius, radius), (0, 0)], mode="reflect")
-    x = sum(k[i] * x[:, :, i:i + 32] for i in range(len(k)))
-    want = np.round(np.clip(x, 0, 1) * 255)
-    assert np.abs(out.astype(float) - want).max() <= 1
+    return sum(k[i] * x[:, :, i:i + w] for i in range(len(k)))
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_blur_matches_numpy_with_radius_following_sigma(jit):
+    """Every radius bucket 1..6 against NumPy on non-square frames (H and W passes differ)."""
+    noise = np.random.default_rng(9).integers(0, 256, (2, 20, 27, 3), dtype=np.uint8)
+    cfg = A.AugmentConfig(crop_size=20, blur_sigma_range=(0.1, 2.0), **{**OFF, "blur_prob": 1.0})
+    radii = set()
+    for s in range(40):
+        seed = tf.constant([s, 5])
+        sigma = float(A.sample_clip_params(seed, cfg)["sigma"])
+        radius = int(A.blur_radius(sigma, 6))
+        assert radius == max(1, math.ceil(3 * sigma))
+        radii.add(radius)
+        out = A.augment_clip(noise, seed, cfg, jit=jit).numpy().astype(float)
+        want = np.round(np.clip(_numpy_blur(noise / 255.0, sigma, radius), 0, 1) * 255)
+        assert np.abs(out - want).max() <= 1
+        # Dropping the taps beyond 3 sigma moves no pixel by more than a level.
+        assert np.abs(out - np.round(np.clip(_numpy_blur(noise / 255.0, sigma, 6), 0, 1) * 255)).max() <= 1
+    assert radii == {1, 2, 3, 4, 5, 6}
+
+
+def test_blur_radius_is_capped():
+    assert int(A.blur_radius(1.9, 3)) == 3
+    assert int(A.blur_radius(0.01, 6)) == 1
+    assert int(A.blur_radius(1.0, 0)) == 0
 
 
 def test_blur_on_tiny_frames():

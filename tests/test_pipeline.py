@@ -149,3 +149,26 @@ def test_rho_one_is_two_crops_of_one_clip(tiny_video_dataset):
     assert batch["clips"].shape[1] == 2
     assert (batch["clip_starts"][:, 0] == batch["clip_starts"][:, 1]).all()
     assert np.abs(batch["clips"][:, 0].astype(int) - batch["clips"][:, 1]).mean() > 1
+
+
+def test_frames_stay_encoded_without_a_per_frame_loop(tiny_video_dataset):
+    """KeepFramesEncoded returns what SkipDecoding does, with no tf.map_fn over the frames (which
+    TFDS's default sequence decoding adds, copying every JPEG of the video)."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    data_dir, _ = tiny_video_dataset
+    builder = pipeline.load_builder("video_folder/tiny", data_dir)
+    plain = builder.as_dataset(split="train", decoders={"frames": tfds.decode.SkipDecoding()})
+    kept = builder.as_dataset(split="train", decoders={"frames": pipeline.KeepFramesEncoded()})
+    for a, b in zip(tfds.as_numpy(plain), tfds.as_numpy(kept)):
+        assert b["frames"].dtype == object and len(b["frames"]) == a["num_frames"]
+        assert list(a["frames"]) == list(b["frames"])
+
+    def loops(decoder):
+        fn = tf.function(lambda record: builder.info.features.deserialize_example(
+            record, decoders={"frames": decoder}))
+        graph = fn.get_concrete_function(tf.TensorSpec([], tf.string)).graph
+        return [op.type for op in graph.get_operations() if "While" in op.type]
+
+    assert not loops(pipeline.KeepFramesEncoded())
