@@ -8,6 +8,7 @@ JAX_STACK = [
     "orbax-checkpoint>=0.6",
     "chex>=0.1.86",
     "ml-collections>=0.1.1",
+    "safetensors>=0.4",  # the safetensors export format (numpy API; no torch needed)
     "numpy",
 ]
 DATA_STACK = [
@@ -32,7 +33,7 @@ setup(
     install_requires=JAX_STACK + DATA_STACK,
     extras_require={
         "test": ["pytest>=7"],
-        "torch": ["torch"],
+        "torch": ["torch", "torchvision"],  # PyTorch export formats and the parity tests
         "beam": ["apache-beam>=2.50"],  # dataset builds on a Beam runner (python -m stjax.data.build --beam_runner)
     },
 )

@@ -6,7 +6,14 @@ Presets:
 
 Arguments: framework=byol|moco|simclr|swav, rho=N (clips per video; 1 = two
 crops of one clip), timespan=SECONDS|inf (largest gap between clip starts),
-backbone=NAME, dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N.
+backbone=NAME, sampling=TxS (T frames at stride S, e.g. 16x4 for Slow R-50 16×4),
+dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N.
+
+`model.dtype=bfloat16` computes the backbone in bf16 (parameters stay float32),
+`model.remat=True` recomputes each residual block's activations in the backward
+pass (less memory, ~1/3 more compute), `model.init_from=PATH` starts the
+backbone from an exported or PySlowFast/torchvision checkpoint (see
+`python -m stjax.export`).
 
 Each framework has its block (`config.byol`, `config.moco`, `config.simclr`,
 `config.swav`; the paper recipe, REFERENCE.md) and its optimiser: LARS for
@@ -30,14 +37,14 @@ FRAMEWORKS = ("byol", "moco", "simclr", "swav")  # the names registered in stjax
 
 
 def get_config(arg=None):
-    args = configlib.parse_arg(arg, PRESETS, framework=str, rho=int, timespan=str, backbone=str, dataset=str,
-                               batch_size=int, epochs=float, seed=int)
+    args = configlib.parse_arg(arg, PRESETS, framework=str, rho=int, timespan=str, backbone=str, sampling=str,
+                               dataset=str, batch_size=int, epochs=float, seed=int)
     config = ml_collections.ConfigDict()
     config.preset = args["preset"]
     config.seed = args.get("seed", 0)
     config.framework = args.get("framework", "byol")
     configlib.require_choice("framework", config.framework, FRAMEWORKS)
-    config.model = ml_collections.ConfigDict()
+    config.model = ml_collections.ConfigDict(dict(dtype="float32", remat=False, init_from=""))
     config.log_every = 20
     config.checkpoint_every = 500
     config.keep_checkpoints = 3
@@ -164,6 +171,8 @@ def get_config(arg=None):
     config.batch_size = args.get("batch_size", config.batch_size)
     config.num_epochs = args.get("epochs", config.num_epochs)
     config.model.backbone = args.get("backbone", config.model.backbone)
+    if "sampling" in args:
+        data.num_frames, data.stride = configlib.parse_sampling(args["sampling"])
     config.total_steps = 0            # > 0 overrides num_epochs
     configlib.require(config.rho >= 1, "rho", config.rho, "integers >= 1")
     configlib.require(config.batch_size >= 1, "batch_size", config.batch_size, "integers >= 1")

@@ -56,6 +56,14 @@ def parse_timespan(value: str | float) -> float:
     return seconds
 
 
+def parse_sampling(value: str) -> tuple[int, int]:
+    """'16x4' -> (16, 4): T frames taken every S frames."""
+    parts = str(value).lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"sampling must be FRAMESxSTRIDE with positive integers, e.g. 8x8 or 16x4; got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def require(condition: bool, field: str, value: Any, valid: str) -> None:
     """Raises ValueError('field=value is invalid; valid values: ...') unless `condition`."""
     if not condition:

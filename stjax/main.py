@@ -29,6 +29,11 @@ def validate(config) -> None:
     data_config.validate(config)
     configlib.require_choice("framework", config.framework, sorted(objectives.FRAMEWORKS))
     configlib.require_choice("model.backbone", config.model.backbone, sorted(models.BACKBONES))
+    configlib.require_choice("model.dtype", config.model.get("dtype", "float32"), list(models.COMPUTE_DTYPES))
+    init_from = config.model.get("init_from", "")
+    configlib.require(not init_from or os.path.exists(init_from), "model.init_from", init_from,
+                      "an existing file or directory written by `python -m stjax.export`, or a PySlowFast / "
+                      "torchvision checkpoint (empty: random initialisation)")
     objectives.create_framework(config, total_steps=1, steps_per_epoch=1.0)  # its own block's checks
     configlib.require_choice("optimizer.name", config.optimizer.name, optimizer.OPTIMIZERS)
     configlib.require(config.num_epochs > 0 or config.total_steps > 0, "num_epochs", config.num_epochs,
@@ -56,6 +61,9 @@ def run(config, workdir: str) -> dict:
     per_process = mesh_lib.check_batch_size(config.batch_size, mesh)
     eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:  # what `python -m stjax.export` and later evaluations rebuild the run from
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=1))
     data_config.ensure_built(config)
     builder = builders.load_builder(config.data.dataset, config.data.data_dir)
     num_train = builder.info.splits[config.data.train_split].num_examples

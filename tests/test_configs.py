@@ -32,13 +32,18 @@ def test_presets_and_arguments():
     assert _get_config("demo,timespan=0").data.max_timespan == 0.0
     spec = data_config.clip_spec(config)
     assert (spec.rho, spec.num_frames, spec.stride, spec.max_timespan) == (4, 8, 2, 1.5)
+    r50_16x4 = _get_config("k400_r50,sampling=16x4")  # Slow R-50 16×4: same network, other sampling
+    assert (r50_16x4.model.backbone, r50_16x4.data.num_frames, r50_16x4.data.stride) == ("slow_r50", 16, 4)
+    assert (paper.model.dtype, paper.model.remat, paper.model.init_from) == ("float32", False, "")
 
 
 @pytest.mark.parametrize("arg,message", [
     ("demo,rho=0", "rho=0 is invalid; valid values: integers >= 1"),
     ("demo,timespan=-2", "timespan='-2' must be a number of seconds >= 0 or 'inf'"),
     ("demo,timespan=soon", "timespan='soon' must be a number"),
-    ("demo,rhoo=2", "unknown config argument 'rhoo'; valid arguments: backbone, batch_size, dataset, epochs, framework, rho, seed, timespan"),
+    ("demo,rhoo=2", "unknown config argument 'rhoo'; valid arguments: backbone, batch_size, dataset, epochs, framework, rho, sampling, seed, timespan"),
+    ("demo,sampling=16by4", "sampling must be FRAMESxSTRIDE with positive integers, e.g. 8x8 or 16x4; got '16by4'"),
+    ("demo,sampling=0x4", "sampling must be FRAMESxSTRIDE"),
     ("tiny", "unknown preset 'tiny'; valid presets: demo, k400_r50"),
     ("demo,rho=two", "rho='two' must be of type int"),
     ("demo,framework=dino", "framework='dino' is invalid; valid values: byol, moco, simclr, swav"),

@@ -53,6 +53,13 @@ def test_demo_code_path_end_to_end(tmp_path):
     with open(os.path.join(workdir, "report.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))
+    # the run's backbone exports (config.json names it) and loads back
+    from stjax import export
+
+    export.main(["--workdir", workdir, "--format", "npz", "--out", str(tmp_path / "backbone.npz")])
+    spec, variables = export.load_backbone(str(tmp_path / "backbone.npz"))
+    assert spec["backbone"] == config.model.backbone
+    assert variables["params"]["stem_conv"]["kernel"].shape[-2:] == (3, 8)
     assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 
@@ -60,7 +67,15 @@ def test_demo_code_path_end_to_end(tmp_path):
 def test_bad_config_fails_before_any_work(tmp_path):
     config = _demo_config(tmp_path)
     config.model.backbone = "resnet9000"
-    with pytest.raises(ValueError, match="model.backbone='resnet9000' is invalid; valid values: r3d_18"):
+    with pytest.raises(ValueError, match="model.backbone='resnet9000' is invalid; valid values: r2plus1d_18, r3d_18"):
+        main_lib.run(config, str(tmp_path / "run"))
+    config = _demo_config(tmp_path)
+    config.model.dtype = "float16"
+    with pytest.raises(ValueError, match="model.dtype='float16' is invalid; valid values: float32, bfloat16"):
+        main_lib.run(config, str(tmp_path / "run"))
+    config = _demo_config(tmp_path)
+    config.model.init_from = str(tmp_path / "no_such_export.npz")
+    with pytest.raises(ValueError, match="model.init_from=.*no_such_export.npz' is invalid"):
         main_lib.run(config, str(tmp_path / "run"))
     config = _demo_config(tmp_path)
     config.batch_size = 12

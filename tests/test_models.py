@@ -98,12 +98,13 @@ def test_conv3d_defaults_and_dtype():
 
 # ----------------------------------------------------------------------------- ResNet3D
 
-def expected_slow_r50_params() -> int:
-    """Slow R-50 8×8 param count from the layout (REFERENCE.md), BN = scale + bias."""
+def expected_slow_r50_params(depths=(3, 4, 6, 3)) -> int:
+    """Slow R-50 8×8 (R-101 with depths (3, 4, 23, 3)) param count from the layout (REFERENCE.md),
+    BN = scale + bias."""
     bn = lambda c: 2 * c  # noqa: E731
     n = 1 * 7 * 7 * 3 * 64 + bn(64)  # stem
     cin = 64
-    for depth, inner, kt in zip((3, 4, 6, 3), (64, 128, 256, 512), (1, 1, 3, 3)):
+    for depth, inner, kt in zip(depths, (64, 128, 256, 512), (1, 1, 3, 3)):
         out = 4 * inner
         for b in range(depth):
             n += kt * cin * inner + bn(inner)       # a: kt×1×1
@@ -134,6 +135,71 @@ def test_r3d_18_layout():
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 112, 112, 3)), train=False))
     # torchvision r3d_18 has 33,371,472 params including its 400-way fc
     assert _param_count(shapes["params"]) + 512 * 400 + 400 == 33_371_472
+
+
+def test_slow_r101_layout():
+    model = create_backbone("slow_r101")
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 64, 64, 3)), train=False))
+    assert sorted(k for k in shapes["params"] if k.startswith("res4_")) == sorted(f"res4_{i}" for i in range(23))
+    assert _param_count(shapes["params"]) == expected_slow_r50_params((3, 4, 23, 3))
+
+
+def test_r2plus1d_18_layout():
+    model = create_backbone("r2plus1d_18")
+    assert model.features_dim == 512
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 112, 112, 3)), train=False))
+    params = shapes["params"]
+    # torchvision r2plus1d_18 has 31,505,325 params including its 400-way fc
+    assert _param_count(params) + 512 * 400 + 400 == 31_505_325
+    assert params["stem_conv_spatial"]["kernel"].shape == (1, 7, 7, 3, 45)
+    assert params["stem_conv_temporal"]["kernel"].shape == (3, 1, 1, 45, 64)
+    # torchvision: midplanes from the block's input channels, for both convs of the block
+    mid = (64 * 128 * 27) // (64 * 9 + 3 * 128)
+    assert params["res3_0"]["conv_a_spatial"]["kernel"].shape == (1, 3, 3, 64, mid)
+    assert params["res3_0"]["conv_b_spatial"]["kernel"].shape == (1, 3, 3, 128, mid)
+    out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 16, 112, 112, 3)), train=False), shapes)
+    assert out.shape == (2, 512)
+
+
+def test_remat_gives_the_same_outputs_and_gradients():
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 16, 16, 3))
+    plain, remat = create_backbone("r3d_micro"), create_backbone("r3d_micro", remat=True)
+    variables = plain.init(jax.random.PRNGKey(0), x, train=False)
+
+    def loss(params, model):
+        out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
+                             mutable=["batch_stats"])
+        return jnp.sum(out ** 2)
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    lowered = {m: grad.lower(variables["params"], m) for m in (plain, remat)}
+    g_plain, g_remat = (lowered[m].compile()(variables["params"]) for m in (plain, remat))
+    for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
+        _assert_close(a, b, rel=1e-5)
+    # the rematerialised blocks are recomputed in the backward pass
+    barrier = "optimization_barrier"  # how jax.checkpoint keeps XLA from merging the recomputation away
+    assert barrier in lowered[remat].as_text() and barrier not in lowered[plain].as_text()
+
+
+def test_bf16_compute_keeps_float32_params():
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 16, 16, 3))
+    f32, bf16 = create_backbone("r3d_micro"), create_backbone("r3d_micro", dtype=jnp.bfloat16)
+    variables = bf16.init(jax.random.PRNGKey(0), x, train=False)
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    out_bf16 = bf16.apply(variables, x, train=False)
+    out_f32 = f32.apply(variables, x, train=False)
+    assert out_bf16.dtype == jnp.float32  # pooled features are returned in float32
+    _assert_close(out_bf16, out_f32, rel=5e-2)
+    assert not np.array_equal(np.asarray(out_bf16), np.asarray(out_f32))
+
+
+def test_backbone_options_from_config():
+    from stjax.models import backbone_options
+
+    opts = backbone_options({"dtype": "bfloat16", "remat": True})
+    assert opts["dtype"] == jnp.bfloat16 and opts["remat"] is True
+    with pytest.raises(ValueError, match="model.dtype='float16'.*float32, bfloat16"):
+        backbone_options({"dtype": "float16"})
 
 
 @pytest.mark.parametrize("name,dim,n_params", [("r3d_micro", 64, 226_472), ("r3d_tiny", 128, 900_816)])

@@ -10,17 +10,35 @@ from __future__ import annotations
 from typing import Callable
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from .conv import LOWERINGS, Conv3D, conv3d, resolve_lowering
 from .heads import MLP, Linear, Prototypes, normalized_prototypes
-from .resnet3d import BasicBlock, BottleneckBlock, ResNet3D, r3d_18, r3d_micro, r3d_tiny, slow_r50
+from .resnet3d import (BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18, r3d_micro,
+                       r3d_tiny, slow_r50, slow_r101)
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "slow_r50": slow_r50,     # official Slow R-50 8×8; 2048-d, 31.6 M params
+    "slow_r50": slow_r50,     # official Slow R-50 (8×8 or 16×4: the sampling is set in config.data); 2048-d, 31.6 M
+    "slow_r101": slow_r101,   # official Slow R-101; 2048-d
     "r3d_18": r3d_18,         # torchvision R3D-18 layout; 512-d, 33.2 M params
+    "r2plus1d_18": r2plus1d_18,  # torchvision R(2+1)D-18 layout; 512-d
     "r3d_tiny": r3d_tiny,     # CPU demo; 128-d
     "r3d_micro": r3d_micro,   # CPU tests / smoke runs; 64-d
 }
+
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def backbone_options(model_config) -> dict:
+    """ResNet3D overrides from a `config.model` block: `dtype` (name in COMPUTE_DTYPES), `remat`, `overrides`."""
+    options = dict(model_config.get("overrides", {}) or {})
+    dtype = model_config.get("dtype", "float32")
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"model.dtype={dtype!r} is not supported; valid choices: {', '.join(COMPUTE_DTYPES)}")
+    options.setdefault("dtype", COMPUTE_DTYPES[dtype])
+    options.setdefault("remat", bool(model_config.get("remat", False)))
+    return options
 
 
 def create_backbone(name: str, **overrides) -> nn.Module:
@@ -30,6 +48,6 @@ def create_backbone(name: str, **overrides) -> nn.Module:
     return BACKBONES[name](**overrides)
 
 
-__all__ = ["BACKBONES", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "Conv3D", "conv3d",
-           "LOWERINGS", "resolve_lowering", "MLP", "Linear", "Prototypes",
-           "normalized_prototypes", "slow_r50", "r3d_18", "r3d_tiny", "r3d_micro"]
+__all__ = ["BACKBONES", "COMPUTE_DTYPES", "backbone_options", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D",
+           "conv3d", "LOWERINGS", "resolve_lowering", "MLP", "Linear", "Prototypes", "normalized_prototypes",
+           "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]

@@ -4,6 +4,9 @@ Bottleneck block (PySlowFast "Slow" pathway): a = k_t×1×1 conv (temporal kerne
 of the stage), b = 1×3×3 conv carrying the stride, c = 1×1×1 conv to
 ``width × 4``; BN after every conv, ReLU after a, b and the residual sum.
 Basic block (R3D): two k_t×3×3 convs, the first carrying the stride.
+(2+1)D block (R(2+1)D): the basic block with every k_t×3×3 conv factorised into
+a 1×3×3 spatial conv (+ BN + ReLU) and a k_t×1×1 temporal conv, with
+torchvision's number of intermediate channels.
 A projection shortcut (1×1×1 conv with the block's stride + BN) is used when the
 shape changes. With ``zero_init_residual`` the last BN of every residual branch
 starts with scale 0, so every block starts as the identity.
@@ -74,8 +77,52 @@ class BasicBlock(nn.Module):
         return nn.relu(_shortcut(x, out_dim, self.strides, conv, train, self.dtype) + y)
 
 
-BLOCKS = {"bottleneck": BottleneckBlock, "basic": BasicBlock}
-DEFAULT_EXPANSION = {"bottleneck": 4, "basic": 1}
+def factorized_mid_channels(in_channels: int, out_channels: int, temporal_kernel: int) -> int:
+    """Channels between the spatial and the temporal conv of a (2+1)D conv: torchvision's choice, which gives
+    the factorised pair about the parameters of the full k_t×3×3 conv (Tran et al. 2018)."""
+    kt = temporal_kernel
+    return (in_channels * out_channels * kt * 9) // (in_channels * 9 + kt * out_channels)
+
+
+def _conv2plus1d(x, out_dim: int, mid_dim: int, temporal_kernel: int, strides, conv, train: bool, dtype,
+                 name: str):
+    """1×3×3 conv (spatial stride) → BN → ReLU → k_t×1×1 conv (temporal stride); params `{name}_spatial`,
+    `bn_{suffix}_mid`, `{name}_temporal` where name = conv_{suffix}."""
+    st, sh, sw = strides
+    suffix = name.split("_", 1)[1]
+    y = conv(mid_dim, (1, 3, 3), (1, sh, sw), f"{name}_spatial")(x)
+    y = nn.relu(_bn(train, dtype, f"bn_{suffix}_mid")(y))
+    return conv(out_dim, (temporal_kernel, 1, 1), (st, 1, 1), f"{name}_temporal")(y)
+
+
+class R2Plus1DBlock(nn.Module):
+    """The basic block with (2+1)D convs (torchvision's R(2+1)D `BasicBlock` + `Conv2Plus1D`); both convs use
+    the intermediate width computed from the block's input channels, as torchvision does."""
+
+    width: int
+    temporal_kernel: int = 3        # of both temporal convs
+    strides: tuple[int, int, int] = (1, 1, 1)  # applied in the first (2+1)D conv (and the shortcut)
+    expansion: int = 1
+    zero_init_residual: bool = True
+    dtype: Any = jnp.float32
+    lowering: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        conv = lambda f, k, s, name: Conv3D(f, k, s, dtype=self.dtype, lowering=self.lowering, name=name)  # noqa: E731
+        out_dim = self.width * self.expansion
+        mid = factorized_mid_channels(x.shape[-1], out_dim, self.temporal_kernel)
+        kt = self.temporal_kernel
+        y = _conv2plus1d(x, out_dim, mid, kt, self.strides, conv, train, self.dtype, "conv_a")
+        y = nn.relu(_bn(train, self.dtype, "bn_a")(y))
+        y = _conv2plus1d(y, out_dim, mid, kt, (1, 1, 1), conv, train, self.dtype, "conv_b")
+        y = _bn(train, self.dtype, "bn_b", zero_scale=self.zero_init_residual)(y)
+        return nn.relu(_shortcut(x, out_dim, self.strides, conv, train, self.dtype) + y)
+
+
+BLOCKS = {"bottleneck": BottleneckBlock, "basic": BasicBlock, "basic2plus1d": R2Plus1DBlock}
+DEFAULT_EXPANSION = {"bottleneck": 4, "basic": 1, "basic2plus1d": 1}
+STEMS = ("conv", "2plus1d")
 
 
 class ResNet3D(nn.Module):
@@ -85,19 +132,22 @@ class ResNet3D(nn.Module):
     without running the model.
     """
 
-    block: str = "bottleneck"                            # "bottleneck" | "basic"
+    block: str = "bottleneck"                            # "bottleneck" | "basic" | "basic2plus1d"
     stage_depths: tuple[int, ...] = (3, 4, 6, 3)
     widths: tuple[int, ...] = (64, 128, 256, 512)        # inner widths (bottleneck) / block widths (basic)
     temporal_kernels: tuple[int, ...] = (1, 1, 3, 3)     # conv a (bottleneck) / both convs (basic), per stage
     spatial_strides: tuple[int, ...] = (1, 2, 2, 2)      # first block of each stage
     temporal_strides: tuple[int, ...] = (1, 1, 1, 1)     # first block of each stage
     expansion: int | None = None                         # None: 4 for bottleneck, 1 for basic
+    stem: str = "conv"                                   # "conv" | "2plus1d" (1×kh×kw conv, BN, ReLU, kt×1×1 conv)
     stem_features: int = 64
+    stem_mid_features: int = 45                          # "2plus1d" stem only: channels between its two convs
     stem_kernel: tuple[int, int, int] = (1, 7, 7)
     stem_strides: tuple[int, int, int] = (1, 2, 2)
     stem_pool: bool = True                               # max-pool 1×3×3, stride (1,2,2), pad 1 (-inf)
     zero_init_residual: bool = True
-    dtype: Any = jnp.float32
+    dtype: Any = jnp.float32                             # compute dtype; parameters stay float32
+    remat: bool = False                                  # recompute each block's activations in the backward pass
     lowering: str = "auto"
 
     @property
@@ -111,6 +161,8 @@ class ResNet3D(nn.Module):
     def _check(self) -> None:
         if self.block not in BLOCKS:
             raise ValueError(f"unknown block {self.block!r}; valid: {', '.join(BLOCKS)}")
+        if self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}; valid: {', '.join(STEMS)}")
         n = len(self.stage_depths)
         for field in ("widths", "temporal_kernels", "spatial_strides", "temporal_strides"):
             if len(getattr(self, field)) != n:
@@ -122,12 +174,21 @@ class ResNet3D(nn.Module):
         if x.ndim != 5:
             raise ValueError(f"expected [B, T, H, W, C] video, got shape {x.shape}")
         x = x.astype(self.dtype)
-        x = Conv3D(self.stem_features, tuple(self.stem_kernel), tuple(self.stem_strides), dtype=self.dtype,
-                   lowering=self.lowering, name="stem_conv")(x)
+        conv = lambda f, k, s, name: Conv3D(f, tuple(k), tuple(s), dtype=self.dtype, lowering=self.lowering,  # noqa: E731
+                                            name=name)
+        if self.stem == "conv":
+            x = conv(self.stem_features, self.stem_kernel, self.stem_strides, "stem_conv")(x)
+        else:
+            (kt, kh, kw), (st, sh, sw) = self.stem_kernel, self.stem_strides
+            x = conv(self.stem_mid_features, (1, kh, kw), (1, sh, sw), "stem_conv_spatial")(x)
+            x = nn.relu(_bn(train, self.dtype, "stem_bn_spatial")(x))
+            x = conv(self.stem_features, (kt, 1, 1), (st, 1, 1), "stem_conv_temporal")(x)
         x = nn.relu(_bn(train, self.dtype, "stem_bn")(x))
         if self.stem_pool:
             x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
         block_cls = BLOCKS[self.block]
+        if self.remat:  # `train` (argument 2, after self and x) selects BatchNorm's mode: static
+            block_cls = nn.remat(block_cls, static_argnums=(2,))
         for s, depth in enumerate(self.stage_depths):
             for b in range(depth):
                 strides = (self.temporal_strides[s], self.spatial_strides[s], self.spatial_strides[s]) if b == 0 \
@@ -147,6 +208,13 @@ R3D_18 = dict(block="basic", stage_depths=(2, 2, 2, 2), widths=(64, 128, 256, 51
               temporal_kernels=(3, 3, 3, 3), spatial_strides=(1, 2, 2, 2), temporal_strides=(1, 2, 2, 2),
               stem_features=64, stem_kernel=(3, 7, 7), stem_strides=(1, 2, 2), stem_pool=False)
 
+SLOW_R101 = dict(SLOW_R50, stage_depths=(3, 4, 23, 3))
+
+R2PLUS1D_18 = dict(block="basic2plus1d", stage_depths=(2, 2, 2, 2), widths=(64, 128, 256, 512),
+                   temporal_kernels=(3, 3, 3, 3), spatial_strides=(1, 2, 2, 2), temporal_strides=(1, 2, 2, 2),
+                   stem="2plus1d", stem_features=64, stem_mid_features=45, stem_kernel=(3, 7, 7),
+                   stem_strides=(1, 2, 2), stem_pool=False)
+
 R3D_TINY = dict(block="basic", stage_depths=(1, 1, 1, 1), widths=(16, 32, 64, 128),
                 temporal_kernels=(3, 3, 3, 3), spatial_strides=(2, 2, 2, 2), temporal_strides=(1, 1, 1, 1),
                 stem_features=16, stem_kernel=(3, 5, 5), stem_strides=(1, 4, 4), stem_pool=False)
@@ -162,6 +230,18 @@ def slow_r50(**overrides) -> ResNet3D:
     (64,128,256,512), outputs ×4, temporal kernel of conv a (1,1,3,3); no temporal striding.
     2048-d features, 31.6 M params (31,634,496 incl. BN scale/bias; +819,600 for a 400-way classifier = PySlowFast's 32.45 M)."""
     return ResNet3D(**{**SLOW_R50, **overrides})
+
+
+def slow_r101(**overrides) -> ResNet3D:
+    """Slow R-101, the official PySlowFast layout: Slow R-50 with (3,4,23,3) bottleneck blocks. 2048-d features."""
+    return ResNet3D(**{**SLOW_R101, **overrides})
+
+
+def r2plus1d_18(**overrides) -> ResNet3D:
+    """torchvision R(2+1)D-18: stem 1×7×7 conv to 45 ch, stride (1,2,2), BN, ReLU, 3×1×1 conv to 64 ch, BN, ReLU,
+    no pool; (2+1)D basic blocks (2,2,2,2), widths (64,128,256,512), stride (2,2,2) in the first block of
+    stages 2–4. 512-d features."""
+    return ResNet3D(**{**R2PLUS1D_18, **overrides})
 
 
 def r3d_18(**overrides) -> ResNet3D:

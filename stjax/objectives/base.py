@@ -49,14 +49,29 @@ class Framework(abc.ABC):
         del params, batch_stats, step
         return extra
 
+    def with_backbone(self, params, batch_stats, extra, variables: dict) -> tuple[PyTree, PyTree, PyTree]:
+        """(params, batch_stats, extra) with the online backbone set to `variables` ({'params', 'batch_stats'},
+        e.g. imported weights). A momentum target kept as ``extra['target']`` = {'params': {'backbone': ...},
+        'batch_stats': {'backbone': ...}} (BYOL, MoCo) starts from the same weights."""
+        params = {**params, "backbone": variables["params"]}
+        batch_stats = {**batch_stats, "backbone": variables["batch_stats"]}
+        if isinstance(extra, dict) and "target" in extra:
+            target = extra["target"]
+            extra = {**extra, "target": {
+                "params": {**target["params"], "backbone": jax.tree.map(jnp.copy, variables["params"])},
+                "batch_stats": {**target["batch_stats"],
+                                "backbone": jax.tree.map(jnp.copy, variables["batch_stats"])}}}
+        return params, batch_stats, extra
+
     def backbone_variables(self, params, batch_stats) -> dict:
         """Variables of the online backbone, for `self.backbone.apply`."""
         return {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}
 
 
 def backbone_from_config(config) -> nn.Module:
-    """The backbone named by `config.model.backbone`, with `config.model.overrides` (ResNet3D fields) if any."""
-    return models.create_backbone(config.model.backbone, **dict(config.model.get("overrides", {})))
+    """The backbone named by `config.model.backbone`, computing in `config.model.dtype`, with per-block
+    rematerialisation if `config.model.remat`, and `config.model.overrides` (ResNet3D fields) if any."""
+    return models.create_backbone(config.model.backbone, **models.backbone_options(config.model))
 
 
 def flatten_clips(clips: jnp.ndarray) -> jnp.ndarray:

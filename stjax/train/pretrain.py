@@ -73,6 +73,9 @@ def pretrain(
             print(f"resuming from step {start} ({ckpt.directory})", flush=True)
     else:
         state = factory.create(init_rng)
+        if config.model.get("init_from"):
+            state = _with_imported_backbone(state, framework, config.model.init_from, config.model.backbone,
+                                            factory.shardings)
         start = 0
     step_fn = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
                                       mesh_lib.replicated_sharding(mesh))
@@ -118,6 +121,21 @@ def pretrain(
     return PretrainResult(state=state, framework=framework, state_factory=factory, steps=end,
                           train_seconds=previous_seconds + time.time() - started,
                           resumed_from=start if start else None)
+
+
+def _with_imported_backbone(state: TrainState, framework: Framework, path: str, backbone: str,
+                            shardings) -> TrainState:
+    """`state` with its backbone (and momentum target's) loaded from an exported or PyTorch checkpoint."""
+    from stjax import export
+
+    spec, variables = export.load_backbone(path, backbone=backbone)
+    current = framework.backbone_variables(state.params, state.batch_stats)
+    export.check_matches(variables, jax.device_get(current), f"model.init_from={path} ({spec['backbone']})")
+    params, batch_stats, extra = framework.with_backbone(state.params, state.batch_stats, state.extra, variables)
+    state = state.replace(params=params, batch_stats=batch_stats, extra=extra)
+    if jax.process_index() == 0:
+        print(f"backbone initialised from {path}", flush=True)
+    return jax.device_put(state, shardings)
 
 
 def random_init_state(result: PretrainResult, seed: int) -> TrainState:

@@ -1,0 +1,57 @@
+"""torchvision's video ResNets in a process of their own, for the parity tests.
+
+Importing torchvision (through torch._dynamo) after TensorFlow crashes the process, and the test
+suite has TensorFlow loaded, so tests run this script with `subprocess`:
+
+    python torchvision_reference.py make NAME DIR      # random weights and BN statistics -> DIR/NAME.pth,
+                                                       # a clip DIR/x.npy and torchvision's features DIR/NAME.npy
+    python torchvision_reference.py features NAME STATE X OUT   # strict-load STATE, features of X -> OUT
+
+Clips are channels-last float32 [B, T, H, W, 3]; features [B, 512] (the classifier is replaced by Identity).
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+import torchvision
+
+
+def model_without_classifier(name: str) -> torch.nn.Module:
+    model = getattr(torchvision.models.video, name)(weights=None)
+    model.fc = torch.nn.Identity()
+    return model.eval()
+
+
+def features(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3)))).numpy()
+
+
+def make(name: str, out_dir: str) -> None:
+    torch.manual_seed(1)
+    model = model_without_classifier(name)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.0)
+                module.bias.uniform_(-0.1, 0.1)
+    x = np.random.default_rng(7).standard_normal((2, 8, 48, 48, 3)).astype(np.float32)
+    torch.save(model.state_dict(), os.path.join(out_dir, f"{name}.pth"))
+    np.save(os.path.join(out_dir, "x.npy"), x)
+    np.save(os.path.join(out_dir, f"{name}.npy"), features(model, x))
+
+
+def features_of(name: str, state_path: str, x_path: str, out_path: str) -> None:
+    model = model_without_classifier(name)
+    for p in model.parameters():  # nothing of the fresh model may survive the load
+        torch.nn.init.normal_(p)
+    model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True), strict=True)
+    np.save(out_path, features(model.eval(), np.load(x_path)))
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    {"make": make, "features": features_of}[command](*args)
