@@ -2,6 +2,8 @@
 
     python -m stjax.main --config configs/pretrain.py:demo --workdir runs/demo
 
+With an evaluation config (`configs/eval.py:PROTOCOL`) it runs `stjax.eval.evaluate` instead.
+
 Builds the dataset if it is missing (the synthetic set is rendered on first
 use), pretrains the configured framework (resuming from WORKDIR/checkpoints if
 a previous run stopped), trains a linear probe on frozen features of the
@@ -45,16 +47,14 @@ def validate(config) -> None:
 def run(config, workdir: str) -> dict:
     """Pretrain + probe; returns the summary dict (also written to WORKDIR/summary.json)."""
     import jax
-    import jax.numpy as jnp
 
     from stjax import objectives
     from stjax.data import builders, pipeline
     from stjax.data import config as data_config
-    from stjax.data import device as device_lib
+    from stjax.eval import features as eval_features
     from stjax.eval import linear_probe, report
     from stjax.train import mesh as mesh_lib
     from stjax.train import pretrain as pretrain_lib
-    from stjax.train import step as step_lib
 
     validate(config)
     mesh = mesh_lib.create_mesh()
@@ -95,25 +95,7 @@ def run(config, workdir: str) -> dict:
                                    steps_per_epoch, mesh=mesh)
 
     # Linear probe on frozen features: pretrained vs the same architecture at random init.
-    views = data_config.view_spec(config)
-    batch_sharding = mesh_lib.batch_sharding(mesh)
-    backbone = framework.backbone
-
-    @jax.jit
-    def embed(variables, clips_uint8):
-        b, v = clips_uint8.shape[:2]
-        x = step_lib.normalize_clips(clips_uint8).reshape((b * v,) + clips_uint8.shape[2:])
-        feats = backbone.apply(variables, x, train=False)
-        return jnp.mean(feats.reshape(b, v, -1), axis=1)
-
-    def features(variables, split):
-        ds = pipeline.eval_dataset(
-            config.data.dataset, batch_size=eval_per_process, views=views, split=split,
-            data_dir=config.data.data_dir, process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-        batches = device_lib.prefetch_to_mesh(ds.as_numpy_iterator(), batch_sharding)
-        return linear_probe.extract_features(lambda b: embed(variables, b["clips"]), batches)
+    features = eval_features.make_feature_extractor(framework.backbone, config, mesh, eval_per_process)
 
     probe_config = linear_probe.ProbeConfig(**config.probe.to_dict(), seed=config.seed)
     probes = {}
@@ -177,12 +159,18 @@ def _last_loss(workdir):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    run(flags.FLAGS.config, flags.FLAGS.workdir)
+    config = flags.FLAGS.config
+    if config.get("job", "pretrain") == "eval":  # configs/eval.py
+        from stjax.eval import evaluate
+
+        evaluate.run(config, flags.FLAGS.workdir)
+    else:
+        run(config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
     # Defined here, not at import, so that importing this module (tests, other tools) defines no flags.
-    config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo")
+    config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo or configs/eval.py:knn")
     flags.DEFINE_string("workdir", None, "where checkpoints, metrics and reports go")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

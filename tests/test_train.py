@@ -45,8 +45,9 @@ def _make_batches(start):
         step += 1
 
 
-def _loss_and_grads_on(num_devices):
+def _loss_and_grads_on(num_devices, **model):
     config = _config()
+    config.model.update(model)
     mesh = mesh_lib.create_mesh(num_devices)
     framework = objectives.create_framework(config, total_steps=10)
     tx, _ = optimizer_lib.create_optimizer(config, config.batch_size, 10, steps_per_epoch=2)
@@ -69,6 +70,17 @@ def test_one_step_on_8_devices_equals_1_device():
     # BatchNorm statistics are over the global batch (SyncBN), so they agree too
     for a, b in zip(jax.tree.leaves(s8), jax.tree.leaves(s1)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_and_remat_step_on_8_devices():
+    """model.dtype=bfloat16 and model.remat=True through the real sharded step: float32 parameters, a loss and
+    gradient norm close to float32's (that remat alone changes nothing is in test_models)."""
+    m32, p32, _ = _loss_and_grads_on(8)
+    m16, p16, _ = _loss_and_grads_on(8, dtype="bfloat16", remat=True)
+    assert {leaf.dtype for leaf in jax.tree.leaves(p16)} == {np.dtype(np.float32)}
+    assert np.isfinite(m16["loss"]) and m16["loss"] == pytest.approx(m32["loss"], rel=0.05)
+    assert m16["grad_norm"] == pytest.approx(m32["grad_norm"], rel=0.1)
+    assert m16["loss"] != m32["loss"]  # the backbone really ran in bf16
 
 
 def test_learning_rate_schedule_and_scaling_rule():

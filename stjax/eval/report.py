@@ -153,3 +153,74 @@ def write_markdown_table(path, header: Sequence[str], rows: Sequence[Sequence[An
         os.makedirs(directory, exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    fig.savefig(path, format="png")
+
+
+def write_per_class_png(path, class_names: Sequence[str], accuracy: Sequence[float], title: str = "") -> None:
+    """Horizontal bars of per-class top-1 (classes without test videos shown as n/a), sorted best first."""
+    values = np.asarray(accuracy, np.float64)
+    order = np.argsort(np.where(np.isnan(values), -1.0, -values), kind="stable")
+    fig = _figure(7, max(2.5, 0.22 * len(values) + 1))
+    ax = fig.subplots()
+    y = np.arange(len(values))
+    ax.barh(y, np.nan_to_num(values[order]), color="tab:green", edgecolor="black", linewidth=0.4)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{class_names[i]} (n/a)" if np.isnan(values[i]) else class_names[i] for i in order],
+                       fontsize=7 if len(values) > 30 else 9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test top-1")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def write_confusion_png(path, class_names: Sequence[str], confusion, title: str = "") -> None:
+    """The confusion matrix (rows: true class, columns: predicted), each row normalised to sum 1."""
+    counts = np.asarray(confusion, np.float64)
+    rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    fig = _figure(min(14, 2.5 + 0.35 * n), min(13, 2 + 0.35 * n))
+    ax = fig.subplots()
+    image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if n <= 40:
+        ax.set_xticks(range(n))
+        ax.set_xticklabels(class_names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n))
+        ax.set_yticklabels(class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def write_metrics_vs_step_png(path, steps: Sequence[int], metrics: Mapping[str, Sequence[float]],
+                              title: str = "") -> None:
+    """One line per metric against the pretraining step."""
+    fig = _figure(7, 4)
+    ax = fig.subplots()
+    for name, values in metrics.items():
+        ax.plot(list(steps), list(values), marker="o", label=name)
+    ax.set_xlabel("pretraining step")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    _save(fig, path)

@@ -1,0 +1,51 @@
+"""Evaluation config: `--config configs/eval.py:PROTOCOL[,key=value,...] --config.init_from=RUN_OR_FILE`.
+
+Protocols (stjax/eval/evaluate.py):
+  linear     frozen features of the test views, then a linear classifier (the fast cached-feature probe)
+  knn        weighted kNN on the frozen features (k=200, temperature 0.07)
+  retrieval  test clips query the train split by cosine similarity: R@1/5/10/20
+
+`init_from` is a pretraining run's workdir or one checkpoint (`python -m stjax.export` output, or a
+PySlowFast / torchvision file). For a run, `steps` picks checkpoints: last (default), all, or N,M
+(`steps=N+M` inside the config argument, since commas separate arguments there), and the data
+settings (dataset, clip length, crop, test views) are the run's own unless `data_from_run=False`.
+
+Arguments: data=demo|k400_r50 (the data block of that pretraining preset), dataset=NAME[/CONFIG],
+steps=..., seed=N. Any field can be overridden with `--config.a.b=value`.
+"""
+import importlib.util
+import os
+
+import ml_collections
+
+from stjax import configlib
+
+PROTOCOLS = ("linear", "knn", "retrieval")  # stjax.eval.evaluate.PROTOCOLS
+
+
+def _pretrain_config(preset: str):
+    spec = importlib.util.spec_from_file_location("stjax_pretrain_config",
+                                                  os.path.join(os.path.dirname(__file__), "pretrain.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+def get_config(arg=None):
+    args = configlib.parse_arg(arg, PROTOCOLS, data=str, dataset=str, steps=str, seed=int)
+    configlib.require_choice("data", args.get("data", "demo"), ("demo", "k400_r50"))
+    pretrain = _pretrain_config(args.get("data", "demo"))
+    config = ml_collections.ConfigDict()
+    config.job = "eval"
+    config.protocol = args["preset"]
+    config.init_from = ""
+    config.steps = args.get("steps", "last")
+    config.data_from_run = True
+    config.seed = args.get("seed", 0)
+    config.data = pretrain.data
+    config.data.dataset = args.get("dataset", config.data.dataset)
+    config.eval_batch_size = pretrain.eval_batch_size
+    config.probe = pretrain.probe
+    config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07))
+    config.retrieval = ml_collections.ConfigDict(dict(ks=(1, 5, 10, 20)))
+    return config

@@ -1,0 +1,196 @@
+"""The evaluation job: protocols on frozen features of one or more checkpoints.
+
+    python -m stjax.main --config configs/eval.py:PROTOCOL --config.init_from=RUN_OR_FILE --workdir DIR
+
+`init_from` is a pretraining run's workdir (its checkpoints are chosen with `steps`: last, all, or
+N,M,...) or a single exported / PySlowFast / torchvision checkpoint (`python -m stjax.export`).
+For every checkpoint the backbone embeds the train and test splits (test views averaged per video),
+then the protocol (PROTOCOLS) runs on those features. DIR gets results.json, report.md and PNGs:
+per-class accuracy and the confusion matrix (≤ 101 classes) of the last checkpoint, and the metrics
+against the pretraining step when several checkpoints were evaluated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from stjax.eval import knn as knn_lib
+
+PROTOCOLS = ("linear", "knn", "retrieval")
+MAX_CONFUSION_CLASSES = 101
+
+
+@dataclasses.dataclass
+class Target:
+    """One checkpoint to evaluate: `load()` gives (backbone spec, variables)."""
+    name: str
+    step: int | None
+    load: Callable[[], tuple[dict, dict]]
+
+
+def is_run(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "checkpoints")) and os.path.exists(os.path.join(path, "config.json"))
+
+
+def parse_steps(steps: str) -> str | list[int]:
+    """'last' | 'all' | 'N,M' (also 'N+M', for use inside a config argument) -> 'last', 'all' or [N, M]."""
+    steps = str(steps).strip()
+    if steps in ("last", "all"):
+        return steps
+    parts = [p for p in steps.replace("+", ",").split(",") if p.strip()]
+    if not parts or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"steps={steps!r} is invalid; valid values: last, all, or checkpoint steps N,M,...")
+    return sorted({int(p) for p in parts})
+
+
+def resolve_targets(init_from: str, steps: str) -> list[Target]:
+    from stjax import export
+
+    if not init_from:
+        raise ValueError("init_from='' is invalid; valid values: a pretraining run's workdir, or a checkpoint file "
+                         "or directory written by `python -m stjax.export`, or a PySlowFast / torchvision file")
+    if not os.path.exists(init_from):
+        raise ValueError(f"init_from={init_from!r} does not exist")
+    wanted = parse_steps(steps)
+    if is_run(init_from):
+        import orbax.checkpoint as ocp
+
+        manager = ocp.CheckpointManager(os.path.join(os.path.abspath(init_from), "checkpoints"))
+        available = sorted(manager.all_steps())
+        manager.close()
+        if not available:
+            raise ValueError(f"init_from={init_from!r} has no finished checkpoint")
+        chosen = available[-1:] if wanted == "last" else available if wanted == "all" else wanted
+        missing = sorted(set(chosen) - set(available))
+        if missing:
+            raise ValueError(f"steps={steps!r}: no checkpoint at step(s) {missing} in {init_from}; valid "
+                             f"values: last, all, or steps among {available}")
+        return [Target(f"step {s}", s, lambda s=s: export.run_backbone(init_from, s)[:2]) for s in chosen]
+    if wanted != "last":
+        raise ValueError(f"steps={steps!r} needs init_from to be a pretraining run; {init_from} is one checkpoint")
+    return [Target(os.path.basename(os.path.normpath(init_from)), None, lambda: export.load_backbone(init_from))]
+
+
+def run_protocol(protocol: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                 num_classes: int, config) -> dict:
+    """Metrics of `protocol` on (features, labels) of the train and test splits."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    if protocol == "linear":
+        from stjax.eval import linear_probe
+
+        probe = linear_probe.ProbeConfig(**config.probe.to_dict(), seed=config.seed)
+        result = linear_probe.train_linear_probe(train_x, train_y, test_x, test_y, num_classes, probe)
+        return {"top1": result["top1"], "top5": result["top5"], "train_top1": result["train_top1"],
+                "per_class_top1": np.asarray(result["per_class_top1"], np.float64),
+                "confusion": np.asarray(result["confusion"])}
+    if protocol == "knn":
+        scores = knn_lib.knn_classify(train_x, train_y, test_x, num_classes, k=config.knn.k,
+                                      temperature=config.knn.temperature)
+        return knn_lib.accuracy_metrics(scores, test_y, num_classes)
+    if protocol == "retrieval":
+        return knn_lib.retrieval_recall(train_x, train_y, test_x, test_y, ks=tuple(config.retrieval.ks))
+    raise ValueError(f"protocol={protocol!r} is invalid; valid values: {', '.join(PROTOCOLS)}")
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (float, int, np.floating))}
+
+
+def run(config, workdir: str) -> dict:
+    """Evaluates every target of `config.init_from`; returns the results dict (also WORKDIR/results.json)."""
+    import jax
+
+    from stjax import configlib, export
+    from stjax.data import builders
+    from stjax.data import config as data_config
+    from stjax.eval import features as eval_features
+    from stjax.eval import report
+    from stjax.train import mesh as mesh_lib
+
+    configlib.require_choice("protocol", config.protocol, PROTOCOLS)
+    targets = resolve_targets(config.init_from, config.steps)
+    if config.data_from_run and is_run(config.init_from):
+        with open(os.path.join(config.init_from, "config.json")) as f:
+            run_data = json.load(f)["data"]
+        config.data = type(config.data)(run_data)  # the clips, crops and test views the run was made for
+    configlib.require_choice("data.dataset", builders.split_name(config.data.dataset)[0], sorted(builders.BUILDERS))
+    data_config.view_spec(config)
+    mesh = mesh_lib.create_mesh()
+    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    os.makedirs(workdir, exist_ok=True)
+    data_config.ensure_built(config)
+    builder = builders.load_builder(config.data.dataset, config.data.data_dir)
+    class_names = builder.info.features["label"].names
+    num_classes = len(class_names)
+
+    records, last_metrics = [], None
+    started = time.time()
+    for i, target in enumerate(targets):
+        spec, variables = target.load()
+        backbone = export.create_from_spec(spec)
+        features = eval_features.make_feature_extractor(backbone, config, mesh, eval_per_process)
+        train = features(variables, config.data.train_split)
+        test = features(variables, config.data.eval_split)
+        metrics = run_protocol(config.protocol, train, test, num_classes, config)
+        record = {"checkpoint": target.name, "step": target.step, "backbone": spec["backbone"],
+                  "num_train": int(len(train[1])), "num_test": int(len(test[1])), **_scalars(metrics)}
+        if "per_class_top1" in metrics:
+            record["per_class_top1"] = {c: None if math.isnan(a) else round(float(a), 4)
+                                        for c, a in zip(class_names, metrics["per_class_top1"])}
+        records.append(record)
+        last_metrics = metrics
+        elapsed = time.time() - started
+        if jax.process_index() == 0:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in _scalars(metrics).items())
+            print(f"[{i + 1}/{len(targets)}] {target.name}: {shown} "
+                  f"({elapsed / (i + 1):.0f} s per checkpoint, ETA {elapsed / (i + 1) * (len(targets) - i - 1):.0f} s)",
+                  flush=True)
+
+    results = {"protocol": config.protocol, "dataset": config.data.dataset, "init_from": config.init_from,
+               "train_split": config.data.train_split, "eval_split": config.data.eval_split,
+               "num_classes": num_classes, "checkpoints": records}
+    if jax.process_index() == 0:
+        _write_outputs(workdir, results, last_metrics, class_names, report)
+    return results
+
+
+def _write_outputs(workdir, results, last_metrics, class_names, report) -> None:
+    records = results["checkpoints"]
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    metric_names = [k for k in records[0] if isinstance(records[0][k], float)]
+    lines = [f"# {results['protocol']} evaluation of {results['init_from']}", "",
+             f"Dataset {results['dataset']}: train split `{results['train_split']}` "
+             f"({records[0]['num_train']} videos), test split `{results['eval_split']}` "
+             f"({records[0]['num_test']} videos), {results['num_classes']} classes.", "",
+             "| checkpoint | " + " | ".join(metric_names) + " |",
+             "|---|" + "---|" * len(metric_names)]
+    lines += ["| " + r["checkpoint"] + " | " + " | ".join(f"{r[m]:.4f}" for m in metric_names) + " |"
+              for r in records]
+    pngs = []
+    if "per_class_top1" in last_metrics:
+        report.write_per_class_png(os.path.join(workdir, "per_class.png"), class_names,
+                                   last_metrics["per_class_top1"], title=f"{records[-1]['checkpoint']}: top-1 per class")
+        pngs.append("per_class.png")
+        if len(class_names) <= MAX_CONFUSION_CLASSES:
+            report.write_confusion_png(os.path.join(workdir, "confusion.png"), class_names, last_metrics["confusion"],
+                                       title=f"{records[-1]['checkpoint']}: confusion (rows: true class)")
+            pngs.append("confusion.png")
+    stepped = [r for r in records if r["step"] is not None]
+    if len(stepped) >= 2:
+        report.write_metrics_vs_step_png(os.path.join(workdir, "vs_step.png"),
+                                         [r["step"] for r in stepped],
+                                         {m: [r[m] for r in stepped] for m in metric_names if m != "train_top1"},
+                                         title=f"{results['protocol']} against pretraining step")
+        pngs.append("vs_step.png")
+    lines += [""] + [f"![{p}]({p})" for p in pngs]
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines[4:4 + 2 + len(records)]))
+    print(f"wrote {os.path.join(workdir, 'results.json')}, report.md" + "".join(f", {p}" for p in pngs))

@@ -1,0 +1,44 @@
+"""Frozen-backbone features of a dataset split: multi-view test clips in, one feature per video out."""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def make_feature_extractor(backbone, config, mesh, batch_size_per_process: int
+                           ) -> Callable[[dict, str], tuple[np.ndarray, np.ndarray]]:
+    """`features(variables, split) -> (features float32 [N, D], labels int32 [N])` for `config.data`'s dataset.
+
+    Each video's V test views (`data.test_views`) go through `backbone` in eval mode and their features are
+    averaged; the views are sharded over the mesh's data axis.
+    """
+    from stjax.data import config as data_config
+    from stjax.data import device as device_lib
+    from stjax.data import pipeline
+    from stjax.eval import linear_probe
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import step as step_lib
+
+    views = data_config.view_spec(config)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+
+    @jax.jit
+    def embed(variables, clips_uint8):
+        b, v = clips_uint8.shape[:2]
+        x = step_lib.normalize_clips(clips_uint8).reshape((b * v,) + clips_uint8.shape[2:])
+        feats = backbone.apply(variables, x, train=False)
+        return jnp.mean(feats.reshape(b, v, -1), axis=1)
+
+    def features(variables, split):
+        ds = pipeline.eval_dataset(
+            config.data.dataset, batch_size=batch_size_per_process, views=views, split=split,
+            data_dir=config.data.data_dir, process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        batches = device_lib.prefetch_to_mesh(ds.as_numpy_iterator(), batch_sharding)
+        return linear_probe.extract_features(lambda b: embed(variables, b["clips"]), batches)
+
+    return features

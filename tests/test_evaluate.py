@@ -1,0 +1,139 @@
+"""The evaluation job (configs/eval.py, stjax/eval/evaluate.py) and its nearest-neighbour protocols."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from stjax.eval import evaluate, knn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_knn_matches_a_numpy_loop():
+    rng = np.random.default_rng(0)
+    train_x, test_x = rng.standard_normal((50, 6)), rng.standard_normal((7, 6))
+    train_y = rng.integers(0, 4, 50)
+    scores = knn.knn_classify(train_x, train_y, test_x, num_classes=4, k=10, temperature=0.1)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    cos = unit(test_x) @ unit(train_x).T
+    for q in range(7):
+        nearest = np.argsort(-cos[q])[:10]
+        want = np.zeros(4)
+        for i in nearest:
+            want[train_y[i]] += np.exp((cos[q, i] - 1) / 0.1)
+        np.testing.assert_allclose(scores[q], want, rtol=1e-4, atol=1e-12)
+    # k larger than the train set: every train feature votes
+    assert knn.knn_classify(train_x, train_y, test_x, 4, k=500).shape == (7, 4)
+    with pytest.raises(ValueError, match="same D"):
+        knn.knn_classify(train_x, train_y, test_x[:, :3], 4)
+
+
+def test_accuracy_metrics_and_retrieval_on_known_cases():
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1], [0.0, 0.2, 0.8]])
+    m = knn.accuracy_metrics(scores, np.array([0, 1, 1, 0]), num_classes=3)
+    assert m["top1"] == 0.5 and m["top5"] == 1.0
+    np.testing.assert_array_equal(m["confusion"], [[1, 0, 1], [1, 1, 0], [0, 0, 0]])
+    assert m["per_class_top1"][0] == 0.5 and m["per_class_top1"][1] == 0.5 and np.isnan(m["per_class_top1"][2])
+
+    # four train clips on the unit circle; test clips next to one of them
+    angles = np.array([0, 90, 180, 270]) * np.pi / 180
+    train_x = np.stack([np.cos(angles), np.sin(angles)], 1)
+    train_y = np.array([0, 1, 0, 1])
+    test_x = np.array([[1.0, 0.1], [0.1, 1.0], [-1.0, 0.3]])
+    test_y = np.array([1, 1, 1])  # nearest: class 0, class 1, class 0; 2nd nearest: class 1 for all
+    recall = knn.retrieval_recall(train_x, train_y, test_x, test_y, ks=(1, 2, 4))
+    assert recall == {"R@1": pytest.approx(1 / 3), "R@2": 1.0, "R@4": 1.0}
+
+
+def test_steps_and_targets(tmp_path):
+    from test_export import _fake_run
+
+    assert evaluate.parse_steps("last") == "last" and evaluate.parse_steps("5+2") == [2, 5]
+    assert evaluate.parse_steps("2, 5") == [2, 5]
+    with pytest.raises(ValueError, match="steps='latest' is invalid; valid values: last, all"):
+        evaluate.parse_steps("latest")
+    _fake_run(tmp_path / "run", steps=(2, 5))
+    run = str(tmp_path / "run")
+    assert [t.step for t in evaluate.resolve_targets(run, "last")] == [5]
+    assert [t.step for t in evaluate.resolve_targets(run, "all")] == [2, 5]
+    with pytest.raises(ValueError, match=r"no checkpoint at step\(s\) \[3\].*among \[2, 5\]"):
+        evaluate.resolve_targets(run, "2,3")
+    with pytest.raises(ValueError, match="init_from='' is invalid"):
+        evaluate.resolve_targets("", "last")
+
+
+def _eval_config(protocol, tmp_path, init_from):
+    spec = importlib.util.spec_from_file_location("eval_config", os.path.join(ROOT, "configs", "eval.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(f"{protocol},steps=all")
+    config.init_from = init_from
+    config.data_from_run = False
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.data.manual_dir = str(tmp_path / "videos")
+    config.data.synthetic.update(num_train=16, num_test=8, size=32, seconds=1.0)
+    config.data.augmentation.crop_size = 24
+    config.data.test_views.short_side = None
+    config.eval_batch_size = 8
+    config.probe.epochs = 5
+    config.knn.k = 5
+    return config
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """A two-checkpoint r3d_micro run and the tiny synthetic set (rendered and built once)."""
+    from test_export import _fake_run
+
+    root = tmp_path_factory.mktemp("eval")
+    _fake_run(root / "run", steps=(2, 5))
+    return root
+
+
+@pytest.mark.parametrize("protocol", ["knn", "retrieval", "linear"])
+def test_each_protocol_end_to_end(synthetic_run, protocol):
+    config = _eval_config(protocol, synthetic_run, str(synthetic_run / "run"))
+    workdir = synthetic_run / f"eval_{protocol}"
+    results = evaluate.run(config, str(workdir))
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert [c["step"] for c in results["checkpoints"]] == [2, 5]
+    for record in results["checkpoints"]:
+        assert record["num_train"] == 16 and record["num_test"] == 8 and record["backbone"] == "r3d_micro"
+        metrics = {k: v for k, v in record.items() if isinstance(v, float)}
+        assert metrics and all(0.0 <= v <= 1.0 for v in metrics.values())
+    report = (workdir / "report.md").read_text()
+    assert "| step 2 |" in report and "| step 5 |" in report
+    files = set(os.listdir(workdir))
+    assert "vs_step.png" in files
+    if protocol == "retrieval":
+        r = results["checkpoints"][-1]
+        assert r["R@1"] <= r["R@5"] <= r["R@10"] <= r["R@20"]
+    else:
+        assert {"per_class.png", "confusion.png"} <= files
+        assert len(results["checkpoints"][-1]["per_class_top1"]) == 10
+    # different checkpoints give different features, hence (almost surely) different results
+    first, last = results["checkpoints"]
+    assert any(first[k] != last[k] for k in first if isinstance(first[k], float))
+
+
+def test_eval_of_an_exported_file_and_bad_settings(synthetic_run):
+    from stjax import export
+
+    spec, variables, _ = export.run_backbone(str(synthetic_run / "run"))
+    path = export.save_backbone(variables, spec, "safetensors", str(synthetic_run / "backbone.safetensors"))
+    config = _eval_config("knn", synthetic_run, path)
+    config.steps = "last"
+    results = evaluate.run(config, str(synthetic_run / "eval_file"))
+    assert [c["checkpoint"] for c in results["checkpoints"]] == ["backbone.safetensors"]
+    by_run = json.loads((synthetic_run / "eval_knn" / "results.json").read_text())["checkpoints"][-1]
+    assert results["checkpoints"][0]["top1"] == by_run["top1"]  # same weights, same data: same result
+    config.steps = "all"
+    with pytest.raises(ValueError, match="needs init_from to be a pretraining run"):
+        evaluate.run(config, str(synthetic_run / "eval_bad"))
+    config = _eval_config("knn", synthetic_run, path)
+    config.protocol = "finetuning"
+    with pytest.raises(ValueError, match="protocol='finetuning' is invalid; valid values: linear, knn, retrieval"):
+        evaluate.run(config, str(synthetic_run / "eval_bad"))
