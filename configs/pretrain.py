@@ -80,6 +80,10 @@ def get_config(arg=None):
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,
     ))
+    # Every `eval_every` steps (0: never) a weighted kNN of the backbone's frozen features (test split
+    # against train split) is logged as knn_top1 / knn_top5: the learning curve of the representation.
+    config.eval_every = 0
+    config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07))
 
     data = config.data = ml_collections.ConfigDict()
     data.data_dir = None          # default: $STJAX_DATA_ROOT/tfds (~/stjax_data/tfds)

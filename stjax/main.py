@@ -52,8 +52,9 @@ def run(config, workdir: str) -> dict:
     from stjax.data import builders, pipeline
     from stjax.data import config as data_config
     from stjax.eval import features as eval_features
-    from stjax.eval import linear_probe, report
+    from stjax.eval import knn, linear_probe, report
     from stjax.train import mesh as mesh_lib
+    from stjax.train import metrics as metrics_lib
     from stjax.train import pretrain as pretrain_lib
 
     validate(config)
@@ -91,11 +92,22 @@ def run(config, workdir: str) -> dict:
         print(f"{config.framework} on {config.data.dataset}: rho={clips.rho}, {total_steps} steps "
               f"({steps_per_epoch:.1f}/epoch), batch {config.batch_size} videos on {mesh.devices.size} devices",
               flush=True)
+    features = eval_features.make_feature_extractor(framework.backbone, config, mesh, eval_per_process)
+
+    def knn_monitor(state) -> dict:
+        variables = framework.backbone_variables(state.params, state.batch_stats)
+        train_x, train_y = features(variables, config.data.train_split)
+        test_x, test_y = features(variables, config.data.eval_split)
+        scores = knn.knn_classify(train_x, train_y, test_x, len(class_names), k=config.knn.k,
+                                  temperature=config.knn.temperature)
+        metrics = knn.accuracy_metrics(scores, test_y, len(class_names))
+        return {"knn_top1": metrics["top1"], "knn_top5": metrics["top5"]}
+
     result = pretrain_lib.pretrain(config, workdir, framework, make_batches, clips_shape, total_steps,
-                                   steps_per_epoch, mesh=mesh)
+                                   steps_per_epoch, mesh=mesh,
+                                   evaluate=knn_monitor if config.get("eval_every", 0) > 0 else None)
 
     # Linear probe on frozen features: pretrained vs the same architecture at random init.
-    features = eval_features.make_feature_extractor(framework.backbone, config, mesh, eval_per_process)
 
     probe_config = linear_probe.ProbeConfig(**config.probe.to_dict(), seed=config.seed)
     probes = {}
@@ -135,6 +147,12 @@ def run(config, workdir: str) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
         history = pretrain_lib.stack_loss_history(workdir)
+        knn_history = [r for r in metrics_lib.read_metrics(workdir) if "knn_top1" in r]
+        if knn_history:
+            report.write_metrics_vs_step_png(
+                os.path.join(workdir, "knn.png"), [r["step"] for r in knn_history],
+                {"kNN top-1": [r["knn_top1"] for r in knn_history], "kNN top-5": [r["knn_top5"] for r in knn_history]},
+                title=f"weighted kNN (k={config.knn.k}) of the backbone during pretraining")
         report.write_report_png(
             os.path.join(workdir, "report.png"), history,
             {"pretrained": probes["pretrained"], "random init": probes["random init"],

@@ -33,6 +33,7 @@ def _demo_config(tmp_path, arg="demo"):
 
 def test_demo_code_path_end_to_end(tmp_path):
     config = _demo_config(tmp_path)
+    config.eval_every = 2  # the kNN monitor at steps 2 and 4
     workdir = str(tmp_path / "run")
     summary = main_lib.run(config, workdir)
     on_disk = json.loads(open(os.path.join(workdir, "summary.json")).read())
@@ -62,6 +63,10 @@ def test_demo_code_path_end_to_end(tmp_path):
     assert variables["params"]["stem_conv"]["kernel"].shape[-2:] == (3, 8)
     assert os.path.exists(os.path.join(workdir, "metrics.jsonl"))
     assert os.listdir(os.path.join(workdir, "tensorboard"))
+    knn_records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl")) if "knn_top1" in line]
+    assert [r["step"] for r in knn_records] == [2, 4]
+    assert all(0.0 <= r["knn_top1"] <= r["knn_top5"] <= 1.0 for r in knn_records)
+    assert os.path.exists(os.path.join(workdir, "knn.png"))
 
 
 def test_bad_config_fails_before_any_work(tmp_path):

@@ -48,6 +48,7 @@ def pretrain(
     steps_per_epoch: float,
     mesh=None,
     stop_after: int | None = None,
+    evaluate: Callable[[TrainState], dict] | None = None,
 ) -> PretrainResult:
     """Trains `framework` for `total_steps`, resuming from WORKDIR/checkpoints if present.
 
@@ -58,6 +59,8 @@ def pretrain(
       clips_shape: global clips shape [B, ρ, T, S, S, 3], for initialisation.
       stop_after: stop (with a checkpoint) after this many steps in this call,
         e.g. to test resuming; None runs to the end.
+      evaluate: state -> {name: float}, run every `config.eval_every` steps (if > 0) and
+        written to the metrics beside the loss (e.g. a kNN monitor of the backbone).
     """
     mesh = mesh or mesh_lib.create_mesh()
     tx, schedule = create_optimizer(config, config.batch_size, total_steps, steps_per_epoch)
@@ -112,6 +115,12 @@ def pretrain(
                 last_good = done
             elif done % config.log_every == 0:
                 pending = (done, metrics)
+            eval_every = config.get("eval_every", 0)
+            if evaluate is not None and eval_every > 0 and (done % eval_every == 0 or done == end):
+                values = evaluate(state)
+                writer.write(done, values)
+                if jax.process_index() == 0:
+                    print(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)
         if pending is not None:
             check_and_log(*pending)
         jax.block_until_ready(state)
