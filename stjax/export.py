@@ -323,7 +323,7 @@ def load_backbone(path: str, backbone: str | None = None) -> tuple[dict, dict]:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
             restored = checkpointer.restore(os.path.abspath(path), ocp.args.Composite(
                 variables=ocp.args.StandardRestore(), backbone=ocp.args.JsonRestore()))
-        return dict(restored["backbone"]), _to_numpy(dict(restored["variables"]))
+        return _spec_or(dict(restored["backbone"]), backbone, path), _to_numpy(dict(restored["variables"]))
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as archive:
             flat = {k: archive[k] for k in archive.files}

@@ -63,6 +63,8 @@ def test_round_trip_is_the_identity(tmp_path, fmt, suffix):
     loaded_spec, loaded = export.load_backbone(path)
     assert loaded_spec == spec
     _assert_trees_equal(loaded, variables)
+    with pytest.raises(ValueError, match="holds a r3d_micro, not a r3d_tiny"):
+        export.load_backbone(path, backbone="r3d_tiny")
     with pytest.raises(FileExistsError, match="never overwrite"):
         export.save_backbone(variables, spec, fmt, path)
 
