@@ -137,3 +137,33 @@ def test_eval_of_an_exported_file_and_bad_settings(synthetic_run):
     config.protocol = "finetuning"
     with pytest.raises(ValueError, match="protocol='finetuning' is invalid; valid values: linear, knn, retrieval"):
         evaluate.run(config, str(synthetic_run / "eval_bad"))
+
+
+def test_finetune_end_to_end(synthetic_run):
+    """finetune: the backbone and a classifier train with labels through the generic loop, from the checkpoint."""
+    from stjax import export
+
+    config = _eval_config("finetune", synthetic_run, str(synthetic_run / "run"))
+    config.steps = "last"
+    config.finetune.update(epochs=2.0, batch_size=8, log_every=1, checkpoint_every=2, dropout=0.5)
+    workdir = synthetic_run / "eval_finetune"
+    results = evaluate.run(config, str(workdir))
+    (record,) = results["checkpoints"]
+    assert record["step"] == 5 and record["num_train"] == 16 and record["num_test"] == 8
+    assert 0.0 <= record["top1"] <= record["top5"] <= 1.0
+    directory = workdir / "finetune" / "step_5"
+    assert os.path.isdir(directory / "checkpoints" / "4")  # 2 epochs of 16 videos at 8 per step
+    losses = [json.loads(line) for line in open(directory / "metrics.jsonl")]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4] and all("train_top1" in r for r in losses)
+    # it started from the run's step-5 backbone, and training moved it
+    _, start, _ = export.run_backbone(str(synthetic_run / "run"), 5)
+    _, init = export.load_backbone(str(directory / "init.npz"))
+    np.testing.assert_array_equal(init["params"]["stem_conv"]["kernel"], start["params"]["stem_conv"]["kernel"])
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(str(directory / "checkpoints")) as manager:
+        tuned = manager.restore(4, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]["params"]
+    assert not np.array_equal(np.asarray(tuned["backbone"]["stem_conv"]["kernel"]),
+                              start["params"]["stem_conv"]["kernel"])
+    assert tuned["head"]["fc"]["kernel"].shape == (64, 10)
+    assert {"per_class.png", "confusion.png", "report.md"} <= set(os.listdir(workdir))

@@ -5,7 +5,9 @@
 `init_from` is a pretraining run's workdir (its checkpoints are chosen with `steps`: last, all, or
 N,M,...) or a single exported / PySlowFast / torchvision checkpoint (`python -m stjax.export`).
 For every checkpoint the backbone embeds the train and test splits (test views averaged per video),
-then the protocol (PROTOCOLS) runs on those features. DIR gets results.json, report.md and PNGs:
+then the protocol (PROTOCOLS) runs on those features; `finetune` instead trains the whole backbone
+with a linear classifier (the `supervised` framework through the generic train loop, in
+DIR/finetune/<checkpoint>/, resumable) and classifies the test views (logits averaged). DIR gets results.json, report.md and PNGs:
 per-class accuracy and the confusion matrix (≤ 101 classes) of the last checkpoint, and the metrics
 against the pretraining step when several checkpoints were evaluated.
 """
@@ -22,7 +24,7 @@ import numpy as np
 
 from stjax.eval import knn as knn_lib
 
-PROTOCOLS = ("linear", "knn", "retrieval")
+PROTOCOLS = ("linear", "knn", "retrieval", "finetune")
 MAX_CONFUSION_CLASSES = 101
 
 
@@ -98,6 +100,76 @@ def run_protocol(protocol: str, train: tuple[np.ndarray, np.ndarray], test: tupl
     raise ValueError(f"protocol={protocol!r} is invalid; valid values: {', '.join(PROTOCOLS)}")
 
 
+def finetune_config(spec: dict, init_path: str, config, num_classes: int, num_train: int):
+    """The pretraining-style config that fine-tunes backbone `spec` from `init_path` (`config.finetune`)."""
+    import ml_collections
+
+    ft = config.finetune
+    c = ml_collections.ConfigDict()
+    c.seed, c.framework, c.rho = config.seed, "supervised", 1  # ρ = 1: two augmentations of a clip per video
+    c.batch_size = ft.batch_size
+    c.model = ml_collections.ConfigDict(dict(backbone=spec["backbone"], overrides=dict(spec.get("overrides", {})),
+                                             dtype=ft.dtype, remat=False, init_from=init_path))
+    c.supervised = ml_collections.ConfigDict(dict(num_classes=num_classes, dropout=ft.dropout))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="sgd", base_lr=ft.base_lr, base_batch_size=ft.base_batch_size, warmup_epochs=ft.warmup_epochs,
+        weight_decay=ft.weight_decay, momentum=0.9, nesterov=True, trust_coefficient=0.001))
+    c.log_every = ft.log_every
+    c.checkpoint_every = ft.checkpoint_every
+    c.keep_checkpoints = 1
+    c.data = ml_collections.ConfigDict(config.data.to_dict())
+    c.data.augmentation.update(brightness=ft.color_jitter, contrast=ft.color_jitter, saturation=ft.color_jitter,
+                               grayscale_prob=ft.grayscale_prob)
+    c.total_steps = max(1, round(ft.epochs * num_train / ft.batch_size))
+    return c
+
+
+def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_classes: int, num_train: int
+             ) -> tuple[dict, int, int]:
+    """Fine-tunes the whole backbone + a linear classifier; (test metrics, #train, #test videos).
+
+    The linear classifier of the mean test-view feature equals the mean of the test views' logits.
+    """
+    import jax
+
+    from stjax import export, objectives
+    from stjax.data import config as data_config
+    from stjax.data import pipeline
+    from stjax.eval import features as eval_features
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import pretrain as pretrain_lib
+
+    os.makedirs(directory, exist_ok=True)
+    init_path = os.path.join(directory, "init.npz")
+    if not os.path.exists(init_path):  # a resumed fine-tune keeps the file it started from
+        export.save_backbone(variables, spec, "npz", init_path)
+    c = finetune_config(spec, init_path, config, num_classes, num_train)
+    per_process = mesh_lib.check_batch_size(c.batch_size, mesh, "finetune.batch_size")
+    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    clips = data_config.clip_spec(c)
+    augmentation = data_config.augment_config(c)
+    steps_per_epoch = num_train / c.batch_size
+    clips_shape = (c.batch_size, clips.num_clips, clips.num_frames, augmentation.crop_size,
+                   augmentation.crop_size, 3)
+
+    def make_batches(start_batch):
+        return pipeline.pretrain_dataset(
+            c.data.dataset, batch_size=per_process, clips=clips, augmentation=augmentation, seed=c.seed,
+            split=c.data.train_split, data_dir=c.data.data_dir, process_index=jax.process_index(),
+            process_count=jax.process_count(), shuffle_buffer=c.data.shuffle_buffer, start_batch=start_batch,
+        ).as_numpy_iterator()
+
+    framework = objectives.create_framework(c, c.total_steps, steps_per_epoch)
+    result = pretrain_lib.pretrain(c, directory, framework, make_batches, clips_shape, c.total_steps,
+                                   steps_per_epoch, mesh=mesh)
+    features = eval_features.make_feature_extractor(framework.backbone, c, mesh, eval_per_process)
+    test_x, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
+                              c.data.eval_split)
+    logits = np.asarray(framework.classify(jax.device_get(result.state.params), test_x))
+    metrics = knn_lib.accuracy_metrics(logits, test_y, num_classes)
+    return metrics, num_train, len(test_y)
+
+
 def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (float, int, np.floating))}
 
@@ -133,13 +205,19 @@ def run(config, workdir: str) -> dict:
     started = time.time()
     for i, target in enumerate(targets):
         spec, variables = target.load()
-        backbone = export.create_from_spec(spec)
-        features = eval_features.make_feature_extractor(backbone, config, mesh, eval_per_process)
-        train = features(variables, config.data.train_split)
-        test = features(variables, config.data.eval_split)
-        metrics = run_protocol(config.protocol, train, test, num_classes, config)
+        if config.protocol == "finetune":
+            directory = os.path.join(workdir, "finetune", target.name.replace(" ", "_"))
+            metrics, num_train, num_test = finetune(spec, variables, config, directory, mesh, num_classes,
+                                                    builder.info.splits[config.data.train_split].num_examples)
+        else:
+            backbone = export.create_from_spec(spec)
+            features = eval_features.make_feature_extractor(backbone, config, mesh, eval_per_process)
+            train = features(variables, config.data.train_split)
+            test = features(variables, config.data.eval_split)
+            metrics = run_protocol(config.protocol, train, test, num_classes, config)
+            num_train, num_test = len(train[1]), len(test[1])
         record = {"checkpoint": target.name, "step": target.step, "backbone": spec["backbone"],
-                  "num_train": int(len(train[1])), "num_test": int(len(test[1])), **_scalars(metrics)}
+                  "num_train": int(num_train), "num_test": int(num_test), **_scalars(metrics)}
         if "per_class_top1" in metrics:
             record["per_class_top1"] = {c: None if math.isnan(a) else round(float(a), 4)
                                         for c, a in zip(class_names, metrics["per_class_top1"])}

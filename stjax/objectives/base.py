@@ -41,8 +41,15 @@ class Framework(abc.ABC):
         """(params, batch_stats, extra) for float clips [B, ρ, T, H, W, 3]."""
 
     @abc.abstractmethod
-    def loss(self, params, batch_stats, extra, clips, rng, step) -> tuple[jnp.ndarray, tuple[PyTree, PyTree, dict]]:
-        """Scalar loss and (new batch_stats, new extra, metrics) for one batch; pure."""
+    def loss(self, params, batch_stats, extra, clips, rng, step, **batch_inputs
+             ) -> tuple[jnp.ndarray, tuple[PyTree, PyTree, dict]]:
+        """Scalar loss and (new batch_stats, new extra, metrics) for one batch; pure. `batch_inputs` are
+        what `batch_inputs(batch)` takes from the batch besides the clips (none for self-supervision)."""
+
+    def batch_inputs(self, batch: dict) -> dict:
+        """Keyword arguments of `loss` taken from the batch (e.g. labels); self-supervised: none."""
+        del batch
+        return {}
 
     def after_update(self, params, batch_stats, extra, step) -> PyTree:
         """`extra` after the optimiser step (e.g. the EMA target); default: unchanged."""

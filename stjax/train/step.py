@@ -33,9 +33,10 @@ def train_step(framework, tx: optax.GradientTransformation, state: TrainState, b
     """
     step_rng = jax.random.fold_in(rng, state.step)
     clips = normalize_clips(batch["clips"])
+    inputs = framework.batch_inputs(batch)
 
     def loss_fn(params):
-        return framework.loss(params, state.batch_stats, state.extra, clips, step_rng, state.step)
+        return framework.loss(params, state.batch_stats, state.extra, clips, step_rng, state.step, **inputs)
 
     (loss, (batch_stats, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -1,0 +1,52 @@
+"""Supervised fine-tuning as a framework: backbone → dropout → linear classifier, cross-entropy.
+
+It plugs into the same generic train step and loop as the self-supervised frameworks; the
+labels come from the batch through `batch_inputs`. Every clip of a video ([B, ρ, ...]; ρ = 1
+gives two augmentations of one clip) is a training example with the video's label.
+`config.supervised`: num_classes, dropout (the paper's UCF101/HMDB51 recipe: 0.8).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from stjax import configlib, models
+from stjax.objectives import base
+
+
+class Supervised(base.Framework):
+    name = "supervised"
+
+    def __init__(self, config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: float | None = None):
+        del total_steps, steps_per_epoch
+        cfg = config.supervised
+        configlib.require(cfg.num_classes >= 2, "supervised.num_classes", cfg.num_classes, "integers >= 2")
+        configlib.require(0.0 <= cfg.dropout < 1.0, "supervised.dropout", cfg.dropout, "numbers in [0, 1)")
+        self.backbone = base.backbone_from_config(config)
+        self.head = models.Linear(num_classes=cfg.num_classes, dropout_rate=cfg.dropout)
+
+    def batch_inputs(self, batch) -> dict:
+        return {"labels": batch["label"]}
+
+    def init(self, rng, clips):
+        bb_rng, head_rng = jax.random.split(rng)
+        bb_params, bb_stats, feats = base.init_variables(self.backbone, bb_rng, base.flatten_clips(clips))
+        head_params, _, _ = base.init_variables(self.head, head_rng, feats)
+        return {"backbone": bb_params, "head": head_params}, {"backbone": bb_stats}, {}
+
+    def loss(self, params, batch_stats, extra, clips, rng, step, labels=None):
+        del step
+        b, rho = clips.shape[:2]
+        feats, bb = base.apply_with_stats(self.backbone, params["backbone"], batch_stats["backbone"],
+                                          base.flatten_clips(clips), True)
+        logits = self.head.apply({"params": params["head"]}, feats, train=True, rngs={"dropout": rng})
+        targets = jnp.repeat(labels.astype(jnp.int32), rho)  # video-major, as flatten_clips
+        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
+        top1 = jnp.mean(jnp.argmax(logits, axis=-1) == targets)
+        return loss, ({"backbone": bb}, extra, {"loss": loss, "train_top1": top1})
+
+    def classify(self, params, features: jnp.ndarray) -> jnp.ndarray:
+        """Logits [N, C] of backbone features [N, D] (eval mode: no dropout)."""
+        return self.head.apply({"params": params["head"]}, features, train=False)
