@@ -8,6 +8,17 @@ import torch
 from torch import nn
 
 
+def randomize_batch_norm(model: nn.Module) -> None:
+    """Random BatchNorm scales, shifts and running statistics, so parity tests exercise all four."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.0)
+                module.bias.uniform_(-0.1, 0.1)
+
+
 class Bottleneck(nn.Module):
     def __init__(self, dim_in, dim_out, inner, temporal_kernel, stride):
         super().__init__()

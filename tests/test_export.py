@@ -223,17 +223,11 @@ def test_pyslowfast_export_matches_an_independent_pytorch_slow_resnet(tmp_path, 
 def test_pyslowfast_checkpoint_from_pytorch_imports(tmp_path):
     """A PySlowFast contrastive checkpoint made in PyTorch (no stjax metadata) imports and gives PyTorch's features."""
     torch = pytest.importorskip("torch")
-    from pyslowfast_reference import SlowResNet
+    from pyslowfast_reference import SlowResNet, randomize_batch_norm
 
     torch.manual_seed(0)
     reference = SlowResNet(50)
-    with torch.no_grad():
-        for module in reference.modules():
-            if isinstance(module, torch.nn.BatchNorm3d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.0)
-                module.bias.uniform_(-0.1, 0.1)
+    randomize_batch_norm(reference)
     state = {f"backbone.{k}": v for k, v in reference.state_dict().items()}
     state.update({f"backbone_hist.{k}": v for k, v in reference.state_dict().items()})
     state["backbone.head.projection.weight"] = torch.zeros(128, 2048)

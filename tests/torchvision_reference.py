@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import torch
 import torchvision
+from pyslowfast_reference import randomize_batch_norm  # this script's folder is on sys.path
 
 
 def model_without_classifier(name: str) -> torch.nn.Module:
@@ -31,13 +32,7 @@ def features(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 def make(name: str, out_dir: str) -> None:
     torch.manual_seed(1)
     model = model_without_classifier(name)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm3d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.0)
-                module.bias.uniform_(-0.1, 0.1)
+    randomize_batch_norm(model)
     x = np.random.default_rng(7).standard_normal((2, 8, 48, 48, 3)).astype(np.float32)
     torch.save(model.state_dict(), os.path.join(out_dir, f"{name}.pth"))
     np.save(os.path.join(out_dir, "x.npy"), x)
