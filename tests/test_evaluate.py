@@ -167,3 +167,26 @@ def test_finetune_end_to_end(synthetic_run):
                               start["params"]["stem_conv"]["kernel"])
     assert tuned["head"]["fc"]["kernel"].shape == (64, 10)
     assert {"per_class.png", "confusion.png", "report.md"} <= set(os.listdir(workdir))
+
+
+def test_augmented_linear_protocol_keeps_the_backbone_frozen(synthetic_run):
+    """linear.augmented: the classifier trains from augmented clips; backbone weights and BN statistics stay."""
+    import orbax.checkpoint as ocp
+
+    from stjax import export
+
+    config = _eval_config("linear", synthetic_run, str(synthetic_run / "run"))
+    config.steps = "last"
+    config.linear.update(augmented=True, epochs=1.0, batch_size=8, log_every=1, checkpoint_every=2)
+    workdir = synthetic_run / "eval_linear_augmented"
+    (record,) = evaluate.run(config, str(workdir))["checkpoints"]
+    assert 0.0 <= record["top1"] <= record["top5"] <= 1.0 and record["num_test"] == 8
+    _, start, _ = export.run_backbone(str(synthetic_run / "run"), 5)
+    with ocp.CheckpointManager(str(workdir / "linear" / "step_5" / "checkpoints")) as manager:
+        state = manager.restore(2, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    trained = export.flatten_variables({"params": state["params"]["backbone"],
+                                        "batch_stats": state["batch_stats"]["backbone"]})
+    for key, value in export.flatten_variables(start).items():
+        np.testing.assert_array_equal(np.asarray(trained[key]), value, err_msg=key)
+    records = [json.loads(line) for line in open(workdir / "linear" / "step_5" / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [1, 2] and records[-1]["learning_rate"] > 0

@@ -7,7 +7,9 @@ N,M,...) or a single exported / PySlowFast / torchvision checkpoint (`python -m 
 For every checkpoint the backbone embeds the train and test splits (test views averaged per video),
 then the protocol (PROTOCOLS) runs on those features; `finetune` instead trains the whole backbone
 with a linear classifier (the `supervised` framework through the generic train loop, in
-DIR/finetune/<checkpoint>/, resumable) and classifies the test views (logits averaged). DIR gets results.json, report.md and PNGs:
+DIR/finetune/<checkpoint>/, resumable) and classifies the test views (logits averaged), and
+`linear` with `linear.augmented` trains the classifier alone on the frozen backbone from augmented
+clips the same way (the paper's protocol; otherwise the fast probe on cached features). DIR gets results.json, report.md and PNGs:
 per-class accuracy and the confusion matrix (≤ 101 classes) of the last checkpoint, and the metrics
 against the pretraining step when several checkpoints were evaluated.
 """
@@ -100,33 +102,39 @@ def run_protocol(protocol: str, train: tuple[np.ndarray, np.ndarray], test: tupl
     raise ValueError(f"protocol={protocol!r} is invalid; valid values: {', '.join(PROTOCOLS)}")
 
 
-def finetune_config(spec: dict, init_path: str, config, num_classes: int, num_train: int):
-    """The pretraining-style config that fine-tunes backbone `spec` from `init_path` (`config.finetune`)."""
+def finetune_config(spec: dict, init_path: str, config, num_classes: int, num_train: int, frozen: bool = False):
+    """The pretraining-style config that trains a classifier on backbone `spec` from `init_path`: the whole
+    network (`config.finetune`), or with `frozen` only the classifier on the frozen backbone, from augmented
+    clips (`config.linear`, the paper's linear protocol)."""
     import ml_collections
 
-    ft = config.finetune
+    ft = config.linear if frozen else config.finetune
     c = ml_collections.ConfigDict()
     c.seed, c.framework, c.rho = config.seed, "supervised", 1  # ρ = 1: two augmentations of a clip per video
     c.batch_size = ft.batch_size
     c.model = ml_collections.ConfigDict(dict(backbone=spec["backbone"], overrides=dict(spec.get("overrides", {})),
                                              dtype=ft.dtype, remat=False, init_from=init_path))
-    c.supervised = ml_collections.ConfigDict(dict(num_classes=num_classes, dropout=ft.dropout))
+    c.supervised = ml_collections.ConfigDict(dict(num_classes=num_classes, dropout=ft.dropout,
+                                                  freeze_backbone=frozen))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd", base_lr=ft.base_lr, base_batch_size=ft.base_batch_size, warmup_epochs=ft.warmup_epochs,
-        weight_decay=ft.weight_decay, momentum=0.9, nesterov=True, trust_coefficient=0.001))
+        weight_decay=0.0 if frozen else ft.weight_decay, momentum=0.9, nesterov=True, trust_coefficient=0.001))
     c.log_every = ft.log_every
     c.checkpoint_every = ft.checkpoint_every
     c.keep_checkpoints = 1
     c.data = ml_collections.ConfigDict(config.data.to_dict())
+    # The recipes name colour jitter and grayscale only: no blur; no jitter at all at strength 0.
     c.data.augmentation.update(brightness=ft.color_jitter, contrast=ft.color_jitter, saturation=ft.color_jitter,
-                               grayscale_prob=ft.grayscale_prob)
+                               grayscale_prob=ft.grayscale_prob, blur_prob=0.0,
+                               color_jitter_prob=c.data.augmentation.color_jitter_prob if ft.color_jitter else 0.0)
     c.total_steps = max(1, round(ft.epochs * num_train / ft.batch_size))
     return c
 
 
-def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_classes: int, num_train: int
-             ) -> tuple[dict, int, int]:
-    """Fine-tunes the whole backbone + a linear classifier; (test metrics, #train, #test videos).
+def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_classes: int, num_train: int,
+             frozen: bool = False) -> tuple[dict, int, int]:
+    """Fine-tunes the whole backbone + a linear classifier (with `frozen`, the classifier alone);
+    (test metrics, #train, #test videos).
 
     The linear classifier of the mean test-view feature equals the mean of the test views' logits.
     """
@@ -143,7 +151,7 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     init_path = os.path.join(directory, "init.npz")
     if not os.path.exists(init_path):  # a resumed fine-tune keeps the file it started from
         export.save_backbone(variables, spec, "npz", init_path)
-    c = finetune_config(spec, init_path, config, num_classes, num_train)
+    c = finetune_config(spec, init_path, config, num_classes, num_train, frozen)
     per_process = mesh_lib.check_batch_size(c.batch_size, mesh, "finetune.batch_size")
     eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     clips = data_config.clip_spec(c)
@@ -205,10 +213,12 @@ def run(config, workdir: str) -> dict:
     started = time.time()
     for i, target in enumerate(targets):
         spec, variables = target.load()
-        if config.protocol == "finetune":
-            directory = os.path.join(workdir, "finetune", target.name.replace(" ", "_"))
+        augmented_linear = config.protocol == "linear" and config.linear.augmented
+        if config.protocol == "finetune" or augmented_linear:
+            directory = os.path.join(workdir, config.protocol, target.name.replace(" ", "_"))
             metrics, num_train, num_test = finetune(spec, variables, config, directory, mesh, num_classes,
-                                                    builder.info.splits[config.data.train_split].num_examples)
+                                                    builder.info.splits[config.data.train_split].num_examples,
+                                                    frozen=augmented_linear)
         else:
             backbone = export.create_from_spec(spec)
             features = eval_features.make_feature_extractor(backbone, config, mesh, eval_per_process)

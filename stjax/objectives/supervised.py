@@ -3,7 +3,9 @@
 It plugs into the same generic train step and loop as the self-supervised frameworks; the
 labels come from the batch through `batch_inputs`. Every clip of a video ([B, ρ, ...]; ρ = 1
 gives two augmentations of one clip) is a training example with the video's label.
-`config.supervised`: num_classes, dropout (the paper's UCF101/HMDB51 recipe: 0.8).
+`config.supervised`: num_classes, dropout (the paper's UCF101/HMDB51 recipe: 0.8), freeze_backbone
+(the linear protocol: the backbone runs in eval mode, its BatchNorm statistics and, with no gradient
+and no weight decay, its weights stay as they were).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class Supervised(base.Framework):
         configlib.require(0.0 <= cfg.dropout < 1.0, "supervised.dropout", cfg.dropout, "numbers in [0, 1)")
         self.backbone = base.backbone_from_config(config)
         self.head = models.Linear(num_classes=cfg.num_classes, dropout_rate=cfg.dropout)
+        self.freeze_backbone = bool(cfg.get("freeze_backbone", False))
 
     def batch_inputs(self, batch) -> dict:
         return {"labels": batch["label"]}
@@ -40,7 +43,9 @@ class Supervised(base.Framework):
         del step
         b, rho = clips.shape[:2]
         feats, bb = base.apply_with_stats(self.backbone, params["backbone"], batch_stats["backbone"],
-                                          base.flatten_clips(clips), True)
+                                          base.flatten_clips(clips), train=not self.freeze_backbone)
+        if self.freeze_backbone:
+            feats = jax.lax.stop_gradient(feats)
         logits = self.head.apply({"params": params["head"]}, feats, train=True, rngs={"dropout": rng})
         targets = jnp.repeat(labels.astype(jnp.int32), rho)  # video-major, as flatten_clips
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
