@@ -34,6 +34,11 @@ def _shortcut(x, out_dim: int, strides, conv, train: bool, dtype):
     return _bn(train, dtype, "shortcut_bn")(conv(out_dim, (1, 1, 1), strides, "shortcut_conv")(x))
 
 
+def _conv_maker(block):
+    """conv(features, kernel, strides, name) -> a Conv3D in the block's dtype and lowering."""
+    return lambda f, k, s, name: Conv3D(f, k, s, dtype=block.dtype, lowering=block.lowering, name=name)
+
+
 class BottleneckBlock(nn.Module):
     width: int                      # inner width; output is width * expansion
     temporal_kernel: int = 1        # of conv a
@@ -45,7 +50,7 @@ class BottleneckBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = lambda f, k, s, name: Conv3D(f, k, s, dtype=self.dtype, lowering=self.lowering, name=name)  # noqa: E731
+        conv = _conv_maker(self)
         out_dim = self.width * self.expansion
         y = conv(self.width, (self.temporal_kernel, 1, 1), (1, 1, 1), "conv_a")(x)
         y = nn.relu(_bn(train, self.dtype, "bn_a")(y))
@@ -67,7 +72,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = lambda f, k, s, name: Conv3D(f, k, s, dtype=self.dtype, lowering=self.lowering, name=name)  # noqa: E731
+        conv = _conv_maker(self)
         out_dim = self.width * self.expansion
         kt = self.temporal_kernel
         y = conv(out_dim, (kt, 3, 3), self.strides, "conv_a")(x)
@@ -95,21 +100,14 @@ def _conv2plus1d(x, out_dim: int, mid_dim: int, temporal_kernel: int, strides, c
     return conv(out_dim, (temporal_kernel, 1, 1), (st, 1, 1), f"{name}_temporal")(y)
 
 
-class R2Plus1DBlock(nn.Module):
-    """The basic block with (2+1)D convs (torchvision's R(2+1)D `BasicBlock` + `Conv2Plus1D`); both convs use
-    the intermediate width computed from the block's input channels, as torchvision does."""
-
-    width: int
-    temporal_kernel: int = 3        # of both temporal convs
-    strides: tuple[int, int, int] = (1, 1, 1)  # applied in the first (2+1)D conv (and the shortcut)
-    expansion: int = 1
-    zero_init_residual: bool = True
-    dtype: Any = jnp.float32
-    lowering: str = "auto"
+class R2Plus1DBlock(BasicBlock):
+    """The basic block with (2+1)D convs (torchvision's R(2+1)D `BasicBlock` + `Conv2Plus1D`): BasicBlock's
+    fields, `temporal_kernel` being that of both temporal convs; both convs use the intermediate width
+    computed from the block's input channels, as torchvision does."""
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = lambda f, k, s, name: Conv3D(f, k, s, dtype=self.dtype, lowering=self.lowering, name=name)  # noqa: E731
+        conv = _conv_maker(self)
         out_dim = self.width * self.expansion
         mid = factorized_mid_channels(x.shape[-1], out_dim, self.temporal_kernel)
         kt = self.temporal_kernel
