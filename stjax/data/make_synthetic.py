@@ -45,7 +45,10 @@ the motion, so longer timespans should improve a linear probe on the class.
 
 Each video's random stream is ``np.random.default_rng([seed, split_id, index])``,
 so the output is independent of the worker count. The encoder runs with one
-thread so the files are byte-for-byte reproducible on a given libx264 build.
+thread so the files are byte-for-byte reproducible on a given libx264 build; on
+CPUs with AVX-512 it is limited to AVX2 code, because libx264's AVX-512 paths
+(PyAV 17-18 wheels, x264 core 165) encode the same frames differently from one
+call to the next.
 
 This module imports only numpy and av (and tqdm for the progress bar); no TF.
 """
@@ -86,6 +89,24 @@ CLASS_NAMES: tuple[str, ...] = (
 SHAPES = ("square", "triangle", "cross", "bar")  # none is round, so spinning shows
 
 CODEC = {"codec": "libx264", "pix_fmt": "yuv420p", "crf": 20, "preset": "veryfast"}
+
+
+
+def _x264_params() -> dict:
+    """Encoder options that keep libx264 deterministic on this CPU (see the module docstring)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        try:  # other systems: numpy's view of the CPU
+            from numpy._core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return {}
+        flags = {name.lower() for name, present in features.items() if present}
+    if "avx512f" in flags and "avx2" in flags:
+        return {"x264-params": "asm=avx2"}  # every CPU with AVX-512 has all of x264's AVX2 set
+    return {}
+
 
 # Geometry relative to the frame size, times in seconds.
 _N_OBJECTS = (2, 2)
@@ -350,6 +371,7 @@ def write_mp4(path, frames: np.ndarray, fps: float) -> None:
                 "crf": str(CODEC["crf"]),
                 "preset": CODEC["preset"],
                 "threads": "1",
+                **_x264_params(),
             }
             for i, arr in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
