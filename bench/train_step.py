@@ -1,0 +1,553 @@
+"""Speed, FLOP/s, MFU and memory of one training step, against the same step in PyTorch.
+
+    python bench/train_step.py                         # on a GPU/TPU: Slow R-50 8×8, 224², ρBYOL, ρ=2
+    python bench/train_step.py --rhos 2,4 --max_batch  # also the largest batch that fits, per ρ
+    python bench/train_step.py --backbone r3d_tiny --crop 64 --batch_per_device 4   # the CPU default
+
+For each compute dtype × rematerialisation setting it compiles `stjax.train.step.train_step` (the
+very step the training loop runs, with the framework's optimiser from configs/pretrain.py:k400_r50)
+on a mesh over all local devices and times it on a synthetic uint8 batch already on the devices
+(no input pipeline, no TensorFlow). Every measurement runs in its own process, so the peak-memory
+counter and an out-of-memory failure belong to that measurement alone. Printed per setting:
+
+  step ms      median over --rounds rounds of the mean of --steps back-to-back steps
+  clips/s      B·ρ clips per step / step time (B = videos per step, all devices)
+  TFLOP/s      per device: XLA's cost analysis of the compiled step (hardware FLOPs, counting
+               rematerialised recomputation) / step time
+  MFU          model FLOPs (XLA's count for the same step without rematerialisation, taken from
+               the lowered program) / step time / the device's peak; the peak used is printed
+               (bf16 dense tensor-core peak; float32 uses the TF32 peak on NVIDIA GPUs, the
+               precision XLA computes float32 convolutions and matmuls in by default)
+  peak GiB     the device allocator's peak bytes in use (GPU/TPU); on a CPU, XLA's compiled
+               memory estimate (arguments + outputs + temporaries)
+
+The PyTorch column (`bench/torch_reference.py`) times the same ρBYOL step of the same network in
+PyTorch (bf16 autocast, channels-last-3d, cuDNN benchmark mode, eager and torch.compile, the
+faster reported) and prints stjax's clips/s over it. torch comes from the `torch` extra; without
+it the column says so and is skipped.
+
+With --max_batch the largest per-device batch (videos) that trains for each ρ in --rhos is found:
+a line through the peak memory at two batch sizes predicts it, and it is then confirmed by running
+it and failing one more (XLA_PYTHON_CLIENT_MEM_FRACTION=--mem_fraction).
+
+Results go to stdout as tables, and with --out to OUT.md and OUT.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT_TAG = "RESULT "
+
+# Dense peak FLOP/s per device, by a substring of jax's `device_kind` (first match wins), for bf16
+# and float32 computation. NVIDIA: tensor-core rates without sparsity (float32 = TF32). TPUs compute
+# float32 matmuls in bf16 passes by default, so both entries are the bf16 peak.
+PEAK_FLOPS = (
+    ("H100 PCIe", {"bfloat16": 756e12, "float32": 378e12}),
+    ("H100", {"bfloat16": 989.4e12, "float32": 494.7e12}),
+    ("H200", {"bfloat16": 989.4e12, "float32": 494.7e12}),
+    ("GH200", {"bfloat16": 989.4e12, "float32": 494.7e12}),
+    ("A100", {"bfloat16": 312e12, "float32": 156e12}),
+    ("L4", {"bfloat16": 121e12, "float32": 60.5e12}),
+    ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
+    ("TPU v5 lite", {"bfloat16": 197e12, "float32": 197e12}),
+    ("TPU v5e", {"bfloat16": 197e12, "float32": 197e12}),
+    ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),
+    ("TPU v6 lite", {"bfloat16": 918e12, "float32": 918e12}),
+    ("TPU v6e", {"bfloat16": 918e12, "float32": 918e12}),
+)
+
+
+def peak_flops(device_kind: str, dtype: str, override_tflops: float | None = None) -> float | None:
+    """Peak FLOP/s of one device of `device_kind` for `dtype`; None when unknown (e.g. CPUs)."""
+    if override_tflops:
+        return override_tflops * 1e12
+    for name, peaks in PEAK_FLOPS:
+        if name.lower() in device_kind.lower():
+            return peaks[dtype]
+    return None
+
+
+# ----------------------------------------------------------------------------- child: stjax
+
+
+def _pretrain_config(spec: dict):
+    """configs/pretrain.py:k400_r50 for the framework, with the bench's backbone, shapes and model options."""
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location("stjax_bench_pretrain_config", ROOT / "configs" / "pretrain.py")
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    config = module.get_config(f"k400_r50,framework={spec['framework']},rho={spec['rho']},"
+                               f"backbone={spec['backbone']},batch_size={spec['batch']}")
+    config.data.num_frames = spec["frames"]
+    config.data.augmentation.crop_size = spec["crop"]
+    config.model.dtype = spec["dtype"]
+    config.model.remat = spec["remat"]
+    config.model.overrides = {"lowering": spec["lowering"]}
+    return config
+
+
+def _flops(analysis) -> float | None:
+    if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
+        analysis = analysis[0] if analysis else None
+    if not analysis:
+        return None
+    value = analysis.get("flops")
+    return float(value) if value is not None and value > 0 else None
+
+
+def _stjax_setup(spec: dict):
+    """(compiled-step maker, mesh, batch) for `spec`; the maker compiles for a given config."""
+    import jax
+    import jax.numpy as jnp
+
+    from stjax.objectives import create_framework
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import step as step_lib
+    from stjax.train.optimizer import create_optimizer
+    from stjax.train.state import StateFactory
+
+    mesh = mesh_lib.create_mesh()
+    devices = mesh.devices.size
+    spec = dict(spec, batch=spec["batch_per_device"] * devices)
+    shape = (spec["batch"], spec["rho"], spec["frames"], spec["crop"], spec["crop"], 3)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    replicated = mesh_lib.replicated_sharding(mesh)
+
+    def build(remat: bool):
+        config = _pretrain_config(dict(spec, remat=remat))
+        framework = create_framework(config, total_steps=10_000, steps_per_epoch=100)
+        tx, _ = create_optimizer(config, spec["batch"], 10_000, 100)
+        factory = StateFactory(framework, tx, shape, mesh)
+        step = step_lib.jit_train_step(framework, tx, factory.shardings, batch_sharding, replicated)
+        return factory, step
+
+    clips = jax.jit(lambda key: jax.random.randint(key, shape, 0, 256, jnp.int32).astype(jnp.uint8),
+                    out_shardings=batch_sharding)(jax.random.key(1))
+    return build, mesh, {"clips": clips}, spec
+
+
+def measure_stjax(spec: dict) -> dict:
+    """Compiles and times the train step for `spec`; returns the figures (see the module docstring)."""
+    import jax
+
+    build, mesh, batch, spec = _stjax_setup(spec)
+    rng = jax.random.key(0)
+    factory, step = build(spec["remat"])
+    state = factory.create(jax.random.key(0))
+    started = time.perf_counter()
+    lowered = step.lower(state, batch, rng)
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - started
+    hardware_flops = _flops(compiled.cost_analysis())
+    if spec["remat"]:
+        plain_factory, plain_step = build(False)
+        model_flops = _flops(plain_step.lower(plain_factory.abstract, batch, rng).cost_analysis())
+    else:
+        model_flops = _flops(lowered.cost_analysis())
+    memory = compiled.memory_analysis()
+    estimate = None
+    if memory is not None:
+        estimate = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+                    + memory.temp_size_in_bytes)
+    for _ in range(spec["warmup"]):
+        state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(spec["rounds"]):
+        started = time.perf_counter()
+        for _ in range(spec["steps"]):
+            state, metrics = compiled(state, batch, rng)
+        jax.block_until_ready((state, metrics))
+        times.append((time.perf_counter() - started) / spec["steps"])
+    loss = float(metrics["loss"])
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    return dict(
+        spec, devices=mesh.devices.size, device_kind=device.device_kind, platform=device.platform,
+        compile_s=compile_s, step_s=statistics.median(times), step_s_all=times,
+        hardware_flops=hardware_flops, model_flops=model_flops, loss=loss,
+        peak_bytes=stats.get("peak_bytes_in_use"), memory_limit=stats.get("bytes_limit"),
+        compiled_bytes=estimate, parameters=sum(x.size for x in jax.tree.leaves(state.params["backbone"])),
+    )
+
+
+def find_max_batch(spec: dict) -> dict:
+    """Largest per-device batch that trains for `spec` (see the module docstring); runs in one process."""
+    import jax
+
+    def attempt(batch_per_device: int) -> int | None:
+        """Peak bytes of 2 steps at this batch, or None if it does not fit."""
+        try:
+            build, _, batch, sized = _stjax_setup(dict(spec, batch_per_device=batch_per_device))
+            factory, step = build(spec["remat"])
+            state = factory.create(jax.random.key(0))
+            compiled = step.lower(state, batch, jax.random.key(0)).compile()
+            for _ in range(2):
+                state, metrics = compiled(state, batch, jax.random.key(0))
+            jax.block_until_ready(metrics)
+            memory = compiled.memory_analysis()
+            used = (memory.temp_size_in_bytes + memory.argument_size_in_bytes) if memory else 0
+            del state, batch, compiled
+            return used
+        except Exception as error:  # noqa: BLE001 - XlaRuntimeError's class moved between jax versions
+            if "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower():
+                return None
+            raise
+
+    tried: dict[int, int | None] = {}
+
+    def record(b: int) -> None:
+        tried[b] = attempt(b)
+        print(f"  ρ={spec['rho']}: {b} videos/device {'fits' if tried[b] else 'does not fit'}", flush=True)
+
+    low, high = spec["batch_per_device"], 2 * spec["batch_per_device"]
+    record(low)
+    if tried[low] is None:
+        return dict(spec, max_batch_per_device=None, first_failing=low, tried=tried)
+    record(high)
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    queue = []
+    if tried[high] is not None and limit and tried[high] > tried[low]:
+        slope = (tried[high] - tried[low]) / (high - low)
+        guess = int(low + (limit - tried[low]) / slope)
+        queue = [guess, guess + 1]  # the prediction, then the one after it, which should fail
+    while True:
+        fits = max(b for b, v in tried.items() if v is not None)
+        fails = min((b for b, v in tried.items() if v is None), default=None)
+        if (fails is not None and fails - fits <= 1) or (fails is None and fits >= spec["max_batch_limit"]):
+            break
+        candidate = queue.pop(0) if queue else (2 * fits if fails is None else (fits + fails) // 2)
+        if candidate > fits and (fails is None or candidate < fails):
+            record(min(candidate, spec["max_batch_limit"]))
+    return dict(spec, max_batch_per_device=fits, first_failing=fails, tried={str(k): v for k, v in tried.items()},
+                memory_limit=limit)
+
+
+# ----------------------------------------------------------------------------- child: PyTorch
+
+
+def measure_torch(spec: dict) -> dict:
+    """Times bench/torch_reference.py's ρBYOL step for `spec`, eager and (if asked) compiled."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import torch_reference
+
+    from stjax import models
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    torch.backends.cudnn.benchmark = True
+    backbone = models.create_backbone(spec["backbone"])
+    shape = (spec["batch_per_device"] * spec["rho"], 3, spec["frames"], spec["crop"], spec["crop"])
+    clips = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+    results = {}
+    modes = {"off": [False], "on": [True], "both": [False, True]}[spec["torch_compile"]]
+    for compiled in modes:
+        name = "compiled" if compiled else "eager"
+        try:
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            step = torch_reference.ByolStep(backbone, spec["rho"], dtype=spec["dtype"], compile=compiled,
+                                            device=device)
+            started = time.perf_counter()
+            for _ in range(max(spec["warmup"], 2)):
+                loss = step(clips)
+            float(loss.detach())
+            warmup_s = time.perf_counter() - started
+            times = []
+            for _ in range(spec["rounds"]):
+                if cuda:
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                for _ in range(spec["steps"]):
+                    loss = step(clips)
+                float(loss.detach())
+                times.append((time.perf_counter() - started) / spec["steps"])
+            results[name] = dict(step_s=statistics.median(times), step_s_all=times, warmup_s=warmup_s,
+                                 loss=float(loss.detach()), parameters=step.backbone_parameters,
+                                 peak_bytes=torch.cuda.max_memory_allocated() if cuda else None)
+            del step
+        except Exception as error:  # noqa: BLE001 - a failed mode (e.g. no compiler for torch.compile) is reported
+            results[name] = dict(error=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        if cuda:
+            torch.cuda.empty_cache()
+    timed = {k: v for k, v in results.items() if "step_s" in v}
+    best = min(timed, key=lambda k: timed[k]["step_s"]) if timed else None
+    return dict(spec, modes=results, best=best, torch=torch.__version__,
+                cuda=torch.version.cuda if cuda else None,
+                cudnn=torch.backends.cudnn.version() if cuda else None,
+                device_name=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu")
+
+
+def probe(spec: dict) -> dict:
+    """The accelerator this process sees (the parent never initialises one: it would hold its memory)."""
+    del spec
+    import jax
+
+    device = jax.local_devices()[0]
+    return dict(platform=jax.default_backend(), device_kind=device.device_kind, count=jax.local_device_count())
+
+
+CHILDREN = {"probe": probe, "stjax": measure_stjax, "torch": measure_torch, "max_batch": find_max_batch}
+
+
+def child_main(kind: str, spec_json: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    result = CHILDREN[kind](json.loads(spec_json))
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def run_child(kind: str, spec: dict, env: dict | None = None, timeout: float | None = None) -> dict:
+    """Runs one measurement in a fresh process; its stdout passes through, its result is the RESULT line."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--spec", json.dumps(spec)]
+    environment = dict(os.environ, **(env or {}))
+    if kind == "torch":
+        environment["JAX_PLATFORMS"] = "cpu"  # the PyTorch process must leave the accelerator to torch
+    try:
+        process = subprocess.run(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(spec, error=f"timed out after {timeout:.0f} s")
+    result = None
+    for line in process.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            result = json.loads(line[len(RESULT_TAG):])
+        elif line.strip():
+            print("    | " + line, flush=True)
+    if result is None:
+        tail = [line for line in process.stdout.splitlines() if line.strip()][-1:] or ["no output"]
+        oom = "RESOURCE_EXHAUSTED" in process.stdout or "out of memory" in process.stdout.lower()
+        return dict(spec, error=("out of memory: " if oom else f"exit {process.returncode}: ") + tail[0][:300])
+    return result
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def _versions() -> dict:
+    import importlib.metadata as metadata
+
+    found = {}
+    for name in ("jax", "jaxlib", "flax", "optax", "torch"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _fmt(value, spec=".1f", missing="–"):
+    return missing if value is None else format(value, spec)
+
+
+def summarize(stjax_rows: list[dict], torch_rows: dict, peak_override: float | None) -> tuple[list[str], list[dict]]:
+    """Markdown lines of the main table, and the rows as dicts."""
+    lines = ["| dtype | remat | step ms | clips/s | TFLOP/s/device | MFU | HFU | peak GiB | compile s | "
+             "PyTorch clips/s | stjax / PyTorch |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
+    for r in stjax_rows:
+        if "error" in r:
+            lines.append(f"| {r['dtype']} | {'on' if r['remat'] else 'off'} | {r['error']} | | | | | | | | |")
+            rows.append(r)
+            continue
+        clips = r["batch"] * r["rho"] / r["step_s"]
+        peak = peak_flops(r["device_kind"], r["dtype"], peak_override)
+        achieved = r["hardware_flops"] / r["step_s"] if r["hardware_flops"] else None
+        mfu = r["model_flops"] / r["step_s"] / peak if (peak and r["model_flops"]) else None
+        hfu = achieved / peak if (peak and achieved) else None
+        memory = r["peak_bytes"] if r["peak_bytes"] is not None else r["compiled_bytes"]
+        reference = torch_rows.get(r["dtype"])
+        torch_clips = ratio = None
+        if reference and reference.get("best") and not r["remat"]:
+            best = reference["modes"][reference["best"]]
+            torch_clips = reference["batch_per_device"] * reference["rho"] / best["step_s"] * r["devices"]
+            ratio = clips / torch_clips
+        row = dict(r, clips_per_s=clips, achieved_flops=achieved, mfu=mfu, hfu=hfu, peak=peak,
+                   torch_clips_per_s=torch_clips, ratio=ratio)
+        rows.append(row)
+        lines.append(
+            f"| {r['dtype']} | {'on' if r['remat'] else 'off'} | {r['step_s'] * 1e3:.1f} | {clips:.1f} | "
+            f"{_fmt(achieved and achieved / 1e12, '.3g')} | {_fmt(mfu and 100 * mfu, '.1f')}{'%' if mfu else ''} | "
+            f"{_fmt(hfu and 100 * hfu, '.1f')}{'%' if hfu else ''} | {_fmt(memory and memory / 2**30, '.2f')} | "
+            f"{r['compile_s']:.0f} | {_fmt(torch_clips)} | {_fmt(ratio, '.2f')}{'×' if ratio else ''} |")
+    return lines, rows
+
+
+def torch_lines(torch_rows: dict) -> list[str]:
+    lines = ["| dtype | mode | step ms | clips/s | peak GiB | warm-up s | backbone params |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for dtype, r in torch_rows.items():
+        if "error" in r:
+            lines.append(f"| {dtype} | {r['error']} | | | | | |")
+            continue
+        for mode, m in r["modes"].items():
+            if "error" in m:
+                lines.append(f"| {dtype} | {mode} | {m['error']} | | | | |")
+                continue
+            clips = r["batch_per_device"] * r["rho"] / m["step_s"]
+            lines.append(f"| {dtype} | {mode}{' (best)' if mode == r['best'] else ''} | {m['step_s'] * 1e3:.1f} | "
+                         f"{clips:.1f} | {_fmt(m['peak_bytes'] and m['peak_bytes'] / 2**30, '.2f')} | "
+                         f"{m['warmup_s']:.0f} | {m['parameters']:,} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", default=None, help="default: slow_r50 on an accelerator, r3d_tiny on a CPU")
+    parser.add_argument("--framework", default="byol", help="byol|moco|simclr|swav (the PyTorch column: byol)")
+    parser.add_argument("--rhos", default="2", help="comma list; the table is measured for the first")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=None, help="default: 224 on an accelerator, 64 on a CPU")
+    parser.add_argument("--batch_per_device", type=int, default=None,
+                        help="videos per device per step (default: 8 on an accelerator, 2 on a CPU)")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--remat", default="off,on", help="comma list of off|on")
+    parser.add_argument("--lowering", default="auto", help="Conv3D lowering: auto|native|conv2d_sum|conv2d_concat")
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--torch", default="auto", choices=("auto", "off"), help="the PyTorch column")
+    parser.add_argument("--torch_compile", default="both", choices=("off", "on", "both"))
+    parser.add_argument("--torch_dtypes", default="bfloat16", help="dtypes of the PyTorch column")
+    parser.add_argument("--max_batch", action="store_true", help="find the largest per-device batch per ρ")
+    parser.add_argument("--max_batch_dtype", default="bfloat16")
+    parser.add_argument("--max_batch_limit", type=int, default=512)
+    parser.add_argument("--mem_fraction", default="0.95", help="XLA_PYTHON_CLIENT_MEM_FRACTION for --max_batch")
+    parser.add_argument("--peak_tflops", type=float, default=None, help="override the device's peak (TFLOP/s)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
+    parser.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--spec", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_main(args.child, args.spec)
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    from stjax.models import LOWERINGS
+
+    found = run_child("probe", {}, timeout=args.timeout)
+    if "error" in found:
+        print(f"could not start jax: {found['error']}", file=sys.stderr)
+        return 1
+    platform_name = found["platform"]
+    on_cpu = platform_name == "cpu"
+    for name, value in (("dtypes", args.dtypes), ("torch_dtypes", args.torch_dtypes)):
+        bad = [d for d in value.split(",") if d not in ("float32", "bfloat16")]
+        if bad:
+            parser.error(f"--{name}: {bad[0]!r} is not a dtype; valid choices: float32, bfloat16")
+    if args.lowering not in LOWERINGS:
+        parser.error(f"--lowering={args.lowering!r}; valid choices: {', '.join(LOWERINGS)}")
+    remats = [{"off": False, "on": True}.get(v) for v in args.remat.split(",")]
+    if None in remats:
+        parser.error(f"--remat={args.remat!r}; valid choices: a comma list of off, on")
+    rhos = [int(v) for v in args.rhos.split(",")]
+    base = dict(backbone=args.backbone or ("r3d_tiny" if on_cpu else "slow_r50"), framework=args.framework,
+                rho=rhos[0], frames=args.frames, crop=args.crop or (64 if on_cpu else 224),
+                batch_per_device=args.batch_per_device or (2 if on_cpu else 8), lowering=args.lowering,
+                steps=args.steps, rounds=args.rounds, warmup=args.warmup, torch_compile=args.torch_compile,
+                max_batch_limit=args.max_batch_limit)
+    header = [
+        f"date: {datetime.date.today().isoformat()}; device: {found['device_kind']} × {found['count']} "
+        f"({platform_name}); host: {platform.node()} ({os.cpu_count()} cores)",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items() if v),
+        f"step: {base['framework']} on {base['backbone']}, ρ={base['rho']}, {base['frames']}×{base['crop']}², "
+        f"{base['batch_per_device']} videos/device, Conv3D lowering {args.lowering}; "
+        f"command: python bench/train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}",
+    ]
+    print("\n".join(header), flush=True)
+
+    stjax_rows = []
+    for dtype in args.dtypes.split(","):
+        for remat in remats:
+            print(f"stjax {dtype}, remat {'on' if remat else 'off'} ...", flush=True)
+            result = run_child("stjax", dict(base, dtype=dtype, remat=remat), timeout=args.timeout)
+            print(f"  → {_fmt(result.get('step_s') and result['step_s'] * 1e3)} ms/step"
+                  + (f" ({result['error']})" if "error" in result else ""), flush=True)
+            stjax_rows.append(result)
+
+    torch_rows: dict = {}
+    torch_note = None
+    if args.torch == "off":
+        torch_note = "PyTorch column: off (--torch off)"
+    elif args.framework != "byol":
+        torch_note = "PyTorch column: skipped (the reference implements ρBYOL only)"
+    else:
+        try:
+            import importlib.util
+
+            has_torch = importlib.util.find_spec("torch") is not None
+        except (ImportError, ValueError):
+            found = False
+        if not has_torch:
+            torch_note = "PyTorch column: skipped, torch is not installed (pip install -e '.[torch]')"
+        else:
+            for dtype in args.torch_dtypes.split(","):
+                print(f"PyTorch {dtype} ...", flush=True)
+                torch_rows[dtype] = run_child("torch", dict(base, dtype=dtype), timeout=args.timeout)
+
+    lines, rows = summarize(stjax_rows, torch_rows, args.peak_tflops)
+    peaks = sorted({f"{r['dtype']}: {r['peak'] / 1e12:.1f} TFLOP/s" for r in rows if r.get("peak")})
+    notes = [
+        "MFU: model FLOPs (XLA's count of the step without remat) / step time / peak; HFU: XLA's count of the "
+        "compiled step (with remat's recomputation) / step time / peak.",
+        "peak used: " + ("; ".join(peaks) if peaks else f"none known for {found['device_kind']} (--peak_tflops)"),
+    ]
+    flops = next((r for r in rows if r.get("model_flops")), None)
+    if flops:
+        notes.append(f"model FLOPs per step and device: {flops['model_flops'] / 1e12:.3g} TFLOP "
+                     f"({flops['model_flops'] / (flops['batch'] / flops['devices'] * flops['rho']) / 1e9:.1f} "
+                     f"GFLOP per clip: online forward + backward, target forward)")
+    counts = {r["parameters"] for r in rows if r.get("parameters")}
+    counts |= {m["parameters"] for r in torch_rows.values() for m in r.get("modes", {}).values() if "parameters" in m}
+    if counts:
+        notes.append("backbone parameters: " + ("stjax and PyTorch both " if len(counts) == 1 and torch_rows else "")
+                     + ", ".join(f"{c:,}" for c in sorted(counts)))
+    if on_cpu:
+        notes.append("peak GiB on a CPU: XLA's compiled memory estimate, not a measured peak.")
+    report = header + ["", *lines, "", *("- " + n for n in notes)]
+    if torch_rows:
+        report += ["", "PyTorch reference (bench/torch_reference.py):", "", *torch_lines(torch_rows)]
+    if torch_note:
+        report += ["", torch_note]
+
+    max_rows = []
+    if args.max_batch:
+        report += ["", f"Largest batch that trains ({args.max_batch_dtype}, no remat, "
+                       f"XLA_PYTHON_CLIENT_MEM_FRACTION={args.mem_fraction}):", "",
+                   "| ρ | videos/device | clips/device | first failing |", "| --- | --- | --- | --- |"]
+        for rho in rhos:
+            print(f"largest batch, ρ={rho} ...", flush=True)
+            result = run_child("max_batch", dict(base, rho=rho, dtype=args.max_batch_dtype, remat=False),
+                               env={"XLA_PYTHON_CLIENT_MEM_FRACTION": args.mem_fraction}, timeout=args.timeout)
+            max_rows.append(result)
+            best = result.get("max_batch_per_device")
+            report.append(f"| {rho} | {_fmt(best, 'd')} | {_fmt(best and best * rho, 'd')} | "
+                          f"{_fmt(result.get('first_failing'), 'd', 'none up to the limit')} |"
+                          + (f" {result['error']} |" if "error" in result else ""))
+    print("\n" + "\n".join(report), flush=True)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text("\n".join(report) + "\n")
+        out.with_suffix(".json").write_text(json.dumps(
+            dict(header=header, stjax=rows, torch=torch_rows, max_batch=max_rows), indent=2, default=str) + "\n")
+        print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""bench/train_step.py: its PyTorch reference is the same network and loss, and the bench runs end to end."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stjax import models
+from stjax.objectives import losses
+
+BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "bench")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load("train_step")
+
+
+def _flax_conv_shapes(params):
+    """Conv kernels as PyTorch weight shapes (out, in, kt, kh, kw), sorted."""
+    shapes = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if leaf.ndim == 5:
+            kt, kh, kw, cin, cout = leaf.shape
+            shapes.append((cout, cin, kt, kh, kw))
+    return sorted(shapes)
+
+
+@pytest.mark.parametrize("name", sorted(models.BACKBONES))
+def test_torch_reference_is_the_same_network(name):
+    torch = pytest.importorskip("torch")
+    reference = _load("torch_reference")
+    backbone = models.create_backbone(name)
+    variables = jax.eval_shape(lambda: backbone.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)), train=False))
+    torch_net = reference.TorchResNet3D(backbone)
+    assert reference.count_parameters(torch_net) == sum(x.size for x in jax.tree.leaves(variables["params"]))
+    torch_convs = sorted(tuple(m.weight.shape) for m in torch_net.modules() if isinstance(m, torch.nn.Conv3d))
+    assert torch_convs == _flax_conv_shapes(variables["params"])
+    assert torch_net.features_dim == backbone.features_dim
+    if name in ("r3d_micro", "r3d_tiny"):
+        out = torch_net(torch.zeros(2, 3, 4, 32, 32))
+        assert tuple(out.shape) == (2, backbone.features_dim)
+
+
+@pytest.mark.parametrize("rho", [1, 2, 4])
+def test_torch_byol_loss_matches_stjax(rho):
+    torch = pytest.importorskip("torch")
+    reference = _load("torch_reference")
+    rng = np.random.default_rng(rho)
+    p, z = rng.normal(size=(2, 3, rho, 16)).astype(np.float32)
+    expected = losses.byol_loss(jnp.asarray(p), jnp.asarray(z), losses.positive_pairs(rho, "all"))
+    got = reference.byol_loss(torch.from_numpy(p), torch.from_numpy(z), rho)
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
+
+
+def test_torch_step_trains():
+    torch = pytest.importorskip("torch")
+    reference = _load("torch_reference")
+    torch.manual_seed(0)
+    step = reference.ByolStep(models.create_backbone("r3d_micro"), rho=2, projector_hidden=(32,), projector_out=16,
+                              predictor_hidden=(32,), dtype="float32", device="cpu")
+    target_before = [p.clone() for p in step.target.parameters()]
+    online_before = [p.clone() for p in step.online.parameters()]
+    clips = torch.randint(0, 256, (4, 3, 4, 32, 32), dtype=torch.uint8)
+    loss = step(clips)
+    assert np.isfinite(float(loss.detach()))
+    moved = lambda before, module: any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))  # noqa: E731
+    assert moved(online_before, step.online) and moved(target_before, step.target)
+
+
+def test_peak_flops_table():
+    assert bench.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4e12
+    assert bench.peak_flops("NVIDIA H100 PCIe", "float32") == 378e12
+    assert bench.peak_flops("NVIDIA H200", "float32") == 494.7e12
+    assert bench.peak_flops("TPU v5 lite", "bfloat16") == 197e12
+    assert bench.peak_flops("cpu", "bfloat16") is None
+    assert bench.peak_flops("cpu", "bfloat16", override_tflops=2.0) == 2e12
+
+
+def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
+    out = tmp_path / "bench"
+    # 2 CPU devices; XLA:CPU at its lowest optimisation level compiles the steps ~2× faster
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2 "
+               "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    command = [sys.executable, os.path.join(BENCH, "train_step.py"), "--backbone", "r3d_micro", "--crop", "32",
+               "--frames", "4", "--batch_per_device", "1", "--dtypes", "float32", "--remat", "off,on",
+               "--steps", "1", "--rounds", "1", "--warmup", "1", "--torch_compile", "off",
+               "--torch_dtypes", "float32", "--max_batch", "--max_batch_limit", "3", "--peak_tflops", "1",
+               "--out", str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for column in ("step ms", "clips/s", "TFLOP/s/device", "MFU", "HFU", "peak GiB", "PyTorch clips/s",
+                   "stjax / PyTorch", "videos/device"):
+        assert column in result.stdout
+    report = json.loads(out.with_suffix(".json").read_text())
+    plain, remat = report["stjax"]
+    assert plain["devices"] == 2 and plain["batch"] == 2 and not plain["remat"] and remat["remat"]
+    assert plain["model_flops"] > 0 and np.isfinite(plain["loss"])
+    # rematerialisation recomputes forward activations: more hardware FLOPs for the same model FLOPs
+    assert remat["model_flops"] == pytest.approx(plain["model_flops"], rel=1e-6)
+    assert remat["hardware_flops"] > plain["hardware_flops"]
+    assert 0 < plain["mfu"] < 1 and plain["peak"] == 1e12
+    if importlib.util.find_spec("torch") is not None:
+        assert plain["ratio"] > 0 and report["torch"]["float32"]["best"] == "eager"
+        assert report["torch"]["float32"]["modes"]["eager"]["parameters"] == plain["parameters"]
+    (largest,) = report["max_batch"]
+    assert largest["max_batch_per_device"] == 3 and largest["first_failing"] is None
+    assert "| 2 | 3 | 6 | none up to the limit |" in out.with_suffix(".md").read_text()
