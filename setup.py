@@ -9,6 +9,7 @@ JAX_STACK = [
     "chex>=0.1.86",
     "ml-collections>=0.1.1",
     "safetensors>=0.4",  # the safetensors export format (numpy API; no torch needed)
+    "dm-pix>=0.4",  # adjust_hue for the augmentation on the accelerator (stjax.data.device_augment)
     "numpy",
 ]
 DATA_STACK = [

@@ -29,6 +29,13 @@
              both columns faster. A PyTorch DataLoader spreads samples over worker
              processes, so N cores run N such processes, each pinned to its own
              core.
+   stjax_device
+             the same with `augment_on="device"`: the host crops and resizes and
+             sends each clip's augmentation draws along; the flip, colour jitter,
+             grayscale and blur run in the train step on the accelerator
+             (`stjax.data.device_augment`, the same clips within one uint8 level).
+             The device's share is timed separately (`device_augment` row: XLA on
+             one core of this CPU, a stand-in; an accelerator is not measured here).
 
    Clips are counted as the clips a training step receives (max(ρ, 2) per video:
    ρ = 1 is two augmentations of one clip). Each run discards a warm-up, then
@@ -55,6 +62,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FPS = 30.0
 NUM_FRAMES, STRIDE, CROP = 8, 8, 224
+KINDS = ("stjax", "stjax_device", "baseline")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,17 +176,42 @@ def _timed(next_clips, warmup_s: float, seconds: float) -> dict:
     return {"clips": clips, "wall_s": wall, "cpu_s": time.process_time() - cpu}
 
 
-def measure_stjax(data_dir: str, rho: int, warmup_s: float, seconds: float, batch_size: int) -> dict:
+def measure_stjax(data_dir: str, rho: int, warmup_s: float, seconds: float, batch_size: int,
+                  augment_on: str = "host") -> dict:
     from stjax.data import pipeline
 
     clips = pipeline.ClipSpec(rho=rho, num_frames=NUM_FRAMES, stride=STRIDE, max_timespan=math.inf)
     ds = pipeline.pretrain_dataset("video_folder", batch_size=batch_size, clips=clips,
-                                   augmentation=_augment_config(), data_dir=data_dir, seed=0)
+                                   augmentation=_augment_config(), data_dir=data_dir, seed=0,
+                                   augment_on=augment_on)
     batches = ds.as_numpy_iterator()
 
     def next_clips():
         batch = next(batches)
         return batch["clips"].shape[0] * batch["clips"].shape[1]
+
+    return _timed(next_clips, warmup_s, seconds)
+
+
+def measure_device_augment(batch_size: int, warmup_s: float, seconds: float) -> dict:
+    """The accelerator's share with augment_on="device" (`stjax.data.device_augment`), timed here on the CPU
+    with XLA: batches of ρ=2 clips with recipe-drawn parameters."""
+    import jax
+    import tensorflow as tf
+
+    from stjax.data import augment, device_augment
+
+    config = _augment_config()
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (batch_size, 2, NUM_FRAMES, CROP, CROP, 3), dtype=np.uint8)
+    params = np.stack([augment.pack_clip_params(augment.sample_clip_params(tf.constant([i, 0], tf.int64), config))
+                       for i in range(batch_size * 2)]).reshape(batch_size, 2, -1)
+    run = jax.jit(lambda c, p: device_augment.augment_clips(c, p, config))
+    clips, params = jax.device_put(clips), jax.device_put(params)
+
+    def next_clips():
+        run(clips, params).block_until_ready()
+        return batch_size * 2
 
     return _timed(next_clips, warmup_s, seconds)
 
@@ -265,6 +298,8 @@ def _run_once(args, kind: str, rho: int, cores: list[int]) -> dict:
     common = [sys.executable, os.path.abspath(__file__), "--workdir", args.workdir, "--rho", str(rho),
               "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--batch_size", str(args.batch_size)]
     groups = [[c] for c in cores] if kind == "baseline" else [cores]
+    if kind == "device_augment":
+        groups = [cores[:1]]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]),
                TF_CPP_MIN_LOG_LEVEL="2")
     workers = [subprocess.Popen(common + ["--worker", kind, "--pin", ",".join(map(str, g))],
@@ -284,9 +319,11 @@ def _run_once(args, kind: str, rho: int, cores: list[int]) -> dict:
 
 def worker_main(args) -> None:
     os.sched_setaffinity(0, {int(c) for c in args.pin.split(",")})  # before TensorFlow sizes its pools
-    if args.worker == "stjax":
+    if args.worker in ("stjax", "stjax_device"):
         result = measure_stjax(os.path.join(args.workdir, "tfds"), args.rho, args.warmup, args.seconds,
-                               args.batch_size)
+                               args.batch_size, augment_on="device" if args.worker == "stjax_device" else "host")
+    elif args.worker == "device_augment":
+        result = measure_device_augment(args.batch_size, args.warmup, args.seconds)
     else:
         with open(os.path.join(args.workdir, "videos.json")) as f:
             paths = json.load(f)
@@ -326,27 +363,34 @@ def report(args, results: list[dict], build_info: dict) -> str:
         *(_row(m) for m in results),
         "",
     ]
-    base_rho = 2 if ("stjax", 2, 1) in find else min(m["rho"] for m in results)
-    s1, b1 = find.get(("stjax", base_rho, 1)), find.get(("baseline", base_rho, 1))
-    if s1 and b1:
-        lines.append(f"**ρ={base_rho}, one core: stjax {s1['clips_per_s_per_core']:.1f} clips/s, baseline "
-                     f"{b1['clips_per_s_per_core']:.1f} clips/s: {s1['clips_per_s_per_core'] / b1['clips_per_s_per_core']:.1f}× "
-                     f"per core.**")
+    base_rho = 2 if ("stjax", 2, 1) in find or ("stjax_device", 2, 1) in find else min(m["rho"] for m in results)
+    b1 = find.get(("baseline", base_rho, 1))
     most = max(m["cores"] for m in results)
-    sn = find.get(("stjax", base_rho, most))
-    if s1 and sn and most > 1:
-        efficiency = sn["clips_per_s"] / (most * s1["clips_per_s"])
-        doublings = math.log2(16 / most)
-        extrapolated = sn["clips_per_s"] * (16 / most) * efficiency ** doublings
-        lines += [
-            "",
-            f"Scaling 1 → {most} cores (measured): {s1['clips_per_s']:.1f} → {sn['clips_per_s']:.1f} clips/s, "
-            f"efficiency {efficiency:.2f}.",
-            f"**16-core host, extrapolated (not measured)**: {extrapolated:.0f} clips/s "
-            f"({extrapolated / 16:.1f} clips/s/core), assuming the efficiency lost from 1 to {most} cores is lost "
-            f"again at every further doubling; {sn['clips_per_s'] * 16 / most:.0f} clips/s if it scales linearly "
-            f"from {most} cores.",
-        ]
+    labels = {"stjax": "stjax (augmentation on the host)",
+              "stjax_device": "stjax with `augment_on=device` (the host crops and resizes; the train step augments)"}
+    for kind, label in labels.items():
+        s1, sn = find.get((kind, base_rho, 1)), find.get((kind, base_rho, most))
+        if s1 and b1:
+            lines.append(f"**ρ={base_rho}, one core: {label}: {s1['clips_per_s_per_core']:.1f} clips/s, baseline "
+                         f"{b1['clips_per_s_per_core']:.1f} clips/s: "
+                         f"{s1['clips_per_s_per_core'] / b1['clips_per_s_per_core']:.1f}× per core.**")
+        if s1 and sn and most > 1:
+            efficiency = sn["clips_per_s"] / (most * s1["clips_per_s"])
+            extrapolated = sn["clips_per_s"] * (16 / most) * efficiency ** math.log2(16 / most)
+            lines += [
+                "",
+                f"{label}, scaling 1 → {most} cores (measured): {s1['clips_per_s']:.1f} → {sn['clips_per_s']:.1f} "
+                f"clips/s, efficiency {efficiency:.2f}. **16-core host, extrapolated (not measured)**: "
+                f"{extrapolated:.0f} clips/s ({extrapolated / 16:.1f} clips/s/core), assuming the efficiency lost "
+                f"from 1 to {most} cores is lost again at every further doubling; "
+                f"{sn['clips_per_s'] * 16 / most:.0f} clips/s if it scales linearly from {most} cores.",
+            ]
+        lines.append("")
+    device = find.get(("device_augment", 2, 1))
+    if device:
+        lines.append(f"The train step's share with `augment_on=device` (`stjax.data.device_augment`), timed on one "
+                     f"core of this CPU with XLA: {device['clips_per_s']:.1f} clips/s "
+                     f"({1000 / device['clips_per_s']:.1f} ms per clip). On an accelerator: not measured here.")
     return "\n".join(lines) + "\n"
 
 
@@ -364,7 +408,10 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=32, help="videos per stjax batch")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per measurement, each in a fresh process; the median is reported")
-    parser.add_argument("--worker", choices=("stjax", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--kinds", default="stjax,stjax_device,baseline",
+                        help="pipelines to time: stjax (augmentation on the host), stjax_device "
+                             "(augment_on=device: the host crops and resizes, the train step augments), baseline")
+    parser.add_argument("--worker", choices=KINDS + ("device_augment",), help=argparse.SUPPRESS)
     parser.add_argument("--pin", help=argparse.SUPPRESS)
     parser.add_argument("--rho", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -379,6 +426,10 @@ def main(argv=None):
         if not 1 <= count <= len(available):
             raise SystemExit(f"--cores: {count} is not between 1 and the {len(available)} available cores")
     rhos = [int(r) for r in args.rhos.split(",")]
+    kinds = args.kinds.split(",")
+    for kind in kinds:
+        if kind not in KINDS:
+            raise SystemExit(f"--kinds: {kind!r} is not one of {', '.join(KINDS)}")
 
     os.makedirs(args.workdir, exist_ok=True)
     paths = make_videos(os.path.join(args.workdir, "videos"), args.videos, args.video_seconds, args.short_sides)
@@ -392,9 +443,11 @@ def main(argv=None):
         build_info["rate"] = (f"{args.videos / built_s:.2f} videos/s on {len(available)} cores "
                               f"({args.videos * args.video_seconds / built_s:.0f} s of video per second)")
 
-    plan = [(kind, rho, 1) for rho in rhos for kind in ("stjax", "baseline")]
+    plan = [(kind, rho, 1) for rho in rhos for kind in kinds]
     comparison_rho = 2 if 2 in rhos else rhos[0]
-    plan += [(kind, comparison_rho, n) for n in core_counts if n > 1 for kind in ("stjax", "baseline")]
+    plan += [(kind, comparison_rho, n) for n in core_counts if n > 1 for kind in kinds]
+    if "stjax_device" in kinds:
+        plan.append(("device_augment", 2, 1))
     results = []
     print(f"{len(plan)} measurements × {args.repeats} runs of {args.warmup:g} + {args.seconds:g} s "
           f"(plus process start-up each)", flush=True)

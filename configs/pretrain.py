@@ -92,6 +92,10 @@ def get_config(arg=None):
     data.eval_split = "test"
     data.shuffle_buffer = 1024
     data.deterministic = True
+    # Where the per-clip flip / colour jitter / grayscale / blur run: "host" (tf.data) or "device" (in the
+    # train step, from draws the pipeline sends along; the same clips within one uint8 level, half the host's
+    # work per clip). The demo keeps them on the host: on a CPU-only machine the device is the same CPU.
+    data.augment_on = "host"
     aug = data.augmentation = ml_collections.ConfigDict()
     aug.area_range = (0.2, 0.766)
     aug.aspect_range = (3 / 4, 4 / 3)
@@ -158,6 +162,7 @@ def get_config(arg=None):
         config.num_epochs = 200.0
         config.eval_batch_size = 64
         config.model.backbone = "slow_r50"
+        data.augment_on = "device"
         views.temporal, views.spatial = 10, 3
         # The official run normalised MoCo's BN per GPU: 8 videos on each of 64 GPUs. Keep
         # batch_size / moco.bn_groups = 8 when changing batch_size.

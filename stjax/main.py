@@ -83,7 +83,7 @@ def run(config, workdir: str) -> dict:
             seed=config.seed, split=config.data.train_split, data_dir=config.data.data_dir,
             process_index=jax.process_index(), process_count=jax.process_count(),
             shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.deterministic,
-            start_batch=start_batch,
+            start_batch=start_batch, augment_on=config.data.get("augment_on", "host"),
         )
         return ds.as_numpy_iterator()
 

@@ -172,3 +172,23 @@ def test_frames_stay_encoded_without_a_per_frame_loop(tiny_video_dataset):
         return [op.type for op in graph.get_operations() if "While" in op.type]
 
     assert not loops(pipeline.KeepFramesEncoded())
+
+
+def test_augment_on_device_gives_the_host_clips(tiny_video_dataset):
+    from stjax.data import device_augment
+    from stjax.data.augment_config import CLIP_PARAM_NAMES
+
+    data_dir, _ = tiny_video_dataset
+    config = augment.AugmentConfig(crop_size=24, flip_prob=0.5, color_jitter_prob=0.8, grayscale_prob=0.3,
+                                   blur_prob=0.5, blur_sigma_range=(0.1, 1.5))
+    host = _batches(data_dir, 2, augmentation=config)
+    sent = _batches(data_dir, 2, augmentation=config, augment_on="device")
+    for h, s in zip(host, sent):
+        assert s["augment"].shape == (4, 3, len(CLIP_PARAM_NAMES)) and s["augment"].dtype == np.float32
+        np.testing.assert_array_equal(h["label"], s["label"])
+        assert not np.array_equal(h["clips"], s["clips"])  # what is sent is not yet augmented
+        finished = np.asarray(jax.jit(lambda c, p: device_augment.augment_clips(c, p, config))(
+            s["clips"], s["augment"]))
+        assert np.abs(finished.astype(int) - h["clips"].astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="data.augment_on='gpu'.*host, device"):
+        _batches(data_dir, 1, augment_on="gpu")

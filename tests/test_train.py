@@ -151,3 +151,46 @@ def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tmp_path):
                        match=r"loss is nan at step 5; stopping. Last good checkpoint: step 3 in .*checkpoints"):
         pretrain_lib.pretrain(config, str(tmp_path), framework, _make_batches, CLIPS_SHAPE, 8, steps_per_epoch=2,
                               mesh=mesh_lib.create_mesh())
+
+
+def test_step_augments_batches_that_carry_draws():
+    """A batch with 'augment' draws is augmented in the step: the same update as the host-augmented batch."""
+    from stjax.data import device_augment
+    from stjax.data.augment_config import CLIP_PARAM_NAMES, AugmentConfig
+
+    config = _config()
+    augmentation = AugmentConfig(crop_size=16, flip_prob=1.0, color_jitter_prob=1.0, grayscale_prob=0.0,
+                                 blur_prob=1.0)
+    mesh = mesh_lib.create_mesh(8)
+    framework = objectives.create_framework(config, total_steps=10)
+    tx, _ = optimizer_lib.create_optimizer(config, config.batch_size, 10, steps_per_epoch=2)
+    factory = StateFactory(framework, tx, CLIPS_SHAPE, mesh)
+    step = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
+                                   mesh_lib.replicated_sharding(mesh), augmentation=augmentation)
+    rng = np.random.default_rng(0)
+    raw = _batch(2)
+    draws = np.zeros(CLIPS_SHAPE[:2] + (len(CLIP_PARAM_NAMES),), np.float32)
+    names = {n: i for i, n in enumerate(CLIP_PARAM_NAMES)}
+    draws[..., names["flip"]] = rng.integers(0, 2, CLIPS_SHAPE[:2])
+    draws[..., names["jitter"]] = 1
+    draws[..., names["brightness"]] = rng.uniform(0.4, 1.6, CLIPS_SHAPE[:2])
+    draws[..., [names["contrast"], names["saturation"]]] = 1
+    draws[..., names["hue"]] = rng.uniform(-0.15, 0.15, CLIPS_SHAPE[:2])
+    draws[..., [names[f"order_{i}"] for i in range(4)]] = [3, 0, 2, 1]
+    draws[..., names["blur"]] = 1
+    draws[..., names["sigma"]] = rng.uniform(0.1, 2.0, CLIPS_SHAPE[:2])
+    augmented = dict(raw, clips=np.asarray(device_augment.augment_clips(raw["clips"], draws, augmentation)))
+    assert not np.array_equal(augmented["clips"], raw["clips"])
+    results = []
+    for batch in (dict(raw, augment=draws), augmented):
+        state = factory.create(jax.random.key(0))
+        new_state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)), jax.random.key(1))
+        results.append((float(metrics["loss"]), jax.device_get(new_state.params)))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), results[0][1], results[1][1])
+
+    plain = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
+                                    mesh_lib.replicated_sharding(mesh))
+    with pytest.raises(ValueError, match="no AugmentConfig"):
+        plain(factory.create(jax.random.key(0)), jax.device_put(dict(raw, augment=draws),
+                                                                 mesh_lib.batch_sharding(mesh)), jax.random.key(1))

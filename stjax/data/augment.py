@@ -18,12 +18,13 @@ clip is processed as one [T, H, W, 3] batch (no per-frame Python loops).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from typing import Any
 
 import tensorflow as tf
+
+from stjax.data.augment_config import CLIP_PARAM_NAMES, AugmentConfig, max_blur_radius
+from stjax.data.augment_config import LUMA as _LUMA
 
 __all__ = [
     "AugmentConfig",
@@ -33,74 +34,13 @@ __all__ = [
     "sample_clip_params",
     "augment_clip",
     "random_resized_clip",
+    "random_resized_crop",
+    "pack_clip_params",
 ]
 
 # Number of box proposals before falling back to a central crop (torchvision).
 _CROP_ATTEMPTS = 10
 
-# ITU-R BT.601 luma weights (same as tf.image.rgb_to_grayscale and PIL "L").
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _as_pair(name: str, value: Any) -> tuple[float, float]:
-    try:
-        pair = tuple(float(v) for v in value)
-    except TypeError:
-        raise ValueError(f"AugmentConfig.{name} must be a pair (low, high); got {value!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"AugmentConfig.{name} must be a pair (low, high); got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation hyper-parameters (defaults: the paper's contrastive recipe)."""
-
-    crop_size: int = 224  # output H = W
-    area_range: tuple[float, float] = (0.2, 0.766)  # fraction of the stored frame's area
-    aspect_range: tuple[float, float] = (3 / 4, 4 / 3)  # w/h, sampled log-uniformly
-    flip_prob: float = 0.5
-    color_jitter_prob: float = 0.8
-    brightness: float = 0.6
-    contrast: float = 0.6
-    saturation: float = 0.6
-    hue: float = 0.15
-    grayscale_prob: float = 0.2
-    blur_prob: float = 0.5
-    blur_sigma_range: tuple[float, float] = (0.1, 2.0)  # pixels at crop_size resolution
-
-    def __post_init__(self):
-        # crop_size: a positive integer.
-        if isinstance(self.crop_size, bool) or not isinstance(self.crop_size, int) or self.crop_size < 1:
-            raise ValueError(f"AugmentConfig.crop_size must be an integer >= 1; got {self.crop_size!r}")
-
-        # Ranges: coerce lists (e.g. from YAML) to tuples of floats, then check order.
-        for name in ("area_range", "aspect_range", "blur_sigma_range"):
-            object.__setattr__(self, name, _as_pair(name, getattr(self, name)))
-        lo, hi = self.area_range
-        if not (0.0 < lo <= hi <= 1.0):
-            raise ValueError(
-                f"AugmentConfig.area_range must satisfy 0 < low <= high <= 1; got {self.area_range!r}")
-        lo, hi = self.aspect_range
-        if not (0.0 < lo <= hi) or not math.isfinite(hi):
-            raise ValueError(
-                f"AugmentConfig.aspect_range must satisfy 0 < low <= high < inf; got {self.aspect_range!r}")
-        lo, hi = self.blur_sigma_range
-        if not (0.0 < lo <= hi) or not math.isfinite(hi):
-            raise ValueError(
-                f"AugmentConfig.blur_sigma_range must satisfy 0 < low <= high < inf; "
-                f"got {self.blur_sigma_range!r}")
-
-        for name in ("flip_prob", "color_jitter_prob", "grayscale_prob", "blur_prob"):
-            p = getattr(self, name)
-            if not isinstance(p, (int, float)) or isinstance(p, bool) or not (0.0 <= p <= 1.0):
-                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1]; got {p!r}")
-        for name in ("brightness", "contrast", "saturation"):
-            s = getattr(self, name)
-            if not isinstance(s, (int, float)) or isinstance(s, bool) or not (0.0 <= s < math.inf):
-                raise ValueError(f"AugmentConfig.{name} must be a finite number >= 0; got {s!r}")
-        if not isinstance(self.hue, (int, float)) or isinstance(self.hue, bool) or not (0.0 <= self.hue <= 0.5):
-            raise ValueError(f"AugmentConfig.hue must be in [0, 0.5]; got {self.hue!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,15 +258,6 @@ def _grayscale(x: tf.Tensor) -> tf.Tensor:
     return tf.tile(_luma(x), [1, 1, 1, 3])
 
 
-def _max_blur_radius(config: AugmentConfig, height, width) -> int:
-    radius = max(1, int(math.ceil(3.0 * config.blur_sigma_range[1])))
-    # REFLECT padding needs pad < dim; cap the radius on tiny (static) frames.
-    for dim in (height, width):
-        if dim is not None:
-            radius = max(0, min(radius, dim - 1))
-    return radius
-
-
 def _blur_rows(x: tf.Tensor, kernel: tf.Tensor, radius: int) -> tf.Tensor:
     """1-D symmetric convolution of [T, H, W, C] along H, reflect padding.
 
@@ -452,7 +383,7 @@ def _apply_params(frames: tf.Tensor, params: dict[str, tf.Tensor], config: Augme
     x = maybe(params["jitter"], lambda img: _color_jitter(img, params, config), x,
               config.color_jitter_prob)
     x = maybe(params["grayscale"], _grayscale, x, config.grayscale_prob)
-    max_radius = _max_blur_radius(config, static_shape[1] if static_shape.rank else None,
+    max_radius = max_blur_radius(config, static_shape[1] if static_shape.rank else None,
                                   static_shape[2] if static_shape.rank else None)
     x = maybe(params["blur"], lambda img: _gaussian_blur(img, params["sigma"], max_radius), x,
               config.blur_prob)
@@ -462,6 +393,33 @@ def _apply_params(frames: tf.Tensor, params: dict[str, tf.Tensor], config: Augme
     return tf.ensure_shape(out, static_shape)
 
 
+def pack_clip_params(params: dict[str, tf.Tensor]) -> tf.Tensor:
+    """`sample_clip_params`'s draws as float32 [len(CLIP_PARAM_NAMES)], in that order (booleans as 0/1)."""
+    values = {name: params[name] for name in ("flip", "jitter", "brightness", "contrast", "saturation", "hue",
+                                              "grayscale", "blur", "sigma")}
+    for i in range(4):
+        values[f"order_{i}"] = params["order"][i]
+    return tf.stack([tf.cast(values[name], tf.float32) for name in CLIP_PARAM_NAMES])
+
+
+def _crop_with_seed(encoded_frames, frame_height, frame_width, seed, config: AugmentConfig):
+    """(the clip's random resized crop, uint8 [T, crop, crop, 3]; the seed left for its augmentation)."""
+    seeds = _split_seed(seed, 2)
+    window = sample_crop_window(seeds[0], frame_height, frame_width, config.area_range, config.aspect_range)
+    return decode_and_crop_frames(encoded_frames, window, config.crop_size), seeds[1]
+
+
+def random_resized_crop(encoded_frames, frame_height, frame_width, seed,
+                        config: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    """JPEG frames tf.string [T] -> (uint8 [T, crop, crop, 3] not yet augmented, its draws float32 [13]).
+
+    The first half of :func:`random_resized_clip`, for augmentation on the accelerator:
+    `stjax.data.device_augment.augment_clips(frames, params, config)` finishes the clip there.
+    """
+    frames, augment_seed = _crop_with_seed(encoded_frames, frame_height, frame_width, seed, config)
+    return frames, pack_clip_params(sample_clip_params(augment_seed, config))
+
+
 def random_resized_clip(encoded_frames, frame_height, frame_width, seed, config: AugmentConfig) -> tf.Tensor:
     """JPEG frames tf.string [T] -> augmented uint8 [T, crop, crop, 3].
 
@@ -469,8 +427,5 @@ def random_resized_clip(encoded_frames, frame_height, frame_width, seed, config:
     window for the clip, decodes only that window of every frame, resizes to
     ``config.crop_size`` and applies :func:`augment_clip`.
     """
-    seeds = _split_seed(seed, 2)
-    window = sample_crop_window(seeds[0], frame_height, frame_width,
-                                config.area_range, config.aspect_range)
-    frames = decode_and_crop_frames(encoded_frames, window, config.crop_size)
-    return augment_clip(frames, seeds[1], config)
+    frames, augment_seed = _crop_with_seed(encoded_frames, frame_height, frame_width, seed, config)
+    return augment_clip(frames, augment_seed, config)

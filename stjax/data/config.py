@@ -5,6 +5,7 @@ import ml_collections
 
 from stjax import configlib
 from stjax.data import augment, builders, pipeline
+from stjax.data import augment_config as augment_config_lib
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -13,6 +14,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     configlib.require_choice("data.dataset", name, sorted(builders.BUILDERS))
     clip_spec(config)
     augment_config(config)
+    configlib.require_choice("data.augment_on", config.data.get("augment_on", "host"), augment_config_lib.AUGMENT_ON)
     view_spec(config)
 
 
@@ -27,16 +29,7 @@ def clip_spec(config) -> pipeline.ClipSpec:
 
 
 def augment_config(config) -> augment.AugmentConfig:
-    a = config.data.augmentation
-    try:
-        return augment.AugmentConfig(
-            crop_size=a.crop_size, area_range=tuple(a.area_range), aspect_range=tuple(a.aspect_range),
-            flip_prob=a.flip_prob, color_jitter_prob=a.color_jitter_prob, brightness=a.brightness,
-            contrast=a.contrast, saturation=a.saturation, hue=a.hue, grayscale_prob=a.grayscale_prob,
-            blur_prob=a.blur_prob, blur_sigma_range=tuple(a.blur_sigma_range),
-        )
-    except ValueError as e:
-        raise ValueError(f"config.data.augmentation: {e}") from None
+    return augment_config_lib.from_config(config)
 
 
 def view_spec(config) -> pipeline.ViewSpec:

@@ -165,6 +165,7 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
             c.data.dataset, batch_size=per_process, clips=clips, augmentation=augmentation, seed=c.seed,
             split=c.data.train_split, data_dir=c.data.data_dir, process_index=jax.process_index(),
             process_count=jax.process_count(), shuffle_buffer=c.data.shuffle_buffer, start_batch=start_batch,
+            augment_on=c.data.get("augment_on", "host"),
         ).as_numpy_iterator()
 
     framework = objectives.create_framework(c, c.total_steps, steps_per_epoch)

@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 
 import jax
 
+from stjax.data import augment_config
 from stjax.data import device as device_lib
 from stjax.objectives import Framework
 from stjax.train import checkpoint as checkpoint_lib
@@ -80,8 +81,9 @@ def pretrain(
             state = _with_imported_backbone(state, framework, config.model.init_from, config.model.backbone,
                                             factory.shardings)
         start = 0
+    augmentation = augment_config.from_config(config) if config.data.get("augment_on") == "device" else None
     step_fn = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
-                                      mesh_lib.replicated_sharding(mesh))
+                                      mesh_lib.replicated_sharding(mesh), augmentation=augmentation)
     writer = metrics_lib.MetricWriter(workdir)
     progress = metrics_lib.Progress(total_steps, clips_shape[0] * clips_shape[1], start_step=start)
     batches = device_lib.prefetch_to_mesh(make_batches(start), mesh_lib.batch_sharding(mesh))

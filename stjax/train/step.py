@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from stjax.data import device_augment
+from stjax.data.augment_config import AugmentConfig
 from stjax.train.state import TrainState
 
 # Per-channel mean and std of [0, 1] pixels used to normalise clips on the device
@@ -24,15 +26,23 @@ def normalize_clips(clips_uint8: jnp.ndarray) -> jnp.ndarray:
     return (x - jnp.asarray(PIXEL_MEAN)) / jnp.asarray(PIXEL_STD)
 
 
-def train_step(framework, tx: optax.GradientTransformation, state: TrainState, batch: dict, rng: jax.Array):
+def train_step(framework, tx: optax.GradientTransformation, state: TrainState, batch: dict, rng: jax.Array,
+               augmentation: AugmentConfig | None = None):
     """One optimisation step. Returns (new state, metrics dict of scalars).
 
     Args:
-      batch: {'clips': uint8 [B, ρ, T, H, W, 3], ...}, sharded over the data axis.
+      batch: {'clips': uint8 [B, ρ, T, H, W, 3], ...}, sharded over the data axis; with
+        'augment' (float32 [B, ρ, 13], the clips' augmentation draws, from a pipeline with
+        `augment_on="device"`) the clips are augmented here first, as `augmentation` says.
       rng: base key; this step uses fold_in(rng, state.step).
     """
     step_rng = jax.random.fold_in(rng, state.step)
-    clips = normalize_clips(batch["clips"])
+    clips_uint8 = batch["clips"]
+    if "augment" in batch:
+        if augmentation is None:
+            raise ValueError("the batch carries augmentation draws ('augment') but the step has no AugmentConfig")
+        clips_uint8 = device_augment.augment_clips(clips_uint8, batch["augment"], augmentation)
+    clips = normalize_clips(clips_uint8)
     inputs = framework.batch_inputs(batch)
 
     def loss_fn(params):
@@ -48,10 +58,11 @@ def train_step(framework, tx: optax.GradientTransformation, state: TrainState, b
     return new_state, metrics
 
 
-def jit_train_step(framework, tx, state_shardings, batch_sharding, replicated):
-    """`train_step` compiled for the mesh, with the state donated."""
+def jit_train_step(framework, tx, state_shardings, batch_sharding, replicated,
+                   augmentation: AugmentConfig | None = None):
+    """`train_step` compiled for the mesh, with the state donated (`augmentation`: for batches with draws)."""
     return jax.jit(
-        functools.partial(train_step, framework, tx),
+        functools.partial(train_step, framework, tx, augmentation=augmentation),
         in_shardings=(state_shardings, batch_sharding, replicated),
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,),
