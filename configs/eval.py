@@ -16,8 +16,12 @@ PySlowFast / torchvision file). For a run, `steps` picks checkpoints: last (defa
 (`steps=N+M` inside the config argument, since commas separate arguments there), and the data
 settings (dataset, clip length, crop, test views) are the run's own unless `data_from_run=False`.
 
+Datasets with the official 3 splits (ucf101, hmdb51): `folds=all` (or `folds=1+3`) runs the protocol on
+each fold's dataset (NAME/fold1..3, built from `data.manual_dir` when missing) into DIR/fold<k>/ and
+writes the per-fold results and their mean to DIR/results.json and DIR/report.md.
+
 Arguments: data=demo|k400_r50 (the data block of that pretraining preset), dataset=NAME[/CONFIG],
-steps=..., seed=N. Any field can be overridden with `--config.a.b=value`.
+steps=..., folds=all|N+M, seed=N. Any field can be overridden with `--config.a.b=value`.
 """
 import importlib.util
 import os
@@ -38,7 +42,7 @@ def _pretrain_config(preset: str):
 
 
 def get_config(arg=None):
-    args = configlib.parse_arg(arg, PROTOCOLS, data=str, dataset=str, steps=str, seed=int)
+    args = configlib.parse_arg(arg, PROTOCOLS, data=str, dataset=str, steps=str, folds=str, seed=int)
     configlib.require_choice("data", args.get("data", "demo"), ("demo", "k400_r50"))
     pretrain = _pretrain_config(args.get("data", "demo"))
     config = ml_collections.ConfigDict()
@@ -46,6 +50,7 @@ def get_config(arg=None):
     config.protocol = args["preset"]
     config.init_from = ""
     config.steps = args.get("steps", "last")
+    config.folds = args.get("folds", "")  # "" (the dataset as named), "all" or "N+M": the mean over official folds
     config.data_from_run = True
     config.seed = args.get("seed", 0)
     config.data = pretrain.data

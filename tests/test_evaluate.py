@@ -190,3 +190,61 @@ def test_augmented_linear_protocol_keeps_the_backbone_frozen(synthetic_run):
         np.testing.assert_array_equal(np.asarray(trained[key]), value, err_msg=key)
     records = [json.loads(line) for line in open(workdir / "linear" / "step_5" / "metrics.jsonl")]
     assert [r["step"] for r in records] == [1, 2] and records[-1]["learning_rate"] > 0
+
+
+def _ucf_three_folds(root):
+    """A UCF101-layout tree: 3 classes × 3 groups; fold k tests on group k and trains on the other two."""
+    from conftest import write_video
+
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    classes = ["Archery", "Basketball", "Bowling"]
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    for c, name in enumerate(classes):
+        for g in (1, 2, 3):
+            path = root / "UCF-101" / name / f"v_{name}_g0{g}_c01.avi"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_video(path, num_frames=12, width=40, height=32, codec="mpeg4", seed=10 * c + g)
+    for fold in (1, 2, 3):
+        train = [f"{n}/v_{n}_g0{g}_c01.avi {i + 1}" for i, n in enumerate(classes) for g in (1, 2, 3) if g != fold]
+        test = [f"{n}/v_{n}_g0{fold}_c01.avi" for n in classes]
+        (lists / f"trainlist0{fold}.txt").write_text("\n".join(train) + "\n")
+        (lists / f"testlist0{fold}.txt").write_text("\n".join(test) + "\n")
+    return root
+
+
+def test_three_fold_mean_in_one_command(synthetic_run, tmp_path):
+    from stjax import export
+
+    spec, variables, _ = export.run_backbone(str(synthetic_run / "run"))
+    path = export.save_backbone(variables, spec, "npz", str(tmp_path / "backbone.npz"))
+    config = _eval_config("knn", tmp_path, path)
+    config.steps = "last"
+    config.folds = "all"
+    config.data.dataset = "ucf101"
+    config.data.manual_dir = str(_ucf_three_folds(tmp_path / "ucf"))
+    config.data.num_frames, config.data.stride = 4, 2
+    results = evaluate.run(config, str(tmp_path / "eval"))
+    assert results["folds"] == [1, 2, 3]
+    assert results["datasets"] == {1: "ucf101/fold1", 2: "ucf101/fold2", 3: "ucf101/fold3"}
+    per_fold = {k: json.loads((tmp_path / "eval" / f"fold{k}" / "results.json").read_text()) for k in (1, 2, 3)}
+    for k, fold in per_fold.items():
+        (record,) = fold["checkpoints"]
+        assert fold["dataset"] == f"ucf101/fold{k}" and record["num_train"] == 6 and record["num_test"] == 3
+        assert results["per_fold"][k] == fold["checkpoints"]
+    (mean,) = results["mean"]
+    for metric in ("top1", "top5"):
+        assert mean[metric] == pytest.approx(np.mean([per_fold[k]["checkpoints"][0][metric] for k in (1, 2, 3)]))
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| backbone.npz | 2 |" in report and "| backbone.npz | **mean** |" in report
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["mean"] == results["mean"]
+
+
+def test_fold_names_and_errors():
+    assert evaluate.fold_datasets("ucf101", "") == []
+    assert evaluate.fold_datasets("ucf101", "all") == [(1, "ucf101/fold1"), (2, "ucf101/fold2"), (3, "ucf101/fold3")]
+    assert evaluate.fold_datasets("hmdb51/fold1_s128", "3+1") == [(1, "hmdb51/fold1_s128"), (3, "hmdb51/fold3_s128")]
+    with pytest.raises(ValueError, match="folds='4' is invalid; valid values: all, or folds among 1, 2, 3"):
+        evaluate.fold_datasets("ucf101", "4")
+    with pytest.raises(ValueError, match="needs a dataset with the official 3 splits"):
+        evaluate.fold_datasets("synthetic", "all")

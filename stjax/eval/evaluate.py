@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from typing import Callable
 
@@ -79,6 +80,64 @@ def resolve_targets(init_from: str, steps: str) -> list[Target]:
     if wanted != "last":
         raise ValueError(f"steps={steps!r} needs init_from to be a pretraining run; {init_from} is one checkpoint")
     return [Target(os.path.basename(os.path.normpath(init_from)), None, lambda: export.load_backbone(init_from))]
+
+
+def fold_datasets(dataset: str, folds: str) -> list[tuple[int, str]]:
+    """[(k, dataset of fold k)] for `folds` ('' = none, 'all' = 1, 2, 3, or 'N+M'): 'ucf101' and fold 2 →
+    'ucf101/fold2'; a custom fold config keeps its suffix ('ucf101/fold1_s128' → 'ucf101/fold2_s128')."""
+    from stjax.data import builders
+
+    folds = str(folds or "").strip()
+    if not folds:
+        return []
+    if folds == "all":
+        chosen = [1, 2, 3]
+    else:
+        parts = [p.strip() for p in folds.replace(",", "+").split("+") if p.strip()]
+        if not parts or not all(p in ("1", "2", "3") for p in parts):
+            raise ValueError(f"folds={folds!r} is invalid; valid values: all, or folds among 1, 2, 3 as N+M")
+        chosen = sorted({int(p) for p in parts})
+    name, config_name = builders.split_name(dataset)
+    match = re.fullmatch(r"fold[123](.*)", config_name)
+    if match is None:
+        raise ValueError(f"folds={folds!r} needs a dataset with the official 3 splits (ucf101, hmdb51: configs "
+                         f"fold1..fold3); data.dataset={dataset!r} has none")
+    return [(k, f"{name}/fold{k}{match.group(1)}") for k in chosen]
+
+
+def fold_mean(per_fold: dict[int, dict]) -> dict:
+    """Results of several folds: each fold's, and per checkpoint the mean of every metric over the folds."""
+    first = next(iter(per_fold.values()))
+    mean = []
+    for i, record in enumerate(first["checkpoints"]):
+        metrics = [k for k, v in record.items() if isinstance(v, float)]
+        rows = [fold["checkpoints"][i] for fold in per_fold.values()]
+        mean.append({"checkpoint": record["checkpoint"], "step": record["step"],
+                     **{m: float(np.mean([r[m] for r in rows])) for m in metrics}})
+    return {"protocol": first["protocol"], "init_from": first["init_from"], "folds": sorted(per_fold),
+            "datasets": {k: r["dataset"] for k, r in per_fold.items()}, "mean": mean,
+            "per_fold": {k: r["checkpoints"] for k, r in per_fold.items()}}
+
+
+def _write_fold_outputs(workdir: str, results: dict) -> None:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    metric_names = [k for k, v in results["mean"][0].items() if isinstance(v, float)]
+    lines = [f"# {results['protocol']} evaluation of {results['init_from']}: mean over folds "
+             f"{', '.join(map(str, results['folds']))}", "",
+             "Datasets: " + ", ".join(f"fold {k}: `{d}`" for k, d in results["datasets"].items())
+             + ". Each fold's report, per-class accuracy and confusion matrix are in `fold<k>/`.", "",
+             "| checkpoint | fold | " + " | ".join(metric_names) + " |", "|---|---|" + "---|" * len(metric_names)]
+    for i, mean in enumerate(results["mean"]):
+        for k, records in results["per_fold"].items():
+            lines.append(f"| {mean['checkpoint']} | {k} | " + " | ".join(f"{records[i][m]:.4f}" for m in metric_names)
+                         + " |")
+        lines.append(f"| {mean['checkpoint']} | **mean** | " + " | ".join(f"**{mean[m]:.4f}**" for m in metric_names)
+                     + " |")
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines[4:]))
+    print(f"wrote {os.path.join(workdir, 'results.json')} and report.md")
 
 
 def run_protocol(protocol: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
@@ -187,12 +246,8 @@ def run(config, workdir: str) -> dict:
     """Evaluates every target of `config.init_from`; returns the results dict (also WORKDIR/results.json)."""
     import jax
 
-    from stjax import configlib, export
+    from stjax import configlib
     from stjax.data import builders
-    from stjax.data import config as data_config
-    from stjax.eval import features as eval_features
-    from stjax.eval import report
-    from stjax.train import mesh as mesh_lib
 
     configlib.require_choice("protocol", config.protocol, PROTOCOLS)
     targets = resolve_targets(config.init_from, config.steps)
@@ -201,6 +256,33 @@ def run(config, workdir: str) -> dict:
             run_data = json.load(f)["data"]
         config.data = type(config.data)(run_data)  # the clips, crops and test views the run was made for
     configlib.require_choice("data.dataset", builders.split_name(config.data.dataset)[0], sorted(builders.BUILDERS))
+    folds = fold_datasets(config.data.dataset, config.get("folds", ""))
+    if not folds:
+        return _evaluate(config, targets, workdir)
+    per_fold = {}
+    for k, dataset in folds:
+        fold_config = config.copy_and_resolve_references()
+        fold_config.data.dataset = dataset
+        if jax.process_index() == 0:
+            print(f"fold {k} of {len(folds)}: {dataset}", flush=True)
+        per_fold[k] = _evaluate(fold_config, targets, os.path.join(workdir, f"fold{k}"))
+    results = fold_mean(per_fold)
+    if jax.process_index() == 0:
+        _write_fold_outputs(workdir, results)
+    return results
+
+
+def _evaluate(config, targets: list[Target], workdir: str) -> dict:
+    """`run` on one dataset: every target, the protocol, and WORKDIR's results.json / report.md / PNGs."""
+    import jax
+
+    from stjax import export
+    from stjax.data import builders
+    from stjax.data import config as data_config
+    from stjax.eval import features as eval_features
+    from stjax.eval import report
+    from stjax.train import mesh as mesh_lib
+
     data_config.view_spec(config)
     mesh = mesh_lib.create_mesh()
     eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
