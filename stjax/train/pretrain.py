@@ -81,7 +81,8 @@ def pretrain(
             state = _with_imported_backbone(state, framework, config.model.init_from, config.model.backbone,
                                             factory.shardings)
         start = 0
-    augmentation = augment_config.from_config(config) if config.data.get("augment_on") == "device" else None
+    on_device = (config.get("data") or {}).get("augment_on") == "device"
+    augmentation = augment_config.from_config(config) if on_device else None
     step_fn = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
                                       mesh_lib.replicated_sharding(mesh), augmentation=augmentation)
     writer = metrics_lib.MetricWriter(workdir)
