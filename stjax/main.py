@@ -49,7 +49,7 @@ def run(config, workdir: str) -> dict:
     import jax
 
     from stjax import objectives
-    from stjax.data import builders, pipeline
+    from stjax.data import builders
     from stjax.data import config as data_config
     from stjax.eval import features as eval_features
     from stjax.eval import knn, linear_probe, report
@@ -78,14 +78,7 @@ def run(config, workdir: str) -> dict:
     clips_shape = (config.batch_size, clips.num_clips, clips.num_frames, crop, crop, 3)
 
     def make_batches(start_batch):
-        ds = pipeline.pretrain_dataset(
-            config.data.dataset, batch_size=per_process, clips=clips, augmentation=augmentation,
-            seed=config.seed, split=config.data.train_split, data_dir=config.data.data_dir,
-            process_index=jax.process_index(), process_count=jax.process_count(),
-            shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.deterministic,
-            start_batch=start_batch, augment_on=config.data.get("augment_on", "host"),
-        )
-        return ds.as_numpy_iterator()
+        return data_config.pretrain_batches(config, per_process, start_batch)
 
     framework = objectives.create_framework(config, total_steps, steps_per_epoch)
     if jax.process_index() == 0:

@@ -32,6 +32,20 @@ def augment_config(config) -> augment.AugmentConfig:
     return augment_config_lib.from_config(config)
 
 
+def pretrain_batches(config, per_process_batch: int, start_batch: int = 0):
+    """This process's endless training batches (NumPy) for `config`: `pipeline.pretrain_dataset` with the
+    config's data settings (clips, augmentation and where it runs, shuffle, determinism)."""
+    import jax
+
+    return pipeline.pretrain_dataset(
+        config.data.dataset, batch_size=per_process_batch, clips=clip_spec(config),
+        augmentation=augment_config(config), seed=config.seed, split=config.data.train_split,
+        data_dir=config.data.data_dir, process_index=jax.process_index(), process_count=jax.process_count(),
+        shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.get("deterministic", True),
+        start_batch=start_batch, augment_on=config.data.get("augment_on", "host"),
+    ).as_numpy_iterator()
+
+
 def view_spec(config) -> pipeline.ViewSpec:
     v = config.data.test_views
     try:

@@ -201,7 +201,6 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
 
     from stjax import export, objectives
     from stjax.data import config as data_config
-    from stjax.data import pipeline
     from stjax.eval import features as eval_features
     from stjax.train import mesh as mesh_lib
     from stjax.train import pretrain as pretrain_lib
@@ -220,12 +219,7 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
                    augmentation.crop_size, 3)
 
     def make_batches(start_batch):
-        return pipeline.pretrain_dataset(
-            c.data.dataset, batch_size=per_process, clips=clips, augmentation=augmentation, seed=c.seed,
-            split=c.data.train_split, data_dir=c.data.data_dir, process_index=jax.process_index(),
-            process_count=jax.process_count(), shuffle_buffer=c.data.shuffle_buffer, start_batch=start_batch,
-            augment_on=c.data.get("augment_on", "host"),
-        ).as_numpy_iterator()
+        return data_config.pretrain_batches(c, per_process, start_batch)
 
     framework = objectives.create_framework(c, c.total_steps, steps_per_epoch)
     result = pretrain_lib.pretrain(c, directory, framework, make_batches, clips_shape, c.total_steps,
