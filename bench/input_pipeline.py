@@ -152,14 +152,10 @@ def build_dataset(video_root: str, data_dir: str) -> dict:
 
 
 def _augment_config():
-    import importlib.util
-
+    from stjax import configlib
     from stjax.data import config as data_config
 
-    spec = importlib.util.spec_from_file_location("pretrain_config", os.path.join(REPO, "configs", "pretrain.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("k400_r50")
+    config = configlib.load_config_file(os.path.join(REPO, "configs", "pretrain.py"), "k400_r50")
     assert config.data.augmentation.crop_size == CROP and config.data.num_frames == NUM_FRAMES
     return data_config.augment_config(config)
 

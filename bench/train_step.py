@@ -82,12 +82,9 @@ def peak_flops(device_kind: str, dtype: str, override_tflops: float | None = Non
 
 def _pretrain_config(spec: dict):
     """configs/pretrain.py:k400_r50 for the framework, with the bench's backbone, shapes and model options."""
-    import importlib.util
+    from stjax import configlib
 
-    loader = importlib.util.spec_from_file_location("stjax_bench_pretrain_config", ROOT / "configs" / "pretrain.py")
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    config = module.get_config(f"k400_r50,framework={spec['framework']},rho={spec['rho']},"
+    config = configlib.load_config_file(str(ROOT / "configs" / "pretrain.py"), f"k400_r50,framework={spec['framework']},rho={spec['rho']},"
                                f"backbone={spec['backbone']},batch_size={spec['batch']}")
     config.data.num_frames = spec["frames"]
     config.data.augmentation.crop_size = spec["crop"]

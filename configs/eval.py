@@ -23,7 +23,6 @@ writes the per-fold results and their mean to DIR/results.json and DIR/report.md
 Arguments: data=demo|k400_r50 (the data block of that pretraining preset), dataset=NAME[/CONFIG],
 steps=..., folds=all|N+M, seed=N. Any field can be overridden with `--config.a.b=value`.
 """
-import importlib.util
 import os
 
 import ml_collections
@@ -33,18 +32,11 @@ from stjax import configlib
 PROTOCOLS = ("linear", "knn", "retrieval", "finetune")  # stjax.eval.evaluate.PROTOCOLS
 
 
-def _pretrain_config(preset: str):
-    spec = importlib.util.spec_from_file_location("stjax_pretrain_config",
-                                                  os.path.join(os.path.dirname(__file__), "pretrain.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
-
-
 def get_config(arg=None):
     args = configlib.parse_arg(arg, PROTOCOLS, data=str, dataset=str, steps=str, folds=str, seed=int)
     configlib.require_choice("data", args.get("data", "demo"), ("demo", "k400_r50"))
-    pretrain = _pretrain_config(args.get("data", "demo"))
+    pretrain = configlib.load_config_file(os.path.join(os.path.dirname(__file__), "pretrain.py"),
+                                          args.get("data", "demo"))
     config = ml_collections.ConfigDict()
     config.job = "eval"
     config.protocol = args["preset"]

@@ -5,9 +5,19 @@ Every error names the field and the valid values, and happens before any work.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 from typing import Any, Iterable
 
+
+def load_config_file(path: str, arg: str | None = None):
+    """`get_config(arg)` of the config file at `path` (e.g. configs/pretrain.py), as `--config path:arg` does."""
+    name = "stjax_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
 
 
 def parse_arg(arg: str | None, presets: Iterable[str], **types: type) -> dict[str, Any]:

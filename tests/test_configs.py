@@ -1,21 +1,17 @@
 """configs/pretrain.py: presets, `key=value` arguments, and early, clear errors."""
-import importlib.util
 import math
 import os
 
 import pytest
 
-from stjax import objectives
+from stjax import configlib, objectives
 from stjax.data import config as data_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _get_config(arg):
-    spec = importlib.util.spec_from_file_location("pretrain_config", os.path.join(ROOT, "configs", "pretrain.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return configlib.load_config_file(os.path.join(ROOT, "configs", "pretrain.py"), arg)
 
 
 def test_presets_and_arguments():

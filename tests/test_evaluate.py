@@ -1,11 +1,11 @@
 """The evaluation job (configs/eval.py, stjax/eval/evaluate.py) and its nearest-neighbour protocols."""
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
+from stjax import configlib
 from stjax.eval import evaluate, knn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,10 +65,7 @@ def test_steps_and_targets(tmp_path):
 
 
 def _eval_config(protocol, tmp_path, init_from):
-    spec = importlib.util.spec_from_file_location("eval_config", os.path.join(ROOT, "configs", "eval.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(f"{protocol},steps=all")
+    config = configlib.load_config_file(os.path.join(ROOT, "configs", "eval.py"), f"{protocol},steps=all")
     config.init_from = init_from
     config.data_from_run = False
     config.data.data_dir = str(tmp_path / "tfds")

@@ -1,20 +1,17 @@
 """The demo's code path end to end at a tiny size: synthetic videos → build → pretrain → probe → summary."""
-import importlib.util
 import json
 import os
 
 import pytest
 
+from stjax import configlib
 from stjax import main as main_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _demo_config(tmp_path, arg="demo"):
-    spec = importlib.util.spec_from_file_location("pretrain_config", os.path.join(ROOT, "configs", "pretrain.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(arg)
+    config = configlib.load_config_file(os.path.join(ROOT, "configs", "pretrain.py"), arg)
     config.data.data_dir = str(tmp_path / "tfds")
     config.data.manual_dir = str(tmp_path / "videos")
     config.data.synthetic.update(num_train=16, num_test=8, size=32, seconds=1.0)

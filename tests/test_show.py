@@ -1,19 +1,16 @@
 """The demo's data path end to end at a tiny size: render videos → build → sample → PNG."""
-import importlib.util
 import os
 
 import pytest
 
+from stjax import configlib
 from stjax.data import builders, show
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_show_builds_the_synthetic_set_and_writes_a_png(tmp_path):
-    spec = importlib.util.spec_from_file_location("pretrain_config", os.path.join(ROOT, "configs", "pretrain.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("demo,rho=3,timespan=0.5")
+    config = configlib.load_config_file(os.path.join(ROOT, "configs", "pretrain.py"), "demo,rho=3,timespan=0.5")
     config.data.data_dir = str(tmp_path / "tfds")
     config.data.manual_dir = str(tmp_path / "videos")
     config.data.synthetic.update(num_train=10, num_test=5, size=32, seconds=1.0)
