@@ -1,0 +1,207 @@
+"""A study's results table: the runs of a sweep (`launch/sweep.py`) as rows × columns, Markdown and PNG.
+
+    python -m stjax.report runs/study                      # rows: the grid's first key; columns: the second
+    python -m stjax.report runs/study --metric final_loss --rows rho --cols framework
+
+Reads each run's `summary.json` (written by `python -m stjax.main` when a run finishes) and the
+sweep's `sweep.json` (the grid, for the order of the keys and values; without it, the runs'
+folder names `KEY=VALUE,KEY=VALUE` are parsed). A grid with more than two keys gives one table
+per combination of the others. Writes STUDY/report.md and STUDY/report.png and prints the Markdown.
+Cells of unfinished runs read "–".
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+
+PERCENT_METRICS = ("linear_top1", "linear_top5", "random_init_linear_top1", "knn_top1", "knn_top5")
+
+
+def collect(study_dir: str) -> tuple[list[tuple[str, list[str]]], list[tuple[dict, dict | None]]]:
+    """(grid [(key, [values in order])], runs [(params, summary or None if unfinished)])."""
+    sweep_path = os.path.join(study_dir, "sweep.json")
+    if os.path.exists(sweep_path):
+        with open(sweep_path) as f:
+            sweep = json.load(f)
+        grid = [(key, list(values)) for key, values in sweep["grid"]]
+        entries = [(run["params"], os.path.join(study_dir, run["name"])) for run in sweep["runs"]]
+    else:
+        entries = []
+        for name in sorted(os.listdir(study_dir)):
+            params = _parse_run_name(name)
+            if params and os.path.isdir(os.path.join(study_dir, name)):
+                entries.append((params, os.path.join(study_dir, name)))
+        if not entries:
+            raise SystemExit(f"{study_dir}: no sweep.json and no run folders named KEY=VALUE,... "
+                             "(made by `python launch/sweep.py ... --workdir {study_dir}`)")
+        grid = []
+        for key in entries[0][0]:
+            values = []
+            for params, _ in entries:
+                if params.get(key) not in values:
+                    values.append(params.get(key))
+            grid.append((key, _natural_order(values)))
+    runs = []
+    for params, run_dir in entries:
+        path = os.path.join(run_dir, "summary.json")
+        summary = None
+        if os.path.exists(path):
+            with open(path) as f:
+                summary = json.load(f)
+        runs.append((params, summary))
+    return grid, runs
+
+
+def _parse_run_name(name: str) -> dict[str, str]:
+    params = {}
+    for item in name.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            return {}
+        params[key] = value
+    return params
+
+
+def _natural_order(values: list[str]) -> list[str]:
+    def key(v):
+        try:
+            return (0, float(v), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(v))
+    return sorted(values, key=key)
+
+
+def format_value(metric: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if metric in PERCENT_METRICS or metric.endswith("top1") or metric.endswith("top5"):
+        return f"{100 * float(value):.1f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def tables(grid, runs, metric: str, rows: str | None = None, cols: str | None = None):
+    """[(title, row_key, row_values, col_key, col_values, {(row, col): value})], one per other-key combination."""
+    keys = [key for key, _ in grid]
+    values_of = dict(grid)
+    for name, key in (("--rows", rows), ("--cols", cols)):
+        if key is not None and key not in keys:
+            raise SystemExit(f"{name} {key!r} is not a key of the sweep; valid choices: {', '.join(keys)}")
+    row_key = rows or (keys[0] if keys else None)
+    col_key = cols or next((k for k in keys if k != row_key), None)
+    others = [k for k in keys if k not in (row_key, col_key)]
+    result = []
+    for combo in itertools.product(*(values_of[k] for k in others)):
+        fixed = dict(zip(others, combo))
+        cells = {}
+        for params, summary in runs:
+            if any(params.get(k) != v for k, v in fixed.items()):
+                continue
+            value = None if summary is None else summary.get(metric)
+            cells[(params.get(row_key), params.get(col_key))] = value
+        title = ", ".join(f"{k}={v}" for k, v in fixed.items())
+        result.append((title, row_key, values_of.get(row_key, [None]), col_key, values_of.get(col_key, [None]), cells))
+    return result
+
+
+def markdown(study_dir: str, grid, runs, metric: str, rows=None, cols=None) -> str:
+    finished = [s for _, s in runs if s is not None]
+    lines = [f"# {os.path.basename(os.path.abspath(study_dir))}: {metric}", ""]
+    lines.append(f"{len(finished)} of {len(runs)} runs finished"
+                 + (" (in %, test split)" if metric in PERCENT_METRICS else "") + ".")
+    lines.append("")
+    for title, row_key, row_values, col_key, col_values, cells in tables(grid, runs, metric, rows, cols):
+        if title:
+            lines += [f"## {title}", ""]
+        header = [row_key or ""] + [f"{col_key}={c}" if col_key else metric for c in col_values]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("| " + " | ".join(["---"] * len(header)) + " |")
+        for r in row_values:
+            lines.append("| " + " | ".join([str(r)] + [format_value(metric, cells.get((r, c))) for c in col_values])
+                         + " |")
+        lines.append("")
+    baselines = []
+    for field, name in (("random_init_linear_top1", "the same backbone at random initialisation"),
+                        ("chance_top1", "chance")):
+        values = [s[field] for s in finished if s.get(field) is not None]
+        if values and metric == "linear_top1":
+            baselines.append(f"{name}: {100 * sum(values) / len(values):.1f}")
+    if baselines:
+        lines += ["Linear probe of " + "; ".join(baselines) + " (mean over the runs).", ""]
+    if finished:
+        described = {k: v for k, v in finished[0].items() if k in ("backbone", "dataset", "steps", "batch_size")}
+        lines.append("Runs: " + ", ".join(f"{k} {v}" for k, v in described.items()) + ".")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_png(path: str, grid, runs, metric: str, rows=None, cols=None) -> None:
+    """Grouped bars: one group per row value, one bar per column value, a panel per table."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = tables(grid, runs, metric, rows, cols)
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    fig = Figure(figsize=(max(6.0, 1.6 * len(panels[0][2]) + 2), 3.6 * len(panels)), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, squeeze=False)[:, 0])
+    finished = [s for _, s in runs if s is not None]
+    for ax, (title, row_key, row_values, col_key, col_values, cells) in zip(axes, panels):
+        width = 0.8 / max(1, len(col_values))
+        for j, c in enumerate(col_values):
+            heights = [cells.get((r, c)) for r in row_values]
+            xs = np.arange(len(row_values)) + (j - (len(col_values) - 1) / 2) * width
+            ys = [np.nan if h is None else scale * float(h) for h in heights]
+            bars = ax.bar(xs, ys, width, label=f"{col_key}={c}" if col_key else metric)
+            for bar, y in zip(bars, ys):
+                if not np.isnan(y):
+                    ax.annotate(f"{y:.1f}" if scale == 100 else f"{y:.3g}", (bar.get_x() + bar.get_width() / 2, y),
+                                ha="center", va="bottom", fontsize=7)
+        if metric == "linear_top1":
+            for field, style, name in (("random_init_linear_top1", "--", "random init"), ("chance_top1", ":", "chance")):
+                values = [s[field] for s in finished if s.get(field) is not None]
+                if values:
+                    ax.axhline(100 * sum(values) / len(values), color="grey", ls=style, lw=1, label=name)
+        ax.set_xticks(np.arange(len(row_values)), [str(r) for r in row_values])
+        ax.set_xlabel(row_key or "")
+        ax.set_ylabel(metric + (" (%)" if scale == 100 else ""))
+        ax.set_title(title or os.path.basename(os.path.dirname(os.path.abspath(path))))
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stjax.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("study_dir", help="the --workdir of launch/sweep.py")
+    parser.add_argument("--metric", default="linear_top1",
+                        help="a field of the runs' summary.json (linear_top1, linear_top5, final_loss, train_seconds, ...)")
+    parser.add_argument("--rows", default=None, help="the grid key down the side (default: the first)")
+    parser.add_argument("--cols", default=None, help="the grid key across (default: the second)")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.study_dir):
+        raise SystemExit(f"{args.study_dir}: no such folder")
+    grid, runs = collect(args.study_dir)
+    finished = [s for _, s in runs if s is not None]
+    if finished and all(args.metric not in s for s in finished):
+        fields = sorted(k for k, v in finished[0].items() if isinstance(v, (int, float)))
+        raise SystemExit(f"--metric {args.metric!r} is in no summary.json; valid choices: {', '.join(fields)}")
+    text = markdown(args.study_dir, grid, runs, args.metric, args.rows, args.cols)
+    stem = "report" if args.metric == "linear_top1" else f"report_{args.metric}"
+    with open(os.path.join(args.study_dir, stem + ".md"), "w") as f:
+        f.write(text)
+    write_png(os.path.join(args.study_dir, stem + ".png"), grid, runs, args.metric, args.rows, args.cols)
+    print(text)
+    print(f"wrote {os.path.join(args.study_dir, stem + '.md')} and {stem}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
