@@ -29,6 +29,7 @@ Any field can also be overridden with `--config.a.b=value`.
 import math
 
 import ml_collections
+from ml_collections.config_dict import placeholder  # None, but typed: settable with --config.a.b=...
 
 from stjax import configlib
 
@@ -86,12 +87,15 @@ def get_config(arg=None):
     config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07))
 
     data = config.data = ml_collections.ConfigDict()
-    data.data_dir = None          # default: $STJAX_DATA_ROOT/tfds (~/stjax_data/tfds)
-    data.manual_dir = None        # the videos, for building when missing
+    data.data_dir = placeholder(str)   # default: $STJAX_DATA_ROOT/tfds (~/stjax_data/tfds)
+    data.manual_dir = placeholder(str) # the videos, for building when missing
     data.train_split = "train"
     data.eval_split = "test"
     data.shuffle_buffer = 1024
     data.deterministic = True
+    # The training stream is defined over this many slices of the split (0: one per process), each process
+    # reading its share: the same batches on any number of processes that divides it (see README, multi-host).
+    data.num_shards = 0
     # Where the per-clip flip / colour jitter / grayscale / blur run: "host" (tf.data) or "device" (in the
     # train step, from draws the pipeline sends along; the same clips within one uint8 level, half the host's
     # work per clip). The demo keeps them on the host: on a CPU-only machine the device is the same CPU.
@@ -109,7 +113,7 @@ def get_config(arg=None):
     aug.blur_prob = 0.5
     aug.blur_sigma_range = (0.1, 2.0)  # pixels at crop resolution
     views = data.test_views = ml_collections.ConfigDict()
-    views.short_side = None       # resize before cropping; None = crop_size (crops span the short side)
+    views.short_side = placeholder(int)  # resize before cropping; None = crop_size (crops span the short side)
 
     if config.preset == "demo":
         data.dataset = "synthetic"

@@ -45,7 +45,10 @@ def validate(config) -> None:
 
 
 def run(config, workdir: str) -> dict:
-    """Pretrain + probe; returns the summary dict (also written to WORKDIR/summary.json)."""
+    """Pretrain + probe; returns the summary dict (also written to WORKDIR/summary.json).
+
+    Raises `stjax.train.pretrain.Preempted` when a SIGTERM stopped the pretraining (after a checkpoint).
+    """
     import jax
 
     from stjax import objectives
@@ -77,8 +80,8 @@ def run(config, workdir: str) -> dict:
     crop = augmentation.crop_size
     clips_shape = (config.batch_size, clips.num_clips, clips.num_frames, crop, crop, 3)
 
-    def make_batches(start_batch):
-        return data_config.pretrain_batches(config, per_process, start_batch)
+    def make_batches(start_batch, num_shards):
+        return data_config.pretrain_batches(config, per_process, start_batch, num_shards)
 
     framework = objectives.create_framework(config, total_steps, steps_per_epoch)
     if jax.process_index() == 0:
@@ -98,7 +101,10 @@ def run(config, workdir: str) -> dict:
 
     result = pretrain_lib.pretrain(config, workdir, framework, make_batches, clips_shape, total_steps,
                                    steps_per_epoch, mesh=mesh,
-                                   evaluate=knn_monitor if config.get("eval_every", 0) > 0 else None)
+                                   evaluate=knn_monitor if config.get("eval_every", 0) > 0 else None,
+                                   data_shards=config.data.get("num_shards", 0) or None)
+    if result.preempted:  # the checkpoint is saved; the same command continues (and then probes)
+        raise pretrain_lib.Preempted(f"pretraining stopped at step {result.steps} of {total_steps}")
 
     # Linear probe on frozen features: pretrained vs the same architecture at random init.
 
@@ -170,13 +176,24 @@ def _last_loss(workdir):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    config = flags.FLAGS.config
-    if config.get("job", "pretrain") == "eval":  # configs/eval.py
-        from stjax.eval import evaluate
+    from stjax.train import distributed
 
-        evaluate.run(config, flags.FLAGS.workdir)
-    else:
-        run(config, flags.FLAGS.workdir)
+    distributed.initialize()  # a no-op unless launched as one of several processes (launch/)
+    from stjax.train import pretrain as pretrain_lib
+
+    config = flags.FLAGS.config
+    try:
+        if config.get("job", "pretrain") == "eval":  # configs/eval.py
+            from stjax.eval import evaluate
+
+            evaluate.run(config, flags.FLAGS.workdir)
+        else:
+            run(config, flags.FLAGS.workdir)
+    except pretrain_lib.Preempted as e:  # a clean stop, exit status 0: the scheduler restarts the same command
+        import jax
+
+        if jax.process_index() == 0:
+            print(f"{e}; checkpoint saved, run the same command to continue", flush=True)
 
 
 if __name__ == "__main__":

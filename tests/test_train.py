@@ -38,7 +38,7 @@ def _batch(seed, shape=CLIPS_SHAPE):
             "label": rng.integers(0, 3, size=shape[:1]).astype(np.int32)}
 
 
-def _make_batches(start):
+def _make_batches(start, num_shards=1):
     step = start
     while True:
         yield _batch(step)
@@ -118,11 +118,11 @@ def test_target_network_follows_the_ema_formula():
     assert "predictor" not in after
 
 
-def _run(workdir, total_steps, stop_after=None):
+def _run(workdir, total_steps, stop_after=None, num_devices=None):
     config = _config()
     framework = objectives.create_framework(config, total_steps=total_steps)
     return pretrain_lib.pretrain(config, str(workdir), framework, _make_batches, CLIPS_SHAPE, total_steps,
-                                 steps_per_epoch=2, mesh=mesh_lib.create_mesh(), stop_after=stop_after)
+                                 steps_per_epoch=2, mesh=mesh_lib.create_mesh(num_devices), stop_after=stop_after)
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
@@ -135,6 +135,17 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
         np.testing.assert_array_equal(a, b)
     records = pretrain_lib.stack_loss_history(str(tmp_path / "split"))
     assert [s for s, _ in records] == [2, 3, 4, 6, 7]  # every 2 steps, at checkpoints (3, 6) and at the end
+
+
+def test_checkpoint_of_4_devices_resumes_on_8_with_the_same_global_batch(tmp_path):
+    # (8 -> 4 through the command line, after a SIGTERM: tests/test_multihost.py)
+    whole = _run(tmp_path / "whole", total_steps=5)
+    _run(tmp_path / "split", total_steps=5, stop_after=2, num_devices=4)
+    second = _run(tmp_path / "split", total_steps=5, num_devices=8)
+    assert second.resumed_from == 2
+    assert all(s.num_devices == 8 for s in jax.tree.leaves(jax.tree.map(lambda x: x.sharding, second.state)))
+    for a, b in zip(jax.tree.leaves(jax.device_get(whole.state)), jax.tree.leaves(jax.device_get(second.state))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tmp_path):

@@ -15,6 +15,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     clip_spec(config)
     augment_config(config)
     configlib.require_choice("data.augment_on", config.data.get("augment_on", "host"), augment_config_lib.AUGMENT_ON)
+    configlib.require(config.data.get("num_shards", 0) >= 0, "data.num_shards", config.data.get("num_shards"),
+                      "0 (one per process) or a multiple of the number of processes")
     view_spec(config)
 
 
@@ -32,18 +34,43 @@ def augment_config(config) -> augment.AugmentConfig:
     return augment_config_lib.from_config(config)
 
 
-def pretrain_batches(config, per_process_batch: int, start_batch: int = 0):
+def pretrain_batches(config, per_process_batch: int, start_batch: int = 0, num_shards: int | None = None):
     """This process's endless training batches (NumPy) for `config`: `pipeline.pretrain_dataset` with the
-    config's data settings (clips, augmentation and where it runs, shuffle, determinism)."""
-    import jax
+    config's data settings (clips, augmentation and where it runs, shuffle, determinism).
 
-    return pipeline.pretrain_dataset(
-        config.data.dataset, batch_size=per_process_batch, clips=clip_spec(config),
+    The global stream is defined over `num_shards` slices of the split (default: one per process,
+    `data.num_shards` in a config), each with its own shuffle and draws; a process reads
+    num_shards / process_count of them and puts their batches one after another. So the same global
+    batches come out on any number of processes that divides `num_shards`: a run can move between
+    1 process of 8 devices and 2 of 4, or resume on fewer hosts, with the same data.
+    """
+    import jax
+    import numpy as np
+
+    processes, process = jax.process_count(), jax.process_index()
+    num_shards = num_shards or processes
+    mine = check_shards(num_shards, processes, per_process_batch)
+    iterators = [pipeline.pretrain_dataset(
+        config.data.dataset, batch_size=per_process_batch // mine, clips=clip_spec(config),
         augmentation=augment_config(config), seed=config.seed, split=config.data.train_split,
-        data_dir=config.data.data_dir, process_index=jax.process_index(), process_count=jax.process_count(),
+        data_dir=config.data.data_dir, process_index=process * mine + i, process_count=num_shards,
         shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.get("deterministic", True),
         start_batch=start_batch, augment_on=config.data.get("augment_on", "host"),
-    ).as_numpy_iterator()
+    ).as_numpy_iterator() for i in range(mine)]
+    if mine == 1:
+        return iterators[0]
+    return (jax.tree.map(lambda *parts: np.concatenate(parts), *batches) for batches in zip(*iterators))
+
+
+def check_shards(num_shards: int, process_count: int, per_process_batch: int) -> int:
+    """Slices of the data stream each process reads; a clear error unless they divide evenly."""
+    configlib.require(num_shards >= 1 and num_shards % process_count == 0, "data.num_shards", num_shards,
+                      f"0 (one per process) or a multiple of the number of processes ({process_count})")
+    mine = num_shards // process_count
+    configlib.require(per_process_batch % mine == 0, "data.num_shards", num_shards,
+                      f"a number that divides the batch into equal slices: {per_process_batch} videos per "
+                      f"process is not a multiple of {mine} slices per process")
+    return mine
 
 
 def view_spec(config) -> pipeline.ViewSpec:

@@ -218,12 +218,14 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     clips_shape = (c.batch_size, clips.num_clips, clips.num_frames, augmentation.crop_size,
                    augmentation.crop_size, 3)
 
-    def make_batches(start_batch):
-        return data_config.pretrain_batches(c, per_process, start_batch)
+    def make_batches(start_batch, num_shards):
+        return data_config.pretrain_batches(c, per_process, start_batch, num_shards)
 
     framework = objectives.create_framework(c, c.total_steps, steps_per_epoch)
     result = pretrain_lib.pretrain(c, directory, framework, make_batches, clips_shape, c.total_steps,
                                    steps_per_epoch, mesh=mesh)
+    if result.preempted:
+        raise pretrain_lib.Preempted(f"fine-tuning stopped at step {result.steps} of {c.total_steps}")
     features = eval_features.make_feature_extractor(framework.backbone, c, mesh, eval_per_process)
     test_x, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
                               c.data.eval_split)

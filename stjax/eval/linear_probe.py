@@ -29,12 +29,13 @@ _STD_EPS = 1e-6
 # Feature extraction
 # --------------------------------------------------------------------------------------
 
-def _to_host(x: Any, name: str) -> np.ndarray:
-    """np.asarray that explains the multi-process case instead of failing obscurely."""
+def _to_host(x: Any) -> np.ndarray:
+    """The whole array as NumPy on this host; a global array of several processes is gathered from all of
+    them (a collective: every process makes the same calls, as in `extract_features`)."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        raise ValueError(
-            f"{name} is a jax.Array that is not fully addressable from this process "
-            "(multi-process sharding); extract_features only supports single-process arrays")
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 
 
@@ -49,8 +50,8 @@ def extract_features(embed_fn: Callable[[Mapping[str, Any]], Any],
     batches: an iterable of such dicts. A batch without 'mask' counts as all real.
 
     Only rows with mask == True are kept (padding examples of the last batch are dropped).
-    Arrays are gathered to host with np.asarray, which works for sharded arrays of a single
-    process. The next batch is dispatched before the previous one is copied to host, so
+    Arrays come to the host whole: with several processes every one gathers every batch's
+    rows, so all get the same (features, labels). The next batch is dispatched before the previous one is copied to host, so
     device compute and the host transfer overlap.
     """
     feats_out: list[np.ndarray] = []
@@ -59,7 +60,7 @@ def extract_features(embed_fn: Callable[[Mapping[str, Any]], Any],
 
     def collect(index, feats, batch):
         nonlocal dim
-        f = _to_host(feats, f"embed_fn output of batch {index}")
+        f = _to_host(feats)
         if f.ndim != 2:
             raise ValueError(f"embed_fn must return features of shape [B, D]; batch {index} gave {f.shape}")
         if dim is None:
@@ -69,14 +70,14 @@ def extract_features(embed_fn: Callable[[Mapping[str, Any]], Any],
                              f"but {dim} for earlier batches")
         if "label" not in batch:
             raise ValueError(f"batches: batch {index} has no 'label' entry")
-        labels = _to_host(batch["label"], f"batches[{index}]['label']").reshape(-1)
+        labels = _to_host(batch["label"]).reshape(-1)
         if labels.shape[0] != f.shape[0]:
             raise ValueError(f"batches: batch {index} has {labels.shape[0]} labels but embed_fn "
                              f"returned {f.shape[0]} feature rows")
         if batch.get("mask") is None:
             mask = np.ones(labels.shape[0], bool)
         else:
-            mask = _to_host(batch["mask"], f"batches[{index}]['mask']").reshape(-1).astype(bool)
+            mask = _to_host(batch["mask"]).reshape(-1).astype(bool)
             if mask.shape[0] != f.shape[0]:
                 raise ValueError(f"batches: batch {index} has a mask of length {mask.shape[0]} "
                                  f"but {f.shape[0]} feature rows")

@@ -1,8 +1,10 @@
 """Orbax checkpoints of the train state, plus the data position, in `WORKDIR/checkpoints/`.
 
 Saves are asynchronous and atomic (Orbax writes to a temporary directory and
-renames it when complete, so an interrupted save is never picked up), the last
-`max_to_keep` are kept. The data position is the number of batches consumed,
+renames it when complete, so a save interrupted even by SIGKILL is never picked
+up; its leftovers are removed when the next run opens the directory), the last
+`max_to_keep` are kept. With several processes Orbax writes one checkpoint
+together (each process its shards, process 0 the metadata and the rename). The data position is the number of batches consumed,
 which equals the step: the pipeline is deterministic and resumes from it.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+                cleanup_tmp_directories=True,  # what a killed save left behind
             ),
         )
 

@@ -13,8 +13,9 @@ DATA_AXIS = "data"
 
 
 def create_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the first `num_devices` devices (default: all), axis `data`."""
-    devices = jax.devices()
+    """A 1-D mesh over the first `num_devices` devices (default: all, process by process), axis `data`."""
+    # Each process's devices side by side, so that its host batch is one contiguous block of the global one.
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     if num_devices is not None:
         if not 1 <= num_devices <= len(devices):
             raise ValueError(f"num_devices must be in 1..{len(devices)}, got {num_devices}")

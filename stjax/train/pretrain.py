@@ -1,9 +1,14 @@
 """The generic pretraining loop: create or restore the state, step, log, checkpoint.
 
 Framework, backbone and data are all supplied from outside; this loop has no
-branch for any of them. Input batches come from `make_batches(start_batch)`,
+branch for any of them. Input batches come from `make_batches(start_batch, num_shards)`,
 an iterator of this process's host batches (NumPy), so the loop itself never
 imports TensorFlow.
+
+A SIGTERM (a scheduler's preemption notice) stops the loop at the next step
+boundary, on every process at the same step, after a checkpoint: the same
+command started again continues from there and ends with the same state as a
+run that was never interrupted.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from stjax.data import device as device_lib
 from stjax.objectives import Framework
 from stjax.train import checkpoint as checkpoint_lib
 from stjax.train import mesh as mesh_lib
+from stjax.train import preemption as preemption_lib
 from stjax.train import metrics as metrics_lib
 from stjax.train import step as step_lib
 from stjax.train.optimizer import create_optimizer
@@ -29,6 +35,10 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
+class Preempted(Exception):
+    """A run stopped on a SIGTERM after saving its checkpoint (`python -m stjax.main` exits 0 on it)."""
+
+
 @dataclasses.dataclass
 class PretrainResult:
     state: TrainState
@@ -37,26 +47,34 @@ class PretrainResult:
     steps: int
     train_seconds: float          # wall time spent stepping, all sessions of this run together
     resumed_from: int | None
+    preempted: bool = False       # stopped early on a SIGTERM, after saving a checkpoint at `steps`
+    data_shards: int = 1          # the data stream's slices (`make_batches`' num_shards)
 
 
 def pretrain(
     config,
     workdir: str,
     framework: Framework,
-    make_batches: Callable[[int], Iterator[dict]],
+    make_batches: Callable[[int, int], Iterator[dict]],
     clips_shape: tuple,
     total_steps: int,
     steps_per_epoch: float,
     mesh=None,
     stop_after: int | None = None,
     evaluate: Callable[[TrainState], dict] | None = None,
+    data_shards: int | None = None,
 ) -> PretrainResult:
     """Trains `framework` for `total_steps`, resuming from WORKDIR/checkpoints if present.
 
     Args:
       config: the run config (uses seed, batch_size, optimizer, log_every,
         checkpoint_every, keep_checkpoints).
-      make_batches: start_batch → iterator of host batches {'clips': uint8 [b, ρ, T, S, S, 3], ...}.
+      make_batches: (start_batch, num_shards) → iterator of this process's host batches
+        {'clips': uint8 [b, ρ, T, S, S, 3], ...}, the global stream being defined over
+        `num_shards` slices of the data (`stjax.data.config.pretrain_batches`).
+      data_shards: the stream's slices for a new run (default: one per process). A resumed run
+        keeps the number its checkpoint records, so the data continues as it would have, on
+        any number of processes that divides it.
       clips_shape: global clips shape [B, ρ, T, S, S, 3], for initialisation.
       stop_after: stop (with a checkpoint) after this many steps in this call,
         e.g. to test resuming; None runs to the end.
@@ -70,9 +88,11 @@ def pretrain(
     ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     start = ckpt.latest_step()
     previous_seconds = 0.0
+    data_shards = data_shards or jax.process_count()
     if start is not None:
         state, meta = ckpt.restore(factory.abstract)
         previous_seconds = float(meta.get("train_seconds", 0.0))
+        data_shards = int(meta.get("data_shards", data_shards))
         if jax.process_index() == 0:
             print(f"resuming from step {start} ({ckpt.directory})", flush=True)
     else:
@@ -87,7 +107,7 @@ def pretrain(
                                       mesh_lib.replicated_sharding(mesh), augmentation=augmentation)
     writer = metrics_lib.MetricWriter(workdir)
     progress = metrics_lib.Progress(total_steps, clips_shape[0] * clips_shape[1], start_step=start)
-    batches = device_lib.prefetch_to_mesh(make_batches(start), mesh_lib.batch_sharding(mesh))
+    batches = device_lib.prefetch_to_mesh(make_batches(start, data_shards), mesh_lib.batch_sharding(mesh))
     end = total_steps if stop_after is None else min(total_steps, start + stop_after)
     last_good = start if start > 0 else None
 
@@ -102,8 +122,17 @@ def pretrain(
         writer.write(step, values)
         progress.report(step, values)
 
+    def save(step, metrics):
+        nonlocal last_good
+        check_and_log(step, metrics)  # a checkpoint is only written after a finite loss
+        ckpt.save(state, {"train_seconds": previous_seconds + time.time() - started,
+                          "data_batches_consumed": step, "data_shards": data_shards}, force=True)
+        last_good = step
+
     started = time.time()
     pending = None  # (step number after the update, metrics on device): fetched one step late
+    watch = preemption_lib.PreemptionWatch()
+    preempted = False
     try:
         for step in range(start, end):
             state, metrics = step_fn(state, next(batches), step_rng)
@@ -111,11 +140,16 @@ def pretrain(
                 check_and_log(*pending)
                 pending = None
             done = step + 1
+            if watch.should_stop(done):
+                if last_good != done:
+                    save(done, metrics)
+                preempted, end = True, done
+                if jax.process_index() == 0:
+                    print(f"stopping at step {done} on {watch.requested_by}: checkpoint saved in {ckpt.directory}; "
+                          "the same command continues the run", flush=True)
+                break
             if done % config.checkpoint_every == 0 or done == end:
-                check_and_log(done, metrics)  # a checkpoint is only written after a finite loss
-                ckpt.save(state, {"train_seconds": previous_seconds + time.time() - started,
-                                  "data_batches_consumed": done})
-                last_good = done
+                save(done, metrics)
             elif done % config.log_every == 0:
                 pending = (done, metrics)
             eval_every = config.get("eval_every", 0)
@@ -128,11 +162,12 @@ def pretrain(
             check_and_log(*pending)
         jax.block_until_ready(state)
     finally:
+        watch.close()
         ckpt.close()
         writer.flush()
     return PretrainResult(state=state, framework=framework, state_factory=factory, steps=end,
                           train_seconds=previous_seconds + time.time() - started,
-                          resumed_from=start if start else None)
+                          resumed_from=start if start else None, preempted=preempted, data_shards=data_shards)
 
 
 def _with_imported_backbone(state: TrainState, framework: Framework, path: str, backbone: str,

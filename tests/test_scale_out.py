@@ -1,0 +1,204 @@
+"""Scale-out with real processes: 2 processes × 4 devices against 1 × 8, SIGTERM, SIGKILL during a save.
+
+Every run here is `python -m stjax.main` (the 2-process one through launch/multiprocess.sh) on a
+tiny synthetic set, 24 steps of r3d_micro at 8 videos per step.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from stjax import configlib
+from stjax import export
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL_STEPS = 24
+
+
+def _config_flags(data_dir, manual_dir):
+    return [
+        "--config=configs/pretrain.py:demo",
+        f"--config.data.data_dir={data_dir}", f"--config.data.manual_dir={manual_dir}",
+        "--config.data.augmentation.crop_size=24", "--config.data.shuffle_buffer=16",
+        "--config.model.backbone=r3d_micro",
+        "--config.byol.projector_hidden=(32,)", "--config.byol.projector_out=16",
+        "--config.byol.predictor_hidden=(32,)",
+        "--config.batch_size=8", "--config.eval_batch_size=8", f"--config.total_steps={TOTAL_STEPS}",
+        "--config.log_every=1", "--config.checkpoint_every=100", "--config.probe.epochs=2",
+        "--config.data.test_views.temporal=1", "--config.data.test_views.spatial=1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A built tiny synthetic set: (data_dir, manual_dir)."""
+    from stjax.data import config as data_config
+
+    root = tmp_path_factory.mktemp("multihost_data")
+    config = configlib.load_config_file(os.path.join(ROOT, "configs", "pretrain.py"), "demo")
+    config.data.data_dir = str(root / "tfds")
+    config.data.manual_dir = str(root / "videos")
+    config.data.synthetic.update(num_train=16, num_test=8, size=32, seconds=1.0)
+    data_config.ensure_built(config, verbose=False)
+    return config.data.data_dir, config.data.manual_dir
+
+
+def _env(devices_per_process, cache_dir):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_", "STJAX_", "SLURM_")) and k != "XLA_FLAGS"}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+               JAX_COMPILATION_CACHE_DIR=str(cache_dir), PYTHON=sys.executable, PYTHONUNBUFFERED="1",
+               JAX_PLATFORMS="cpu")
+    return env
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def _start(workdir, dataset, cache_dir, devices=8, processes=1, extra=()):
+    flags = _config_flags(*dataset) + list(extra) + [f"--workdir={workdir}"]
+    if processes == 1:
+        command = [sys.executable, "-m", "stjax.main", *flags]
+        env = _env(devices, cache_dir)
+    else:
+        command = ["bash", os.path.join(ROOT, "launch", "multiprocess.sh"), str(processes), *flags]
+        env = dict(_env(devices // processes, cache_dir), PORT=_free_port())
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _finish(process, timeout=600):
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def _losses(workdir):
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
+
+
+def _backbone(workdir):
+    _, variables, step = export.run_backbone(str(workdir))
+    return export.flatten_variables(variables), step
+
+
+def _assert_same_backbone(a, b):
+    (va, step_a), (vb, step_b) = a, b
+    assert step_a == step_b == TOTAL_STEPS
+    assert sorted(va) == sorted(vb)
+    for name in va:  # the all-reduces sum in another order across processes: float32 rounding, grown over 24 steps
+        np.testing.assert_allclose(va[name], vb[name], rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def one_process_of_8(dataset, tmp_path_factory):
+    """The reference: 1 process, 8 devices, the data stream defined over 2 slices (as 2 processes read it)."""
+    root = tmp_path_factory.mktemp("one_by_8")
+    workdir = root / "run"
+    _finish(_start(workdir, dataset, root / "cache", extra=["--config.data.num_shards=2"]))
+    return workdir
+
+
+def test_two_processes_of_4_devices_end_like_one_process_of_8(dataset, one_process_of_8, tmp_path):
+    workdir = tmp_path / "run"
+    output = _finish(_start(workdir, dataset, tmp_path / "cache", devices=8, processes=2))
+    assert "on 8 devices" in output
+    # process 0 alone logs (each step once) and reports
+    steps = [s for s, _ in _losses(workdir)]
+    assert steps == list(range(1, TOTAL_STEPS + 1))
+    assert output.count("step 24/24") == 1 and output.count("wrote ") == 1
+    summary = json.loads((workdir / "summary.json").read_text())
+    reference = json.loads((one_process_of_8 / "summary.json").read_text())
+    assert summary["num_devices"] == reference["num_devices"] == 8
+    np.testing.assert_allclose([v for _, v in _losses(workdir)], [v for _, v in _losses(one_process_of_8)],
+                               rtol=1e-4)
+    _assert_same_backbone(_backbone(workdir), _backbone(one_process_of_8))
+
+
+def test_sigterm_saves_and_exits_0_then_resumes_on_4_devices_to_the_same_end(dataset, one_process_of_8, tmp_path):
+    workdir = tmp_path / "run"
+    process = _start(workdir, dataset, tmp_path / "cache", extra=["--config.data.num_shards=2"])
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert process.poll() is None and time.time() < deadline, "the run ended before it logged 2 steps"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    output = _finish(process)
+    assert "checkpoint saved, run the same command to continue" in output
+    _, stopped_at = _backbone(workdir)
+    assert 2 <= stopped_at < TOTAL_STEPS
+    assert not (workdir / "summary.json").exists()
+    # again, on half the devices: the checkpoint restores onto the 4-device mesh, the global batch stays 8
+    output = _finish(_start(workdir, dataset, tmp_path / "cache", devices=4))
+    assert f"resuming from step {stopped_at}" in output and "on 4 devices" in output
+    assert [s for s, _ in _losses(workdir)] == list(range(1, TOTAL_STEPS + 1))
+    _assert_same_backbone(_backbone(workdir), _backbone(one_process_of_8))
+
+
+KILLED_SAVE = """
+import sys
+import jax, jax.numpy as jnp
+from stjax.train.checkpoint import Checkpointer
+from stjax.train.state import TrainState
+
+def state(step, size):
+    values = jax.random.uniform(jax.random.key(step), (size,))
+    return TrainState(step=jnp.asarray(step), params={"w": values}, batch_stats={"b": values[:4]},
+                      extra={"e": values[:2]}, opt_state={"o": values[:3]})
+
+checkpointer = Checkpointer(sys.argv[1], async_save=False)
+checkpointer.save(state(1, 1000))
+print("saved 1", flush=True)
+checkpointer.save(state(2, 150_000_000))  # 600 MB of float32: still being written when the kill comes
+print("saved 2", flush=True)
+"""
+
+
+def test_sigkill_during_a_save_leaves_nothing_that_resume_picks_up(tmp_path):
+    import jax
+
+    from stjax.train.checkpoint import Checkpointer
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    process = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(tmp_path)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "saved 1"
+    directory = tmp_path / "checkpoints"
+    deadline = time.time() + 120
+    while not any(p.name.startswith("2") for p in directory.iterdir()):
+        assert time.time() < deadline and process.poll() is None, "the second save never started"
+        time.sleep(0.001)
+    partial = [p.name for p in directory.iterdir() if p.name.startswith("2")]
+    process.kill()
+    process.wait()
+    assert partial and all(name != "2" for name in partial)  # killed while step 2 was a temporary folder
+
+    checkpointer = Checkpointer(str(tmp_path))
+    assert checkpointer.latest_step() == 1
+    abstract = jax.eval_shape(lambda: _small_state())
+    state, _ = checkpointer.restore(abstract)
+    np.testing.assert_array_equal(np.asarray(state.params["w"]), np.asarray(_small_state().params["w"]))
+    checkpointer.close()
+    assert sorted(p.name for p in directory.iterdir()) == ["1"]  # the leftovers are gone
+
+
+def _small_state():
+    import jax
+    import jax.numpy as jnp
+
+    from stjax.train.state import TrainState
+
+    values = jax.random.uniform(jax.random.key(1), (1000,))
+    return TrainState(step=jnp.asarray(1), params={"w": values}, batch_stats={"b": values[:4]},
+                      extra={"e": values[:2]}, opt_state={"o": values[:3]})
