@@ -8,7 +8,8 @@ Every combination of the `--grid` values is one run, in `WORKDIR/KEY=VALUE,KEY=V
 without a dot is an argument of the config file (`framework`, `rho`, `timespan`, ... of
 configs/pretrain.py; they go after the `:`), a dotted key is any field of the config
 (`--config.KEY=VALUE`, e.g. `--grid data.max_timespan=0,1,inf`, `--grid config.num_epochs=5,10`).
-`--set KEY=VALUE` fixes a setting for every run the same way.
+`--set KEY=VALUE` fixes a setting for every run the same way (the value may hold commas: `--set
+byol.projector_hidden=(512,512)`).
 
 Resumable: a run with a `summary.json` is finished and never redone; an unfinished one resumes
 from its checkpoints. Every run is checked (config loaded and validated) before the first starts.
@@ -66,53 +67,32 @@ def command_for(config: str, params: dict[str, str], fixed: dict[str, str], work
     return [python, "-m", "stjax.main", f"--config={config_arg}", *overrides, f"--workdir={workdir}"]
 
 
-def load_run_config(config: str, params: dict[str, str], fixed: dict[str, str]):
-    """The config one run will see (for checking before anything runs)."""
-    from stjax import configlib
+def load_run_config(command: list[str]):
+    """The config a run's command gives `stjax.main`: its flags parsed as `python -m stjax.main` parses them."""
+    from absl import flags
+    from ml_collections import config_flags
 
-    path, _, arg = config.partition(":")
-    settings = {**fixed, **params}
-    args = [a for a in arg.split(",") if a] + [f"{k}={v}" for k, v in settings.items() if "." not in k]
-    cfg = configlib.load_config_file(path, ",".join(args) or None)
-    for key, value in settings.items():
-        if "." in key:
-            _override(cfg, key.removeprefix("config."), value)
-    return cfg
-
-
-def _override(cfg, dotted: str, text: str) -> None:
-    *parents, leaf = dotted.split(".")
-    node = cfg
-    for i, part in enumerate(parents):
-        if part not in node:
-            raise ValueError(f"config has no field {'.'.join(parents[:i + 1])!r} (from {dotted}={text})")
-        node = node[part]
-    if leaf not in node:
-        raise ValueError(f"config has no field {dotted!r}; fields there: {', '.join(sorted(node.keys()))}")
-    current = node[leaf]
+    argv = [command[2], *command[3:]]
+    flag_values = flags.FlagValues()
     try:
-        if isinstance(current, bool):
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            value = text.lower() in ("true", "1")
-        elif isinstance(current, (int, float)):
-            value = type(current)(float(text)) if isinstance(current, float) else int(text)
-        else:
-            value = text
-    except ValueError:
-        raise ValueError(f"{dotted}={text!r} must be of type {type(current).__name__}") from None
-    node[leaf] = value
+        config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values, sys_argv=argv)
+        flags.DEFINE_string("workdir", None, "where the run writes", flag_values=flag_values)
+        flag_values(argv)
+    except (flags.Error, AttributeError) as e:  # AttributeError: a field the config does not have
+        message = str(e).strip().strip("'").replace("\\n", " ").replace("\\'", "'")
+        raise ValueError(message.splitlines()[-1] if "Traceback" in message else message) from None
+    return flag_values.config
 
 
-def check_runs(config: str, runs: list[dict[str, str]], fixed: dict[str, str]) -> None:
+def check_runs(plan: list[tuple[dict, str, list[str]]]) -> None:
     """Loads and validates every run's config; the first bad one stops the sweep before any work."""
     from stjax import main as main_lib
 
-    for params in runs:
+    for params, _, command in plan:
         try:
-            cfg = load_run_config(config, params, fixed)
-            if cfg.get("job", "pretrain") != "eval":
-                main_lib.validate(cfg)
+            config = load_run_config(command)
+            if config.get("job", "pretrain") != "eval":
+                main_lib.validate(config)
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"run {run_name(params) or '(no grid)'}: {e}") from None
 
@@ -127,8 +107,7 @@ def run_locally(command: list[str], run_dir: str, verbose: bool) -> int:
     with open(os.path.join(run_dir, "log.txt"), "a") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   cwd=REPO, bufsize=1)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in process.stdout:
             log.write(line)
             log.flush()
@@ -160,22 +139,20 @@ def main(argv=None) -> int:
         raise SystemExit(f"--grid: a key given twice in {keys}")
     fixed = {}
     for text in args.set:
-        key, values = parse_setting(text, "--set")
-        if len(values) != 1:
-            raise SystemExit(f"--set {text!r}: one value (use --grid to sweep)")
-        fixed[key] = values[0]
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set {text!r}: expected KEY=VALUE, e.g. --set config.num_epochs=5")
+        fixed[key.strip()] = value.strip()
     if set(fixed) & set(keys):
         raise SystemExit(f"--set and --grid both give {sorted(set(fixed) & set(keys))}")
-    runs = expand(grid)
     workdir = os.path.abspath(args.workdir)
-    if not args.no_check:
-        check_runs(args.config, runs, fixed)
-
     plan = []
-    for params in runs:
+    for params in expand(grid):
         run_dir = os.path.join(workdir, run_name(params) or "run")
         python = args.python if not args.print_only else "python"
         plan.append((params, run_dir, command_for(args.config, params, fixed, run_dir, python)))
+    if not args.no_check:
+        check_runs(plan)
     todo = [item for item in plan if not is_finished(item[1])]
 
     if args.print_only:

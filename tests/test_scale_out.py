@@ -36,6 +36,12 @@ def _config_flags(data_dir, manual_dir):
 
 
 @pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One compilation cache for the module's runs: the same programs compile once."""
+    return tmp_path_factory.mktemp("scale_out_jax_cache")
+
+
+@pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A built tiny synthetic set: (data_dir, manual_dir)."""
     from stjax.data import config as data_config
@@ -101,17 +107,17 @@ def _assert_same_backbone(a, b):
 
 
 @pytest.fixture(scope="module")
-def one_process_of_8(dataset, tmp_path_factory):
+def one_process_of_8(dataset, cache, tmp_path_factory):
     """The reference: 1 process, 8 devices, the data stream defined over 2 slices (as 2 processes read it)."""
     root = tmp_path_factory.mktemp("one_by_8")
     workdir = root / "run"
-    _finish(_start(workdir, dataset, root / "cache", extra=["--config.data.num_shards=2"]))
+    _finish(_start(workdir, dataset, cache, extra=["--config.data.num_shards=2"]))
     return workdir
 
 
-def test_two_processes_of_4_devices_end_like_one_process_of_8(dataset, one_process_of_8, tmp_path):
+def test_two_processes_of_4_devices_end_like_one_process_of_8(dataset, cache, one_process_of_8, tmp_path):
     workdir = tmp_path / "run"
-    output = _finish(_start(workdir, dataset, tmp_path / "cache", devices=8, processes=2))
+    output = _finish(_start(workdir, dataset, cache, devices=8, processes=2))
     assert "on 8 devices" in output
     # process 0 alone logs (each step once) and reports
     steps = [s for s, _ in _losses(workdir)]
@@ -125,9 +131,10 @@ def test_two_processes_of_4_devices_end_like_one_process_of_8(dataset, one_proce
     _assert_same_backbone(_backbone(workdir), _backbone(one_process_of_8))
 
 
-def test_sigterm_saves_and_exits_0_then_resumes_on_4_devices_to_the_same_end(dataset, one_process_of_8, tmp_path):
+def test_sigterm_saves_and_exits_0_then_resumes_on_4_devices_to_the_same_end(dataset, cache, one_process_of_8,
+                                                                             tmp_path):
     workdir = tmp_path / "run"
-    process = _start(workdir, dataset, tmp_path / "cache", extra=["--config.data.num_shards=2"])
+    process = _start(workdir, dataset, cache, extra=["--config.data.num_shards=2"])
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
@@ -140,7 +147,7 @@ def test_sigterm_saves_and_exits_0_then_resumes_on_4_devices_to_the_same_end(dat
     assert 2 <= stopped_at < TOTAL_STEPS
     assert not (workdir / "summary.json").exists()
     # again, on half the devices: the checkpoint restores onto the 4-device mesh, the global batch stays 8
-    output = _finish(_start(workdir, dataset, tmp_path / "cache", devices=4))
+    output = _finish(_start(workdir, dataset, cache, devices=4))
     assert f"resuming from step {stopped_at}" in output and "on 4 devices" in output
     assert [s for s, _ in _losses(workdir)] == list(range(1, TOTAL_STEPS + 1))
     _assert_same_backbone(_backbone(workdir), _backbone(one_process_of_8))
@@ -202,3 +209,106 @@ def _small_state():
     values = jax.random.uniform(jax.random.key(1), (1000,))
     return TrainState(step=jnp.asarray(1), params={"w": values}, batch_stats={"b": values[:4]},
                       extra={"e": values[:2]}, opt_state={"o": values[:3]})
+
+
+# --- sweeps and the study's table -----------------------------------------------------------------------------
+
+def _sweep(cache, *args):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "sweep.py"), *args], cwd=ROOT,
+                            env=_env(8, cache), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _tiny_settings(data):
+    """The tiny run's flags as `--set` items (top-level fields as config.FIELD)."""
+    settings = []
+    for flag in _config_flags(*data)[1:]:
+        key, value = flag.removeprefix("--config.").split("=", 1)
+        settings += ["--set", ("config." + key if "." not in key else key) + "=" + value]
+    return settings
+
+
+def test_sweep_runs_every_grid_point_once_and_skips_finished_ones(dataset, cache, tmp_path):
+    study = tmp_path / "study"
+    args = ["--config", "configs/pretrain.py:demo", "--grid", "rho=1,2", *_tiny_settings(dataset),
+            "--workdir", str(study)]
+    output = _sweep(cache, *args)
+    assert "2 runs in" in output and "0 finished, 2 to do" in output
+    for rho in (1, 2):
+        summary = json.loads((study / f"rho={rho}" / "summary.json").read_text())
+        assert summary["rho"] == rho and summary["steps"] == TOTAL_STEPS
+    table = (study / "report.md").read_text()
+    assert "| rho | linear_top1 |" in table
+    for rho in (1, 2):
+        top1 = json.loads((study / f"rho={rho}" / "summary.json").read_text())["linear_top1"]
+        assert f"| {rho} | {100 * top1:.1f} |" in table
+    assert (study / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = (study / "rho=1" / "summary.json").stat().st_mtime
+    again = _sweep(cache, *args)
+    assert "2 finished, 0 to do" in again
+    assert (study / "rho=1" / "summary.json").stat().st_mtime == before
+    printed = _sweep(cache, *args[:-2], "--grid", "framework=byol,simclr", "--workdir", str(study), "--print",
+                     "--prefix", "sbatch launch/slurm.sh")
+    lines = printed.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("sbatch launch/slurm.sh --config=") for line in lines)
+
+
+def test_sweep_checks_every_run_before_starting(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "sweep.py"), "--config",
+                             "configs/pretrain.py:demo", "--grid", "rho=2,0", "--workdir", str(tmp_path / "s")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "rho=0 is invalid" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def _write_study(root, with_sweep_json=True):
+    grid = [["framework", ["byol", "simclr"]], ["rho", ["1", "2", "4"]]]
+    runs = []
+    for i, framework in enumerate(grid[0][1]):
+        for j, rho in enumerate(grid[1][1]):
+            name = f"framework={framework},rho={rho}"
+            runs.append({"name": name, "params": {"framework": framework, "rho": rho}})
+            (root / name).mkdir(parents=True)
+            if (framework, rho) != ("simclr", "4"):  # one run unfinished
+                (root / name / "summary.json").write_text(json.dumps({
+                    "framework": framework, "rho": int(rho), "linear_top1": 0.1 * (i + 1) + 0.01 * j,
+                    "random_init_linear_top1": 0.1, "chance_top1": 0.1, "final_loss": 1.0 + j, "steps": 500,
+                    "backbone": "r3d_tiny", "dataset": "synthetic", "batch_size": 32}))
+    if with_sweep_json:
+        (root / "sweep.json").write_text(json.dumps({"grid": grid, "runs": runs}))
+
+
+@pytest.mark.parametrize("with_sweep_json", [True, False])
+def test_report_writes_the_framework_by_rho_table(tmp_path, capsys, with_sweep_json):
+    from stjax import report
+
+    _write_study(tmp_path, with_sweep_json)
+    report.main([str(tmp_path)])
+    table = (tmp_path / "report.md").read_text()
+    assert "| framework | rho=1 | rho=2 | rho=4 |" in table
+    assert "| byol | 10.0 | 11.0 | 12.0 |" in table
+    assert "| simclr | 20.0 | 21.0 | – |" in table
+    assert "5 of 6 runs finished" in table and "random initialisation: 10.0" in table
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report.main([str(tmp_path), "--metric", "final_loss", "--rows", "rho", "--cols", "framework"])
+    swapped = (tmp_path / "report_final_loss.md").read_text()
+    assert "| rho | framework=byol | framework=simclr |" in swapped and "| 4 | 3 | – |" in swapped
+    with pytest.raises(SystemExit, match="valid choices"):
+        report.main([str(tmp_path), "--metric", "linear_top9"])
+    with pytest.raises(SystemExit, match="valid choices: framework, rho"):
+        report.main([str(tmp_path), "--rows", "seed"])
+
+
+def test_distributed_is_joined_only_when_the_environment_describes_several_processes():
+    from stjax.train import distributed
+
+    assert not distributed.wanted({})
+    assert distributed.wanted({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
+    assert not distributed.wanted({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1", "SLURM_STEP_ID": "0"})
+    assert not distributed.wanted({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"})  # the batch script, not srun
+    assert distributed.wanted({"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "16", "SLURM_STEP_ID": "0"})
+    assert distributed.wanted({"STJAX_DISTRIBUTED": "1"})
+    assert not distributed.wanted({"STJAX_DISTRIBUTED": "0", "JAX_COORDINATOR_ADDRESS": "x:1"})
+    with pytest.raises(ValueError, match="STJAX_DISTRIBUTED='yes' is invalid; valid values: auto, 1, 0"):
+        distributed.wanted({"STJAX_DISTRIBUTED": "yes"})
