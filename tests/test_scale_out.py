@@ -131,22 +131,23 @@ def test_two_processes_of_4_devices_end_like_one_process_of_8(dataset, cache, on
     _assert_same_backbone(_backbone(workdir), _backbone(one_process_of_8))
 
 
-def test_sigterm_saves_and_exits_0_then_resumes_on_4_devices_to_the_same_end(dataset, cache, one_process_of_8,
-                                                                             tmp_path):
+def test_sigterm_to_2_processes_saves_and_exits_0_then_resumes_on_1_process_of_4_devices(dataset, cache,
+                                                                                       one_process_of_8, tmp_path):
     workdir = tmp_path / "run"
-    process = _start(workdir, dataset, cache, extra=["--config.data.num_shards=2"])
+    launcher = _start(workdir, dataset, cache, devices=8, processes=2)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-        assert process.poll() is None and time.time() < deadline, "the run ended before it logged 2 steps"
+        assert launcher.poll() is None and time.time() < deadline, "the run ended before it logged 2 steps"
         time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    output = _finish(process)
-    assert "checkpoint saved, run the same command to continue" in output
-    _, stopped_at = _backbone(workdir)
+    launcher.send_signal(signal.SIGTERM)  # launch/multiprocess.sh passes it on to both processes
+    output = _finish(launcher)
+    assert output.count("checkpoint saved, run the same command to continue") == 1  # process 0 says it
+    _, stopped_at = _backbone(workdir)  # one checkpoint, written by both processes at the same step
     assert 2 <= stopped_at < TOTAL_STEPS
     assert not (workdir / "summary.json").exists()
-    # again, on half the devices: the checkpoint restores onto the 4-device mesh, the global batch stays 8
+    # again, as 1 process of 4 devices: the 8-device checkpoint restores onto the smaller mesh, the global
+    # batch stays 8 and the data stream keeps its 2 slices (recorded in the checkpoint), now both read here
     output = _finish(_start(workdir, dataset, cache, devices=4))
     assert f"resuming from step {stopped_at}" in output and "on 4 devices" in output
     assert [s for s, _ in _losses(workdir)] == list(range(1, TOTAL_STEPS + 1))

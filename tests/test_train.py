@@ -148,6 +148,34 @@ def test_checkpoint_of_4_devices_resumes_on_8_with_the_same_global_batch(tmp_pat
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_sigterm_stops_at_a_step_boundary_after_a_checkpoint_and_the_run_resumes(tmp_path):
+    import os
+    import signal
+
+    def batches_then_sigterm(start, num_shards=1):
+        for i, batch in enumerate(_make_batches(start, num_shards)):
+            if start == 0 and i == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # a real signal to this process, as a scheduler sends it
+            yield batch
+
+    config = _config(checkpoint_every=100)
+    framework = objectives.create_framework(config, total_steps=7)
+
+    def run(workdir):
+        return pretrain_lib.pretrain(config, str(workdir), framework, batches_then_sigterm, CLIPS_SHAPE, 7,
+                                     steps_per_epoch=2, mesh=mesh_lib.create_mesh())
+
+    handler = signal.getsignal(signal.SIGTERM)
+    stopped = run(tmp_path / "run")
+    assert signal.getsignal(signal.SIGTERM) is handler  # the loop's handler is gone with the loop
+    assert stopped.preempted and 1 <= stopped.steps < 7 and int(stopped.state.step) == stopped.steps
+    resumed = run(tmp_path / "run")
+    assert resumed.resumed_from == stopped.steps and not resumed.preempted
+    whole = _run(tmp_path / "whole", total_steps=7)
+    for a, b in zip(jax.tree.leaves(jax.device_get(whole.state)), jax.tree.leaves(jax.device_get(resumed.state))):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tmp_path):
     config = _config(log_every=1)
     framework = objectives.create_framework(config, total_steps=8)
