@@ -313,3 +313,46 @@ def test_distributed_is_joined_only_when_the_environment_describes_several_proce
     assert not distributed.wanted({"STJAX_DISTRIBUTED": "0", "JAX_COORDINATOR_ADDRESS": "x:1"})
     with pytest.raises(ValueError, match="STJAX_DISTRIBUTED='yes' is invalid; valid values: auto, 1, 0"):
         distributed.wanted({"STJAX_DISTRIBUTED": "yes"})
+
+
+# --- the cluster launchers, with fake gcloud / srun / scontrol on PATH -------------------------------------------
+
+def _fake_tools(tmp_path, *names):
+    """Executables that append their arguments to CALLS.txt and succeed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in names:
+        tool = bin_dir / name
+        tool.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "{tmp_path}/CALLS.txt"\n')
+        tool.chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("script", ["local.sh", "multiprocess.sh", "tpu_pod.sh", "slurm.sh"])
+def test_launch_scripts_parse(script):
+    subprocess.run(["bash", "-n", os.path.join(ROOT, "launch", script)], check=True)
+
+
+def test_slurm_script_runs_srun_and_requeues_an_unfinished_run(tmp_path):
+    env = dict(_fake_tools(tmp_path, "srun", "scontrol"), SLURM_JOB_ID="77", PYTHON="python3")
+    workdir = tmp_path / "run"
+    args = ["--config", "configs/pretrain.py:demo", "--workdir", str(workdir)]
+    subprocess.run(["bash", os.path.join(ROOT, "launch", "slurm.sh"), *args], env=env, check=True)
+    calls = (tmp_path / "CALLS.txt").read_text().splitlines()
+    assert calls == [f"srun --kill-on-bad-exit=1 python3 -m stjax.main {' '.join(args)}", "scontrol requeue 77"]
+    workdir.mkdir()
+    (workdir / "summary.json").write_text("{}")  # finished: no requeue
+    (tmp_path / "CALLS.txt").unlink()
+    subprocess.run(["bash", os.path.join(ROOT, "launch", "slurm.sh"), *args[:2], f"--workdir={workdir}"], env=env,
+                   check=True)
+    assert [c.split()[0] for c in (tmp_path / "CALLS.txt").read_text().splitlines()] == ["srun"]
+
+
+def test_tpu_pod_script_runs_the_command_on_every_worker(tmp_path):
+    env = dict(_fake_tools(tmp_path, "gcloud"), TPU_NAME="pod", ZONE="us-central2-b", REPO_DIR="/srv/stjax")
+    subprocess.run(["bash", os.path.join(ROOT, "launch", "tpu_pod.sh"), "--config", "configs/pretrain.py:demo,rho=4",
+                    "--workdir", "/mnt/shared/run 1"], env=env, check=True)
+    call = (tmp_path / "CALLS.txt").read_text().strip()
+    assert call.startswith("gcloud compute tpus tpu-vm ssh pod --zone us-central2-b --worker=all --command ")
+    assert call.endswith("cd /srv/stjax && STJAX_DISTRIBUTED=1 python3 -m stjax.main --config "
+                         "configs/pretrain.py:demo\\,rho=4 --workdir /mnt/shared/run\\ 1")
