@@ -168,6 +168,8 @@ def main(argv=None) -> int:
                    "runs": [{"name": os.path.basename(d), "params": p, "command": c} for p, d, c in plan]},
                   f, indent=1)
     print(f"{len(plan)} runs in {workdir}: {len(plan) - len(todo)} finished, {len(todo)} to do", flush=True)
+    from stjax.train.metrics import format_duration
+
     failed = []
     started = time.time()
     for i, (params, run_dir, command) in enumerate(todo):
@@ -177,26 +179,24 @@ def main(argv=None) -> int:
         code = run_locally(command, run_dir, args.verbose)
         elapsed = time.time() - started
         eta = elapsed / (i + 1) * (len(todo) - i - 1)
-        outcome = "done" if code == 0 and is_finished(run_dir) else f"FAILED (exit {code}; see {run_dir}/log.txt)"
-        if code != 0 or not is_finished(run_dir):
+        if code == 0 and is_finished(run_dir):
+            outcome = "done"
+        else:
             failed.append(label)
-        print(f"[{i + 1}/{len(todo)}] {label}: {outcome} in {_duration(time.time() - run_started)}; "
-              f"sweep {_duration(elapsed)} so far, ETA {_duration(eta)}", flush=True)
+            outcome = (f"stopped before the end (preempted; exit 0; see {run_dir}/log.txt)" if code == 0
+                       else f"FAILED (exit {code}; see {run_dir}/log.txt)")
+        print(f"[{i + 1}/{len(todo)}] {label}: {outcome} in {format_duration(time.time() - run_started)}; "
+              f"sweep {format_duration(elapsed)} so far, ETA {format_duration(eta)}", flush=True)
 
     from stjax import report
 
     report.main([workdir])
     if failed:
-        print(f"{len(failed)} runs failed: {', '.join(failed)}; run the same command again to retry them",
+        print(f"{len(failed)} runs failed or stopped early: {', '.join(failed)}; the same command retries or "
+              "continues them",
               file=sys.stderr)
         return 1
     return 0
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 if __name__ == "__main__":
