@@ -48,7 +48,6 @@ class PretrainResult:
     train_seconds: float          # wall time spent stepping, all sessions of this run together
     resumed_from: int | None
     preempted: bool = False       # stopped early on a SIGTERM, after saving a checkpoint at `steps`
-    data_shards: int = 1          # the data stream's slices (`make_batches`' num_shards)
 
 
 def pretrain(
@@ -167,7 +166,7 @@ def pretrain(
         writer.flush()
     return PretrainResult(state=state, framework=framework, state_factory=factory, steps=end,
                           train_seconds=previous_seconds + time.time() - started,
-                          resumed_from=start if start else None, preempted=preempted, data_shards=data_shards)
+                          resumed_from=start if start else None, preempted=preempted)
 
 
 def _with_imported_backbone(state: TrainState, framework: Framework, path: str, backbone: str,
