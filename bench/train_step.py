@@ -12,12 +12,18 @@ counter and an out-of-memory failure belong to that measurement alone. Printed p
 
   step ms      median over --rounds rounds of the mean of --steps back-to-back steps
   clips/s      B·ρ clips per step / step time (B = videos per step, all devices)
-  TFLOP/s      per device: XLA's cost analysis of the compiled step (hardware FLOPs, counting
-               rematerialised recomputation) / step time
-  MFU          model FLOPs (XLA's count for the same step without rematerialisation, taken from
-               the lowered program) / step time / the device's peak; the peak used is printed
-               (bf16 dense tensor-core peak; float32 uses the TF32 peak on NVIDIA GPUs, the
-               precision XLA computes float32 convolutions and matmuls in by default)
+  TFLOP/s      per device: hardware FLOPs (XLA's cost analysis of the step's program at one
+               device's shapes, counting rematerialised recomputation) / step time
+  MFU          model FLOPs (the same count for the step without rematerialisation) / step time /
+               the device's peak; the peak used is printed (bf16 dense tensor-core peak; float32
+               uses the TF32 peak on NVIDIA GPUs, the precision XLA computes float32 convolutions
+               and matmuls in by default)
+
+The FLOPs are counted by XLA's CPU backend in a separate process, on the step lowered for one CPU
+device with one accelerator's share of the batch: XLA:GPU's cost analysis of the compiled step does
+not count the convolutions it hands to cuDNN as custom calls (it reported 70 GFLOP for a Slow R-50
+step of 5.2 TFLOP on an H100), so the accelerator's own count would overstate nothing and
+understate almost everything.
   peak GiB     the device allocator's peak bytes in use (GPU/TPU); on a CPU, XLA's compiled
                memory estimate (arguments + outputs + temporaries)
 
@@ -36,17 +42,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
+import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_TAG = "RESULT "
+PARTIAL_TAG = "PARTIAL "
+PROFILED_STEPS = 3
 
 # Dense peak FLOP/s per device, by a substring of jax's `device_kind` (first match wins), for bf16
 # and float32 computation. NVIDIA: tensor-core rates without sparsity (float32 = TF32). TPUs compute
@@ -90,7 +102,7 @@ def _pretrain_config(spec: dict):
     config.data.augmentation.crop_size = spec["crop"]
     config.model.dtype = spec["dtype"]
     config.model.remat = spec["remat"]
-    config.model.overrides = {"lowering": spec["lowering"]}
+    config.model.lowering = spec["lowering"]
     return config
 
 
@@ -143,15 +155,8 @@ def measure_stjax(spec: dict) -> dict:
     factory, step = build(spec["remat"])
     state = factory.create(jax.random.key(0))
     started = time.perf_counter()
-    lowered = step.lower(state, batch, rng)
-    compiled = lowered.compile()
+    compiled = step.lower(state, batch, rng).compile()
     compile_s = time.perf_counter() - started
-    hardware_flops = _flops(compiled.cost_analysis())
-    if spec["remat"]:
-        plain_factory, plain_step = build(False)
-        model_flops = _flops(plain_step.lower(plain_factory.abstract, batch, rng).cost_analysis())
-    else:
-        model_flops = _flops(lowered.cost_analysis())
     memory = compiled.memory_analysis()
     estimate = None
     if memory is not None:
@@ -168,15 +173,66 @@ def measure_stjax(spec: dict) -> dict:
         jax.block_until_ready((state, metrics))
         times.append((time.perf_counter() - started) / spec["steps"])
     loss = float(metrics["loss"])
+    profiled = None
+    if spec.get("profile"):
+        jax.profiler.start_trace(spec["profile"])
+        for _ in range(PROFILED_STEPS):
+            state, metrics = compiled(state, batch, rng)
+        jax.block_until_ready((state, metrics))
+        jax.profiler.stop_trace()
+        profiled = kernel_time(spec["profile"], PROFILED_STEPS)
     device = jax.local_devices()[0]
     stats = device.memory_stats() or {}
     return dict(
         spec, devices=mesh.devices.size, device_kind=device.device_kind, platform=device.platform,
-        compile_s=compile_s, step_s=statistics.median(times), step_s_all=times,
-        hardware_flops=hardware_flops, model_flops=model_flops, loss=loss,
+        compile_s=compile_s, step_s=statistics.median(times), step_s_all=times, loss=loss, kernel_time=profiled,
         peak_bytes=stats.get("peak_bytes_in_use"), memory_limit=stats.get("bytes_limit"),
         compiled_bytes=estimate, parameters=sum(x.size for x in jax.tree.leaves(state.params["backbone"])),
     )
+
+
+MATMUL_KERNEL = re.compile(r"gemm|xmma|cutlass|nvjet|cudnn|conv|fprop|dgrad|wgrad|cublas|dot", re.IGNORECASE)
+
+
+def kernel_time(trace_dir: str, steps: int) -> dict | None:
+    """Device time per step in the jax.profiler trace under `trace_dir`, split by kernel kind.
+
+    Returns milliseconds per step: `busy` (all device kernels and copies), `matmul` (convolution and
+    matrix-multiply kernels: cuDNN, cuBLAS, CUTLASS, XLA's Triton gemm fusions) and `other` (XLA's
+    fusions: normalisation, elementwise, reductions, copies), and `launches` per step; None when the
+    trace has no device events (a CPU run)."""
+    traces = sorted(Path(trace_dir).rglob("*.trace.json.gz"))
+    if not traces:
+        return None
+    with gzip.open(traces[-1], "rt") as f:
+        events = json.load(f).get("traceEvents", [])
+    devices = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+               and str(e.get("args", {}).get("name", "")).startswith("/device:")}
+    kernels = [e for e in events if e.get("ph") == "X" and e.get("pid") in devices]
+    if not kernels:
+        return None
+    matmul = sum(e["dur"] for e in kernels if MATMUL_KERNEL.search(e.get("name", "")))
+    busy = sum(e["dur"] for e in kernels)
+    return dict(busy=busy / 1e3 / steps, matmul=matmul / 1e3 / steps, other=(busy - matmul) / 1e3 / steps,
+                launches=len(kernels) / steps)
+
+
+def count_flops(spec: dict) -> dict:
+    """FLOPs of one device's step for `spec`, with and without remat (see the module docstring).
+
+    Runs on one CPU device (the parent starts it with JAX_PLATFORMS=cpu) with `batch_per_device`
+    videos; nothing is compiled or executed, XLA analyses the lowered program."""
+    import jax
+
+    build, mesh, batch, spec = _stjax_setup(spec)
+    if mesh.devices.size != 1:
+        raise RuntimeError(f"the FLOP count needs one device, found {mesh.devices.size}")
+    counted = {}
+    for remat in (False, True):
+        factory, step = build(remat)
+        counted["remat_flops" if remat else "model_flops"] = _flops(
+            step.lower(factory.abstract, batch, jax.random.key(0)).cost_analysis())
+    return dict(spec, **counted)
 
 
 def find_max_batch(spec: dict) -> dict:
@@ -207,6 +263,11 @@ def find_max_batch(spec: dict) -> dict:
     def record(b: int) -> None:
         tried[b] = attempt(b)
         print(f"  ρ={spec['rho']}: {b} videos/device {'fits' if tried[b] else 'does not fit'}", flush=True)
+        fitting = [k for k, v in tried.items() if v is not None]
+        failing = [k for k, v in tried.items() if v is None]
+        print(PARTIAL_TAG + json.dumps(dict(max_batch_per_device=max(fitting, default=None),
+                                            first_failing=min(failing, default=None),
+                                            tried={str(k): v for k, v in tried.items()})), flush=True)
 
     low, high = spec["batch_per_device"], 2 * spec["batch_per_device"]
     record(low)
@@ -297,7 +358,8 @@ def probe(spec: dict) -> dict:
     return dict(platform=jax.default_backend(), device_kind=device.device_kind, count=jax.local_device_count())
 
 
-CHILDREN = {"probe": probe, "stjax": measure_stjax, "torch": measure_torch, "max_batch": find_max_batch}
+CHILDREN = {"probe": probe, "stjax": measure_stjax, "flops": count_flops, "torch": measure_torch,
+            "max_batch": find_max_batch}
 
 
 def child_main(kind: str, spec_json: str) -> None:
@@ -306,28 +368,58 @@ def child_main(kind: str, spec_json: str) -> None:
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 
-def run_child(kind: str, spec: dict, env: dict | None = None, timeout: float | None = None) -> dict:
-    """Runs one measurement in a fresh process; its stdout passes through, its result is the RESULT line."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--spec", json.dumps(spec)]
+def run_child(kind: str, spec: dict, env: dict | None = None, timeout: float | None = None,
+              command: list[str] | None = None) -> dict:
+    """Runs one measurement in a fresh process and returns its result (the RESULT line).
+
+    The child's output is passed through as it comes. A child that dies or runs past `timeout`
+    returns `spec` with an "error", updated with its last PARTIAL line if it printed one (the
+    largest-batch search does after every try), so that what was measured is kept."""
+    command = command or [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--spec", json.dumps(spec)]
     environment = dict(os.environ, **(env or {}))
-    if kind == "torch":
+    if kind in ("torch", "flops"):
         environment["JAX_PLATFORMS"] = "cpu"  # the PyTorch process must leave the accelerator to torch
+    if kind == "flops":  # one CPU device, whatever device count the caller forces
+        environment["XLA_FLAGS"] = " ".join(f for f in environment.get("XLA_FLAGS", "").split()
+                                            if "force_host_platform_device_count" not in f)
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, bufsize=1)
+    lines: list[str] = []
+    result = partial = None
+    timer = None
+    timed_out = threading.Event()
+    if timeout:
+        def stop():
+            timed_out.set()
+            process.kill()
+        timer = threading.Timer(timeout, stop)
+        timer.start()
     try:
-        process = subprocess.run(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(spec, error=f"timed out after {timeout:.0f} s")
-    result = None
-    for line in process.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            result = json.loads(line[len(RESULT_TAG):])
-        elif line.strip():
-            print("    | " + line, flush=True)
-    if result is None:
-        tail = [line for line in process.stdout.splitlines() if line.strip()][-1:] or ["no output"]
-        oom = "RESOURCE_EXHAUSTED" in process.stdout or "out of memory" in process.stdout.lower()
-        return dict(spec, error=("out of memory: " if oom else f"exit {process.returncode}: ") + tail[0][:300])
-    return result
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            if line.startswith(RESULT_TAG):
+                result = json.loads(line[len(RESULT_TAG):])
+            elif line.startswith(PARTIAL_TAG):
+                partial = json.loads(line[len(PARTIAL_TAG):])
+            elif line.strip():
+                lines.append(line)
+                print("    | " + line, flush=True)
+        process.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if result is not None:
+        return result
+    if timed_out.is_set():
+        error = f"timed out after {timeout:.0f} s"
+    else:
+        output = "\n".join(lines)
+        oom = "RESOURCE_EXHAUSTED" in output or "out of memory" in output.lower()
+        error = ("out of memory: " if oom else f"exit {process.returncode}: ") + (lines[-1:] or ["no output"])[0][:300]
+    return dict(spec, **(partial or {}), error=error)
 
 
 # ----------------------------------------------------------------------------- parent
@@ -401,6 +493,43 @@ def torch_lines(torch_rows: dict) -> list[str]:
     return lines
 
 
+def table_notes(rows: list[dict], torch_rows: dict, found: dict, on_cpu: bool) -> list[str]:
+    """The notes under the main table: definitions, the peak used, FLOPs per clip, parameter counts."""
+    peaks = sorted({f"{r['dtype']}: {r['peak'] / 1e12:.1f} TFLOP/s" for r in rows if r.get("peak")})
+    notes = [
+        "MFU: model FLOPs (XLA's count of the step without remat) / step time / peak; HFU: XLA's count of the "
+        "step with remat's recomputation / step time / peak. FLOPs counted by XLA:CPU on one device's share "
+        "of the batch (XLA:GPU's count leaves out cuDNN convolutions).",
+        "peak used: " + ("; ".join(peaks) if peaks else f"none known for {found['device_kind']} (--peak_tflops)"),
+    ]
+    flops = next((r for r in rows if r.get("model_flops")), None)
+    if flops:
+        notes.append(f"model FLOPs per step and device: {flops['model_flops'] / 1e12:.3g} TFLOP "
+                     f"({flops['model_flops'] / (flops['batch'] / flops['devices'] * flops['rho']) / 1e9:.1f} "
+                     f"GFLOP per clip: online forward + backward, target forward)")
+    counts = {r["parameters"] for r in rows if r.get("parameters")}
+    counts |= {m["parameters"] for r in torch_rows.values() for m in r.get("modes", {}).values() if "parameters" in m}
+    if counts:
+        notes.append("backbone parameters: " + ("stjax and PyTorch both " if len(counts) == 1 and torch_rows else "")
+                     + ", ".join(f"{c:,}" for c in sorted(counts)))
+    if on_cpu:
+        notes.append("peak GiB on a CPU: XLA's compiled memory estimate, not a measured peak.")
+    return notes
+
+
+def kernel_lines(rows: list[dict]) -> list[str]:
+    """Markdown table of `kernel_time` per profiled setting: where the device's time goes."""
+    lines = ["| dtype | remat | busy ms | conv + matmul ms | their TFLOP/s | other kernels ms | other share | "
+             "launches |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        k = r["kernel_time"]
+        rate = r["hardware_flops"] / (k["matmul"] / 1e3) / 1e12 if (r.get("hardware_flops") and k["matmul"]) else None
+        lines.append(f"| {r['dtype']} | {'on' if r['remat'] else 'off'} | {k['busy']:.1f} | {k['matmul']:.1f} | "
+                     f"{_fmt(rate, '.0f')} | {k['other']:.1f} | {100 * k['other'] / k['busy']:.0f}% | "
+                     f"{k['launches']:.0f} |")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", default=None, help="default: slow_r50 on an accelerator, r3d_tiny on a CPU")
@@ -410,7 +539,7 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", type=int, default=None, help="default: 224 on an accelerator, 64 on a CPU")
     parser.add_argument("--batch_per_device", type=int, default=None,
                         help="videos per device per step (default: 8 on an accelerator, 2 on a CPU)")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="of the table; none: no table")
     parser.add_argument("--remat", default="off,on", help="comma list of off|on")
     parser.add_argument("--lowering", default="auto", help="Conv3D lowering: auto|native|conv2d_sum|conv2d_concat")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
@@ -426,6 +555,9 @@ def main(argv=None) -> int:
     parser.add_argument("--peak_tflops", type=float, default=None, help="override the device's peak (TFLOP/s)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    parser.add_argument("--profile", default=None,
+                        help="also trace 3 steps of every setting with jax.profiler into PROFILE/<setting> "
+                             "(open with TensorBoard's profile plugin or XProf)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -442,8 +574,9 @@ def main(argv=None) -> int:
         return 1
     platform_name = found["platform"]
     on_cpu = platform_name == "cpu"
-    for name, value in (("dtypes", args.dtypes), ("torch_dtypes", args.torch_dtypes)):
-        bad = [d for d in value.split(",") if d not in ("float32", "bfloat16")]
+    table_dtypes = [] if args.dtypes == "none" else args.dtypes.split(",")
+    for name, value in (("dtypes", ",".join(table_dtypes)), ("torch_dtypes", args.torch_dtypes)):
+        bad = [d for d in value.split(",") if d and d not in ("float32", "bfloat16")]
         if bad:
             parser.error(f"--{name}: {bad[0]!r} is not a dtype; valid choices: float32, bfloat16")
     if args.lowering not in LOWERINGS:
@@ -467,82 +600,83 @@ def main(argv=None) -> int:
     ]
     print("\n".join(header), flush=True)
 
-    stjax_rows = []
-    for dtype in args.dtypes.split(","):
-        for remat in remats:
-            print(f"stjax {dtype}, remat {'on' if remat else 'off'} ...", flush=True)
-            result = run_child("stjax", dict(base, dtype=dtype, remat=remat), timeout=args.timeout)
-            print(f"  → {_fmt(result.get('step_s') and result['step_s'] * 1e3)} ms/step"
-                  + (f" ({result['error']})" if "error" in result else ""), flush=True)
-            stjax_rows.append(result)
-
+    stjax_rows: list[dict] = []
     torch_rows: dict = {}
-    torch_note = None
-    if args.torch == "off":
-        torch_note = "PyTorch column: off (--torch off)"
-    elif args.framework != "byol":
-        torch_note = "PyTorch column: skipped (the reference implements ρBYOL only)"
-    else:
-        try:
-            import importlib.util
+    max_rows: list[dict] = []
+    notes_extra: list[str] = []
 
-            has_torch = importlib.util.find_spec("torch") is not None
-        except (ImportError, ValueError):
-            found = False
-        if not has_torch:
-            torch_note = "PyTorch column: skipped, torch is not installed (pip install -e '.[torch]')"
-        else:
-            for dtype in args.torch_dtypes.split(","):
-                print(f"PyTorch {dtype} ...", flush=True)
-                torch_rows[dtype] = run_child("torch", dict(base, dtype=dtype), timeout=args.timeout)
+    def report() -> list[str]:
+        """The whole report as Markdown lines, from what has been measured so far."""
+        lines, rows = summarize(stjax_rows, torch_rows, args.peak_tflops)
+        text = header + ["", *lines, "", *("- " + n for n in table_notes(rows, torch_rows, found, on_cpu))]
+        profiled = [r for r in rows if r.get("kernel_time")]
+        if profiled:
+            text += ["", f"Device time per step by kernel kind (jax.profiler trace of {PROFILED_STEPS} steps; "
+                         "traces in " + str(args.profile) + "):", "", *kernel_lines(profiled)]
+        if torch_rows:
+            text += ["", "PyTorch reference (bench/torch_reference.py):", "", *torch_lines(torch_rows)]
+        text += ["", *notes_extra] if notes_extra else []
+        if args.max_batch:
+            text += ["", f"Largest batch that trains ({args.max_batch_dtype}, no remat, "
+                         f"XLA_PYTHON_CLIENT_MEM_FRACTION={args.mem_fraction}):", "",
+                     "| ρ | videos/device | clips/device | first failing | note |", "| --- | --- | --- | --- | --- |"]
+            for r in max_rows:
+                best = r.get("max_batch_per_device")
+                bound = "≥ " if ("error" in r and best) else ""
+                text.append(f"| {r['rho']} | {bound}{_fmt(best, 'd')} | {bound}{_fmt(best and best * r['rho'], 'd')} | "
+                            f"{_fmt(r.get('first_failing'), 'd', 'none up to the limit')} | {r.get('error', '')} |")
+        return text
 
-    lines, rows = summarize(stjax_rows, torch_rows, args.peak_tflops)
-    peaks = sorted({f"{r['dtype']}: {r['peak'] / 1e12:.1f} TFLOP/s" for r in rows if r.get("peak")})
-    notes = [
-        "MFU: model FLOPs (XLA's count of the step without remat) / step time / peak; HFU: XLA's count of the "
-        "compiled step (with remat's recomputation) / step time / peak.",
-        "peak used: " + ("; ".join(peaks) if peaks else f"none known for {found['device_kind']} (--peak_tflops)"),
-    ]
-    flops = next((r for r in rows if r.get("model_flops")), None)
-    if flops:
-        notes.append(f"model FLOPs per step and device: {flops['model_flops'] / 1e12:.3g} TFLOP "
-                     f"({flops['model_flops'] / (flops['batch'] / flops['devices'] * flops['rho']) / 1e9:.1f} "
-                     f"GFLOP per clip: online forward + backward, target forward)")
-    counts = {r["parameters"] for r in rows if r.get("parameters")}
-    counts |= {m["parameters"] for r in torch_rows.values() for m in r.get("modes", {}).values() if "parameters" in m}
-    if counts:
-        notes.append("backbone parameters: " + ("stjax and PyTorch both " if len(counts) == 1 and torch_rows else "")
-                     + ", ".join(f"{c:,}" for c in sorted(counts)))
-    if on_cpu:
-        notes.append("peak GiB on a CPU: XLA's compiled memory estimate, not a measured peak.")
-    report = header + ["", *lines, "", *("- " + n for n in notes)]
-    if torch_rows:
-        report += ["", "PyTorch reference (bench/torch_reference.py):", "", *torch_lines(torch_rows)]
-    if torch_note:
-        report += ["", torch_note]
-
-    max_rows = []
-    if args.max_batch:
-        report += ["", f"Largest batch that trains ({args.max_batch_dtype}, no remat, "
-                       f"XLA_PYTHON_CLIENT_MEM_FRACTION={args.mem_fraction}):", "",
-                   "| ρ | videos/device | clips/device | first failing |", "| --- | --- | --- | --- |"]
-        for rho in rhos:
-            print(f"largest batch, ρ={rho} ...", flush=True)
-            result = run_child("max_batch", dict(base, rho=rho, dtype=args.max_batch_dtype, remat=False),
-                               env={"XLA_PYTHON_CLIENT_MEM_FRACTION": args.mem_fraction}, timeout=args.timeout)
-            max_rows.append(result)
-            best = result.get("max_batch_per_device")
-            report.append(f"| {rho} | {_fmt(best, 'd')} | {_fmt(best and best * rho, 'd')} | "
-                          f"{_fmt(result.get('first_failing'), 'd', 'none up to the limit')} |"
-                          + (f" {result['error']} |" if "error" in result else ""))
-    print("\n" + "\n".join(report), flush=True)
-    if args.out:
+    def save() -> None:
+        """Rewrites OUT.md and OUT.json after every measurement, so a run cut short keeps what it measured."""
+        if not args.out:
+            return
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text("\n".join(report) + "\n")
+        out.with_suffix(".md").write_text("\n".join(report()) + "\n")
+        rows = summarize(stjax_rows, torch_rows, args.peak_tflops)[1]
         out.with_suffix(".json").write_text(json.dumps(
             dict(header=header, stjax=rows, torch=torch_rows, max_batch=max_rows), indent=2, default=str) + "\n")
-        print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+    for dtype in table_dtypes:
+        print(f"FLOPs of the {dtype} step (XLA:CPU cost analysis) ...", flush=True)
+        counted = run_child("flops", dict(base, dtype=dtype, remat=False), timeout=args.timeout)
+        if "error" in counted:
+            print(f"  → not counted ({counted['error']})", flush=True)
+        for remat in remats:
+            name = f"{dtype}_remat-{'on' if remat else 'off'}"
+            print(f"stjax {dtype}, remat {'on' if remat else 'off'} ...", flush=True)
+            profile = str(Path(args.profile).resolve() / name) if args.profile else None
+            result = run_child("stjax", dict(base, dtype=dtype, remat=remat, profile=profile), timeout=args.timeout)
+            print(f"  → {_fmt(result.get('step_s') and result['step_s'] * 1e3)} ms/step"
+                  + (f" ({result['error']})" if "error" in result else ""), flush=True)
+            result.update(model_flops=counted.get("model_flops"),
+                          hardware_flops=counted.get("remat_flops" if remat else "model_flops"))
+            stjax_rows.append(result)
+            save()
+
+    if args.torch == "off":
+        notes_extra.append("PyTorch column: off (--torch off)")
+    elif args.framework != "byol":
+        notes_extra.append("PyTorch column: skipped (the reference implements ρBYOL only)")
+    elif importlib.util.find_spec("torch") is None:
+        notes_extra.append("PyTorch column: skipped, torch is not installed (pip install -e '.[torch]')")
+    else:
+        for dtype in args.torch_dtypes.split(","):
+            print(f"PyTorch {dtype} ...", flush=True)
+            torch_rows[dtype] = run_child("torch", dict(base, dtype=dtype), timeout=args.timeout)
+            save()
+
+    if args.max_batch:
+        for rho in rhos:
+            print(f"largest batch, ρ={rho} ...", flush=True)
+            max_rows.append(run_child("max_batch", dict(base, rho=rho, dtype=args.max_batch_dtype, remat=False),
+                                      env={"XLA_PYTHON_CLIENT_MEM_FRACTION": args.mem_fraction},
+                                      timeout=args.timeout))
+            save()
+    print("\n" + "\n".join(report()), flush=True)
+    if args.out:
+        print(f"wrote {Path(args.out).with_suffix('.md')} and {Path(args.out).with_suffix('.json')}")
     return 0
 
 

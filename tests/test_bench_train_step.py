@@ -1,4 +1,5 @@
 """bench/train_step.py: its PyTorch reference is the same network and loss, and the bench runs end to end."""
+import gzip
 import importlib.util
 import json
 import os
@@ -108,7 +109,7 @@ def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
                "--frames", "4", "--batch_per_device", "1", "--dtypes", "float32", "--remat", "off,on",
                "--steps", "1", "--rounds", "1", "--warmup", "1", "--torch_compile", "off",
                "--torch_dtypes", "float32", "--max_batch", "--max_batch_limit", "3", "--peak_tflops", "1",
-               "--out", str(out)]
+               "--out", str(out), "--profile", str(tmp_path / "profile")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for column in ("step ms", "clips/s", "TFLOP/s/device", "MFU", "HFU", "peak GiB", "PyTorch clips/s",
@@ -128,3 +129,39 @@ def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
     (largest,) = report["max_batch"]
     assert largest["max_batch_per_device"] == 3 and largest["first_failing"] is None
     assert "| 2 | 3 | 6 | none up to the limit |" in out.with_suffix(".md").read_text()
+    # --profile: a trace per setting; a CPU trace has no device kernels to split
+    assert all(list((tmp_path / "profile" / name).rglob("*.trace.json.gz"))
+               for name in ("float32_remat-off", "float32_remat-on"))
+    assert plain["kernel_time"] is None
+
+
+def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
+    """A jax.profiler trace in miniature: one device stream, one host thread; 2 profiled steps."""
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/host:CPU"}},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 3000, "name": "sm90_xmma_fprop_implicit_gemm_bf16"},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 3000, "dur": 1000, "name": "gemm_fusion_dot_12"},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 4000, "dur": 2000, "name": "nvjet_sm90_tst_128x160"},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 6000, "dur": 4000, "name": "input_reduce_fusion_3"},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 10000, "dur": 2000, "name": "loop_add_fusion"},
+        {"ph": "X", "pid": 7, "tid": 2, "ts": 0, "dur": 99000, "name": "PjitFunction(train_step)"},
+    ]
+    run = tmp_path / "plugins" / "profile" / "2026_01_01"
+    run.mkdir(parents=True)
+    with gzip.open(run / "host.trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    assert bench.kernel_time(str(tmp_path), steps=2) == dict(busy=6.0, matmul=3.0, other=3.0, launches=2.5)
+    assert bench.kernel_time(str(tmp_path / "nothing"), steps=2) is None
+
+
+def test_a_child_cut_short_keeps_its_partial_result():
+    """run_child: the last PARTIAL line of a child that runs past its time limit is kept with the error."""
+    child = ("import json, time; print('PARTIAL ' + json.dumps({'max_batch_per_device': 4}), flush=True); "
+             "print('PARTIAL ' + json.dumps({'max_batch_per_device': 6}), flush=True); time.sleep(60)")
+    result = bench.run_child("max_batch", {"rho": 2}, timeout=3, command=[sys.executable, "-c", child])
+    assert result == {"rho": 2, "max_batch_per_device": 6, "error": "timed out after 3 s"}
+    done = bench.run_child("probe", {}, command=[sys.executable, "-c", "print('RESULT {\"ok\": 1}')"])
+    assert done == {"ok": 1}
+    failed = bench.run_child("probe", {"rho": 2}, command=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
+    assert failed == {"rho": 2, "error": "exit 3: boom"}

@@ -63,7 +63,7 @@ def test_conv3d_lowerings_match_native(shape, ks, strides, padding, cout):
 def test_conv3d_auto_picks_conv2d_sum_on_cpu():
     assert jax.default_backend() == "cpu"
     assert resolve_lowering("auto") == "conv2d_sum"
-    assert resolve_lowering("auto", backend="gpu") == "native"
+    assert resolve_lowering("auto", backend="gpu") == "conv2d_concat"
     assert resolve_lowering("auto", backend="tpu") == "native"
     x = jnp.ones((1, 4, 8, 8, 2))
     m = Conv3D(3, (3, 3, 3), (1, 2, 2))
@@ -200,6 +200,11 @@ def test_backbone_options_from_config():
     assert opts["dtype"] == jnp.bfloat16 and opts["remat"] is True
     with pytest.raises(ValueError, match="model.dtype='float16'.*float32, bfloat16"):
         backbone_options({"dtype": "float16"})
+    assert opts["lowering"] == "auto" and backbone_options({"lowering": "native"})["lowering"] == "native"
+    with pytest.raises(ValueError, match="model.lowering='conv'.*auto, native, conv2d_sum, conv2d_concat"):
+        backbone_options({"lowering": "conv"})
+    backbone = create_backbone("r3d_micro", **backbone_options({"lowering": "conv2d_concat"}))
+    assert backbone.lowering == "conv2d_concat"
 
 
 @pytest.mark.parametrize("name,dim,n_params", [("r3d_micro", 64, 226_472), ("r3d_tiny", 128, 900_816)])

@@ -31,8 +31,13 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def backbone_options(model_config) -> dict:
-    """ResNet3D overrides from a `config.model` block: `dtype` (name in COMPUTE_DTYPES), `remat`, `overrides`."""
+    """ResNet3D overrides from a `config.model` block: `dtype` (name in COMPUTE_DTYPES), `remat`,
+    `lowering` (of the 3D convolutions, one of LOWERINGS) and `overrides` (any other ResNet3D field)."""
     options = dict(model_config.get("overrides", {}) or {})
+    lowering = model_config.get("lowering", "auto")
+    if lowering not in LOWERINGS:
+        raise ValueError(f"model.lowering={lowering!r} is not supported; valid choices: {', '.join(LOWERINGS)}")
+    options.setdefault("lowering", lowering)
     dtype = model_config.get("dtype", "float32")
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"model.dtype={dtype!r} is not supported; valid choices: {', '.join(COMPUTE_DTYPES)}")

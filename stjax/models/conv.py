@@ -3,7 +3,7 @@
 XLA:CPU computes the *gradients* of 3D convolutions far more slowly (5–80× on
 this project's 2-core machines, worst for the input gradient of strided
 convolutions) than the same convolution written as 2D convolutions over the
-temporal taps, while on GPU/TPU the native 3D convolution is the fast one.
+temporal taps; on GPUs the 2D form is also faster (below).
 `Conv3D` therefore has one parameter layout and several lowerings:
 
 * ``"native"``     – ``lax.conv_general_dilated`` with ('NDHWC', 'DHWIO', 'NDHWC').
@@ -17,7 +17,11 @@ temporal taps, while on GPU/TPU the native 3D convolution is the fast one.
 * Spatially pointwise kernels (kh = kw = 1, no spatial padding) use a matmul
   (``dot_general``) instead of a 1×1 2D convolution in both 2D lowerings: same
   result, ~10× faster gradients on XLA:CPU.
-* ``"auto"``       – ``conv2d_sum`` on the CPU backend, ``native`` elsewhere.
+* ``"auto"``       – ``conv2d_sum`` on the CPU backend, ``conv2d_concat`` on GPUs, ``native``
+  elsewhere (TPUs). On an H100 a bf16 Slow R-50 ρBYOL step (8 videos, ρ=2, 8×224²) took 50.3 ms
+  with ``native``, 41.0 with ``conv2d_sum`` and 40.6 with ``conv2d_concat`` (bench/RESULTS.md):
+  cuDNN's 3D convolutions are slower than its 2D ones for the kt=1 kernels that make up most
+  of a Slow pathway.
 
 The ``kernel`` parameter has shape ``(kt, kh, kw, cin, features)`` for every
 lowering, so checkpoints do not depend on it.
@@ -43,7 +47,8 @@ def resolve_lowering(lowering: str, backend: str | None = None) -> str:
     if lowering != "auto":
         return lowering
     backend = backend or jax.default_backend()
-    return "conv2d_sum" if backend == "cpu" else "native"
+    return {"cpu": "conv2d_sum", "gpu": "conv2d_concat", "cuda": "conv2d_concat", "rocm": "conv2d_concat"}.get(
+        backend, "native")
 
 
 def _temporal_slices(x: jnp.ndarray, kt: int, st: int, pt: int) -> tuple[list[jnp.ndarray], int]:
