@@ -48,6 +48,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -382,8 +383,16 @@ def run_child(kind: str, spec: dict, env: dict | None = None, timeout: float | N
     if kind == "flops":  # one CPU device, whatever device count the caller forces
         environment["XLA_FLAGS"] = " ".join(f for f in environment.get("XLA_FLAGS", "").split()
                                             if "force_host_platform_device_count" not in f)
+    # its own process group: a time limit ends its helpers too (torch.compile's workers hold the pipe open)
     process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, bufsize=1)
+                               text=True, bufsize=1, start_new_session=True)
+
+    def kill():
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     lines: list[str] = []
     result = partial = None
     timer = None
@@ -391,7 +400,7 @@ def run_child(kind: str, spec: dict, env: dict | None = None, timeout: float | N
     if timeout:
         def stop():
             timed_out.set()
-            process.kill()
+            kill()
         timer = threading.Timer(timeout, stop)
         timer.start()
     try:
@@ -409,7 +418,7 @@ def run_child(kind: str, spec: dict, env: dict | None = None, timeout: float | N
         if timer is not None:
             timer.cancel()
         if process.poll() is None:
-            process.kill()
+            kill()
             process.wait()
     if result is not None:
         return result

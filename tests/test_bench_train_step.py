@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -157,10 +158,14 @@ def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
 
 def test_a_child_cut_short_keeps_its_partial_result():
     """run_child: the last PARTIAL line of a child that runs past its time limit is kept with the error."""
-    child = ("import json, time; print('PARTIAL ' + json.dumps({'max_batch_per_device': 4}), flush=True); "
+    # the child leaves a helper process behind that holds the output pipe (as torch.compile's workers do)
+    child = ("import json, subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+             "print('PARTIAL ' + json.dumps({'max_batch_per_device': 4}), flush=True); "
              "print('PARTIAL ' + json.dumps({'max_batch_per_device': 6}), flush=True); time.sleep(60)")
+    started = time.time()
     result = bench.run_child("max_batch", {"rho": 2}, timeout=3, command=[sys.executable, "-c", child])
     assert result == {"rho": 2, "max_batch_per_device": 6, "error": "timed out after 3 s"}
+    assert time.time() - started < 30  # the helper was ended with the child
     done = bench.run_child("probe", {}, command=[sys.executable, "-c", "print('RESULT {\"ok\": 1}')"])
     assert done == {"ok": 1}
     failed = bench.run_child("probe", {"rho": 2}, command=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
