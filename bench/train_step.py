@@ -18,14 +18,14 @@ counter and an out-of-memory failure belong to that measurement alone. Printed p
                the device's peak; the peak used is printed (bf16 dense tensor-core peak; float32
                uses the TF32 peak on NVIDIA GPUs, the precision XLA computes float32 convolutions
                and matmuls in by default)
+  peak GiB     the device allocator's peak bytes in use (GPU/TPU); on a CPU, XLA's compiled
+               memory estimate (arguments + outputs + temporaries)
 
 The FLOPs are counted by XLA's CPU backend in a separate process, on the step lowered for one CPU
 device with one accelerator's share of the batch: XLA:GPU's cost analysis of the compiled step does
 not count the convolutions it hands to cuDNN as custom calls (it reported 70 GFLOP for a Slow R-50
 step of 5.2 TFLOP on an H100), so the accelerator's own count would overstate nothing and
 understate almost everything.
-  peak GiB     the device allocator's peak bytes in use (GPU/TPU); on a CPU, XLA's compiled
-               memory estimate (arguments + outputs + temporaries)
 
 The PyTorch column (`bench/torch_reference.py`) times the same ρBYOL step of the same network in
 PyTorch (bf16 autocast, channels-last-3d, cuDNN benchmark mode, eager and torch.compile, the
@@ -264,16 +264,18 @@ def find_max_batch(spec: dict) -> dict:
     def record(b: int) -> None:
         tried[b] = attempt(b)
         print(f"  ρ={spec['rho']}: {b} videos/device {'fits' if tried[b] else 'does not fit'}", flush=True)
-        fitting = [k for k, v in tried.items() if v is not None]
-        failing = [k for k, v in tried.items() if v is None]
-        print(PARTIAL_TAG + json.dumps(dict(max_batch_per_device=max(fitting, default=None),
-                                            first_failing=min(failing, default=None),
-                                            tried={str(k): v for k, v in tried.items()})), flush=True)
+        print(PARTIAL_TAG + json.dumps(so_far()), flush=True)
+
+    def so_far() -> dict:
+        """The search so far: the largest batch that fitted, the smallest that did not, every try."""
+        return dict(max_batch_per_device=max((b for b, v in tried.items() if v is not None), default=None),
+                    first_failing=min((b for b, v in tried.items() if v is None), default=None),
+                    tried={str(k): v for k, v in tried.items()})
 
     low, high = spec["batch_per_device"], 2 * spec["batch_per_device"]
     record(low)
     if tried[low] is None:
-        return dict(spec, max_batch_per_device=None, first_failing=low, tried=tried)
+        return dict(spec, **so_far())
     record(high)
     limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
     queue = []
@@ -282,15 +284,13 @@ def find_max_batch(spec: dict) -> dict:
         guess = int(low + (limit - tried[low]) / slope)
         queue = [guess, guess + 1]  # the prediction, then the one after it, which should fail
     while True:
-        fits = max(b for b, v in tried.items() if v is not None)
-        fails = min((b for b, v in tried.items() if v is None), default=None)
+        fits, fails = so_far()["max_batch_per_device"], so_far()["first_failing"]
         if (fails is not None and fails - fits <= 1) or (fails is None and fits >= spec["max_batch_limit"]):
             break
         candidate = queue.pop(0) if queue else (2 * fits if fails is None else (fits + fails) // 2)
         if candidate > fits and (fails is None or candidate < fails):
             record(min(candidate, spec["max_batch_limit"]))
-    return dict(spec, max_batch_per_device=fits, first_failing=fails, tried={str(k): v for k, v in tried.items()},
-                memory_limit=limit)
+    return dict(spec, **so_far(), memory_limit=limit)
 
 
 # ----------------------------------------------------------------------------- child: PyTorch
@@ -614,8 +614,8 @@ def main(argv=None) -> int:
     max_rows: list[dict] = []
     notes_extra: list[str] = []
 
-    def report() -> list[str]:
-        """The whole report as Markdown lines, from what has been measured so far."""
+    def report() -> tuple[list[str], list[dict]]:
+        """The whole report as Markdown lines, from what has been measured so far, and the table's rows."""
         lines, rows = summarize(stjax_rows, torch_rows, args.peak_tflops)
         text = header + ["", *lines, "", *("- " + n for n in table_notes(rows, torch_rows, found, on_cpu))]
         profiled = [r for r in rows if r.get("kernel_time")]
@@ -634,7 +634,7 @@ def main(argv=None) -> int:
                 bound = "≥ " if ("error" in r and best) else ""
                 text.append(f"| {r['rho']} | {bound}{_fmt(best, 'd')} | {bound}{_fmt(best and best * r['rho'], 'd')} | "
                             f"{_fmt(r.get('first_failing'), 'd', 'none up to the limit')} | {r.get('error', '')} |")
-        return text
+        return text, rows
 
     def save() -> None:
         """Rewrites OUT.md and OUT.json after every measurement, so a run cut short keeps what it measured."""
@@ -642,8 +642,8 @@ def main(argv=None) -> int:
             return
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text("\n".join(report()) + "\n")
-        rows = summarize(stjax_rows, torch_rows, args.peak_tflops)[1]
+        text, rows = report()
+        out.with_suffix(".md").write_text("\n".join(text) + "\n")
         out.with_suffix(".json").write_text(json.dumps(
             dict(header=header, stjax=rows, torch=torch_rows, max_batch=max_rows), indent=2, default=str) + "\n")
 
@@ -683,7 +683,7 @@ def main(argv=None) -> int:
                                       env={"XLA_PYTHON_CLIENT_MEM_FRACTION": args.mem_fraction},
                                       timeout=args.timeout))
             save()
-    print("\n" + "\n".join(report()), flush=True)
+    print("\n" + "\n".join(report()[0]), flush=True)
     if args.out:
         print(f"wrote {Path(args.out).with_suffix('.md')} and {Path(args.out).with_suffix('.json')}")
     return 0
