@@ -104,6 +104,7 @@ def _pretrain_config(spec: dict):
     config.model.dtype = spec["dtype"]
     config.model.remat = spec["remat"]
     config.model.lowering = spec["lowering"]
+    config.model.overrides = dict(spec.get("overrides") or {})
     return config
 
 
@@ -192,6 +193,8 @@ def measure_stjax(spec: dict) -> dict:
     )
 
 
+KERNEL_NUMBER = re.compile(r"[._]?\d+$")  # loop_add_fusion_12, input_reduce_fusion.3 → one kind
+TOP_KERNELS = 15
 MATMUL_KERNEL = re.compile(r"gemm|xmma|cutlass|nvjet|cudnn|conv|fprop|dgrad|wgrad|cublas|dot", re.IGNORECASE)
 
 
@@ -200,8 +203,9 @@ def kernel_time(trace_dir: str, steps: int) -> dict | None:
 
     Returns milliseconds per step: `busy` (all device kernels and copies), `matmul` (convolution and
     matrix-multiply kernels: cuDNN, cuBLAS, CUTLASS, XLA's Triton gemm fusions) and `other` (XLA's
-    fusions: normalisation, elementwise, reductions, copies), and `launches` per step; None when the
-    trace has no device events (a CPU run)."""
+    fusions: normalisation, elementwise, reductions, copies), `launches` per step, and `top`: the
+    TOP_KERNELS kinds of kernel (names without their instance number) that take the most time, as
+    (name, ms per step, launches per step); None when the trace has no device events (a CPU run)."""
     traces = sorted(Path(trace_dir).rglob("*.trace.json.gz"))
     if not traces:
         return None
@@ -214,8 +218,14 @@ def kernel_time(trace_dir: str, steps: int) -> dict | None:
         return None
     matmul = sum(e["dur"] for e in kernels if MATMUL_KERNEL.search(e.get("name", "")))
     busy = sum(e["dur"] for e in kernels)
+    kinds: dict[str, list[float]] = {}
+    for e in kernels:
+        kind = kinds.setdefault(KERNEL_NUMBER.sub("", e.get("name", "?"))[:80], [0.0, 0])
+        kind[0] += e["dur"] / 1e3 / steps
+        kind[1] += 1 / steps
+    top = sorted(kinds.items(), key=lambda item: -item[1][0])[:TOP_KERNELS]
     return dict(busy=busy / 1e3 / steps, matmul=matmul / 1e3 / steps, other=(busy - matmul) / 1e3 / steps,
-                launches=len(kernels) / steps)
+                launches=len(kernels) / steps, top=[(name, ms, count) for name, (ms, count) in top])
 
 
 def count_flops(spec: dict) -> dict:
@@ -526,6 +536,16 @@ def table_notes(rows: list[dict], torch_rows: dict, found: dict, on_cpu: bool) -
     return notes
 
 
+def top_kernel_lines(rows: list[dict]) -> list[str]:
+    """Markdown table per profiled setting of the kinds of kernel that take the most device time."""
+    lines = []
+    for r in rows:
+        lines += ["", f"Top kernels, {r['dtype']}, remat {'on' if r['remat'] else 'off'}:", "",
+                  "| kernel | ms/step | launches/step |", "| --- | --- | --- |"]
+        lines += [f"| `{name}` | {ms:.2f} | {count:.0f} |" for name, ms, count in r["kernel_time"].get("top", [])]
+    return lines
+
+
 def kernel_lines(rows: list[dict]) -> list[str]:
     """Markdown table of `kernel_time` per profiled setting: where the device's time goes."""
     lines = ["| dtype | remat | busy ms | conv + matmul ms | their TFLOP/s | other kernels ms | other share | "
@@ -550,7 +570,11 @@ def main(argv=None) -> int:
                         help="videos per device per step (default: 8 on an accelerator, 2 on a CPU)")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="of the table; none: no table")
     parser.add_argument("--remat", default="off,on", help="comma list of off|on")
-    parser.add_argument("--lowering", default="auto", help="Conv3D lowering: auto|native|conv2d_sum|conv2d_concat")
+    parser.add_argument("--lowering", default="auto", help="Conv3D lowering: auto|native|conv2d_sum|conv2d_concat|"
+                                                            "conv2d_time")
+    parser.add_argument("--overrides", default=None,
+                        help='backbone fields as JSON, e.g. \'{"batch_norm": "flax", "pool": "reduce_window"}\' '
+                             "(config.model.overrides)")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
@@ -590,6 +614,12 @@ def main(argv=None) -> int:
             parser.error(f"--{name}: {bad[0]!r} is not a dtype; valid choices: float32, bfloat16")
     if args.lowering not in LOWERINGS:
         parser.error(f"--lowering={args.lowering!r}; valid choices: {', '.join(LOWERINGS)}")
+    try:
+        overrides = json.loads(args.overrides) if args.overrides else {}
+    except json.JSONDecodeError as error:
+        parser.error(f"--overrides is not JSON: {error}")
+    if not isinstance(overrides, dict):
+        parser.error("--overrides must be a JSON object of backbone fields")
     remats = [{"off": False, "on": True}.get(v) for v in args.remat.split(",")]
     if None in remats:
         parser.error(f"--remat={args.remat!r}; valid choices: a comma list of off, on")
@@ -598,13 +628,14 @@ def main(argv=None) -> int:
                 rho=rhos[0], frames=args.frames, crop=args.crop or (64 if on_cpu else 224),
                 batch_per_device=args.batch_per_device or (2 if on_cpu else 8), lowering=args.lowering,
                 steps=args.steps, rounds=args.rounds, warmup=args.warmup, torch_compile=args.torch_compile,
-                max_batch_limit=args.max_batch_limit)
+                max_batch_limit=args.max_batch_limit, overrides=overrides)
     header = [
         f"date: {datetime.date.today().isoformat()}; device: {found['device_kind']} × {found['count']} "
         f"({platform_name}); host: {platform.node()} ({os.cpu_count()} cores)",
         "versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items() if v),
         f"step: {base['framework']} on {base['backbone']}, ρ={base['rho']}, {base['frames']}×{base['crop']}², "
-        f"{base['batch_per_device']} videos/device, Conv3D lowering {args.lowering}; "
+        f"{base['batch_per_device']} videos/device, Conv3D lowering {args.lowering}"
+        f"{', backbone overrides ' + json.dumps(overrides) if overrides else ''}; "
         f"command: python bench/train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}",
     ]
     print("\n".join(header), flush=True)
@@ -621,7 +652,8 @@ def main(argv=None) -> int:
         profiled = [r for r in rows if r.get("kernel_time")]
         if profiled:
             text += ["", f"Device time per step by kernel kind (jax.profiler trace of {PROFILED_STEPS} steps; "
-                         "traces in " + str(args.profile) + "):", "", *kernel_lines(profiled)]
+                         "traces in " + str(args.profile) + "):", "", *kernel_lines(profiled),
+                     *top_kernel_lines(profiled)]
         if torch_rows:
             text += ["", "PyTorch reference (bench/torch_reference.py):", "", *torch_lines(torch_rows)]
         text += ["", *notes_extra] if notes_extra else []

@@ -26,6 +26,7 @@ CONV_CASES = [  # (input shape [B,T,H,W,C], kernel (kt,kh,kw), strides, padding,
     ((2, 4, 9, 9, 3), (1, 1, 1), (1, 2, 2), None, 5),       # strided projection shortcut
     ((2, 4, 9, 11, 3), (1, 3, 3), (1, 2, 2), None, 4),      # conv b with spatial stride, odd sizes
     ((2, 5, 7, 7, 3), (3, 1, 1), (1, 1, 1), None, 6),       # Slow conv a
+    ((2, 7, 3, 5, 3), (3, 1, 1), (2, 1, 1), (0, 0, 0), 4),  # temporal-only kernel, temporal stride, no padding
     ((2, 8, 10, 10, 4), (3, 3, 3), (2, 2, 2), None, 4),     # R3D temporal stride 2
     ((1, 7, 9, 8, 2), (3, 3, 3), (2, 1, 2), (0, 1, 0), 3),  # odd sizes, explicit padding
     ((2, 4, 13, 13, 3), (3, 5, 5), (1, 4, 4), None, 4),     # tiny stem
@@ -37,7 +38,7 @@ CONV_CASES = [  # (input shape [B,T,H,W,C], kernel (kt,kh,kw), strides, padding,
 def test_conv3d_lowerings_match_native(shape, ks, strides, padding, cout):
     kx, kp, kg = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, shape)
-    lowerings = ("native", "conv2d_sum", "conv2d_concat")
+    lowerings = ("native", "conv2d_sum", "conv2d_concat", "conv2d_time")
     mods = {low: Conv3D(cout, ks, strides, padding, use_bias=True, lowering=low) for low in lowerings}
     params = jax.jit(mods["native"].init)(kp, x)
     assert params["params"]["kernel"].shape == ks + (shape[-1], cout)
@@ -63,7 +64,7 @@ def test_conv3d_lowerings_match_native(shape, ks, strides, padding, cout):
 def test_conv3d_auto_picks_conv2d_sum_on_cpu():
     assert jax.default_backend() == "cpu"
     assert resolve_lowering("auto") == "conv2d_sum"
-    assert resolve_lowering("auto", backend="gpu") == "conv2d_concat"
+    assert resolve_lowering("auto", backend="gpu") == "conv2d_time"
     assert resolve_lowering("auto", backend="tpu") == "native"
     x = jnp.ones((1, 4, 8, 8, 2))
     m = Conv3D(3, (3, 3, 3), (1, 2, 2))
@@ -201,7 +202,7 @@ def test_backbone_options_from_config():
     with pytest.raises(ValueError, match="model.dtype='float16'.*float32, bfloat16"):
         backbone_options({"dtype": "float16"})
     assert opts["lowering"] == "auto" and backbone_options({"lowering": "native"})["lowering"] == "native"
-    with pytest.raises(ValueError, match="model.lowering='conv'.*auto, native, conv2d_sum, conv2d_concat"):
+    with pytest.raises(ValueError, match="model.lowering='conv'.*auto, native, conv2d_sum, conv2d_concat, conv2d_time"):
         backbone_options({"lowering": "conv"})
     backbone = create_backbone("r3d_micro", **backbone_options({"lowering": "conv2d_concat"}))
     assert backbone.lowering == "conv2d_concat"

@@ -14,14 +14,17 @@ temporal taps; on GPUs the 2D form is also faster (below).
 * ``"conv2d_concat"`` – the same slices concatenated along channels and one 2D
   convolution with the kernel reshaped to ``(kh, kw, kt*cin, cout)`` (temporal
   im2col). Mathematically identical to the above.
+* ``"conv2d_time"`` – ``conv2d_concat``, except that a purely temporal kernel (kt×1×1, no spatial
+  stride or padding: a Slow pathway's res4/res5 conv a) is one 2D convolution over
+  ``[B, T, H*W, C]`` with a (kt, 1) kernel, so no shifted copies of the input are made.
 * Spatially pointwise kernels (kh = kw = 1, no spatial padding) use a matmul
   (``dot_general``) instead of a 1×1 2D convolution in both 2D lowerings: same
   result, ~10× faster gradients on XLA:CPU.
-* ``"auto"``       – ``conv2d_sum`` on the CPU backend, ``conv2d_concat`` on GPUs, ``native``
-  elsewhere (TPUs). On an H100 a bf16 Slow R-50 ρBYOL step (8 videos, ρ=2, 8×224²) took 50.3 ms
-  with ``native``, 41.0 with ``conv2d_sum`` and 40.6 with ``conv2d_concat`` (bench/RESULTS.md):
-  cuDNN's 3D convolutions are slower than its 2D ones for the kt=1 kernels that make up most
-  of a Slow pathway.
+* ``"auto"``       – ``conv2d_sum`` on the CPU backend, ``conv2d_time`` on GPUs, ``native`` elsewhere
+  (TPUs). On an H100, a bf16 Slow R-50 ρBYOL step (8 videos, ρ=2, 8×224², flax BatchNorm) took 50.3 ms
+  with ``native``, 41.0 with ``conv2d_sum``, 40.6–40.9 with ``conv2d_concat`` and 38.1 with
+  ``conv2d_time`` (bench/RESULTS.md): cuDNN's 3D convolutions are slower than its 2D ones for the
+  kt=1 kernels that make up most of a Slow pathway, and the temporal im2col copies cost time too.
 
 The ``kernel`` parameter has shape ``(kt, kh, kw, cin, features)`` for every
 lowering, so checkpoints do not depend on it.
@@ -35,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-LOWERINGS = ("auto", "native", "conv2d_sum", "conv2d_concat")
+LOWERINGS = ("auto", "native", "conv2d_sum", "conv2d_concat", "conv2d_time")
 
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -47,7 +50,7 @@ def resolve_lowering(lowering: str, backend: str | None = None) -> str:
     if lowering != "auto":
         return lowering
     backend = backend or jax.default_backend()
-    return {"cpu": "conv2d_sum", "gpu": "conv2d_concat", "cuda": "conv2d_concat", "rocm": "conv2d_concat"}.get(
+    return {"cpu": "conv2d_sum", "gpu": "conv2d_time", "cuda": "conv2d_time", "rocm": "conv2d_time"}.get(
         backend, "native")
 
 
@@ -86,6 +89,12 @@ def conv3d(x: jnp.ndarray, kernel: jnp.ndarray, strides=(1, 1, 1), padding=(0, 0
             x, kernel, window_strides=(st, sh, sw), padding=((pt, pt), (ph, ph), (pw, pw)),
             dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
     b = x.shape[0]
+    if lowering == "conv2d_time" and kt > 1 and (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        _, t, h, w, _ = x.shape
+        y = jax.lax.conv_general_dilated(
+            x.reshape(b, t, h * w, cin), kernel.reshape(kt, 1, cin, cout), window_strides=(st, 1),
+            padding=((pt, pt), (0, 0)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y.reshape(b, y.shape[1], h, w, cout)
     slices, t_out = _temporal_slices(x, kt, st, pt)
     fold = lambda s: s.reshape((b * t_out,) + s.shape[2:])  # noqa: E731
     pad2d = ((ph, ph), (pw, pw))
@@ -94,7 +103,7 @@ def conv3d(x: jnp.ndarray, kernel: jnp.ndarray, strides=(1, 1, 1), padding=(0, 0
         for k, s in enumerate(slices):
             yk = _conv2d(fold(s), kernel[k], (sh, sw), pad2d)
             y = yk if y is None else y + yk
-    else:  # conv2d_concat: temporal im2col, one 2D conv over kt*cin channels
+    else:  # conv2d_concat (and conv2d_time's general kernels): temporal im2col, one 2D conv over kt*cin channels
         xc = jnp.concatenate([fold(s) for s in slices], axis=-1)
         w = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
         y = _conv2d(xc, w, (sh, sw), pad2d)

@@ -19,24 +19,26 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from . import norm
 from .conv import Conv3D
 
 
-def _bn(train: bool, dtype: Any, name: str, zero_scale: bool = False) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name,
-                        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones)
-
-
-def _shortcut(x, out_dim: int, strides, conv, train: bool, dtype):
+def _shortcut(x, out_dim: int, strides, conv, bn):
     """Identity, or a 1×1×1 projection (conv + BN) when the block changes shape."""
     if x.shape[-1] == out_dim and tuple(strides) == (1, 1, 1):
         return x
-    return _bn(train, dtype, "shortcut_bn")(conv(out_dim, (1, 1, 1), strides, "shortcut_conv")(x))
+    return bn("shortcut_bn")(conv(out_dim, (1, 1, 1), strides, "shortcut_conv")(x))
 
 
 def _conv_maker(block):
     """conv(features, kernel, strides, name) -> a Conv3D in the block's dtype and lowering."""
     return lambda f, k, s, name: Conv3D(f, k, s, dtype=block.dtype, lowering=block.lowering, name=name)
+
+
+def _bn_maker(module, train: bool):
+    """bn(name, relu=False, zero_scale=False) -> x → BN(x) (→ ReLU) in the module's dtype and implementation."""
+    return lambda name, relu=False, zero_scale=False: norm.batch_norm(
+        module.batch_norm, train, module.dtype, name, relu=relu, zero_scale=zero_scale)
 
 
 class BottleneckBlock(nn.Module):
@@ -47,18 +49,19 @@ class BottleneckBlock(nn.Module):
     zero_init_residual: bool = True
     dtype: Any = jnp.float32
     lowering: str = "auto"
+    batch_norm: str = "fused"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = _conv_maker(self)
+        conv, bn = _conv_maker(self), _bn_maker(self, train)
         out_dim = self.width * self.expansion
         y = conv(self.width, (self.temporal_kernel, 1, 1), (1, 1, 1), "conv_a")(x)
-        y = nn.relu(_bn(train, self.dtype, "bn_a")(y))
+        y = bn("bn_a", relu=True)(y)
         y = conv(self.width, (1, 3, 3), self.strides, "conv_b")(y)
-        y = nn.relu(_bn(train, self.dtype, "bn_b")(y))
+        y = bn("bn_b", relu=True)(y)
         y = conv(out_dim, (1, 1, 1), (1, 1, 1), "conv_c")(y)
-        y = _bn(train, self.dtype, "bn_c", zero_scale=self.zero_init_residual)(y)
-        return nn.relu(_shortcut(x, out_dim, self.strides, conv, train, self.dtype) + y)
+        y = bn("bn_c", zero_scale=self.zero_init_residual)(y)
+        return nn.relu(_shortcut(x, out_dim, self.strides, conv, bn) + y)
 
 
 class BasicBlock(nn.Module):
@@ -69,17 +72,18 @@ class BasicBlock(nn.Module):
     zero_init_residual: bool = True
     dtype: Any = jnp.float32
     lowering: str = "auto"
+    batch_norm: str = "fused"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = _conv_maker(self)
+        conv, bn = _conv_maker(self), _bn_maker(self, train)
         out_dim = self.width * self.expansion
         kt = self.temporal_kernel
         y = conv(out_dim, (kt, 3, 3), self.strides, "conv_a")(x)
-        y = nn.relu(_bn(train, self.dtype, "bn_a")(y))
+        y = bn("bn_a", relu=True)(y)
         y = conv(out_dim, (kt, 3, 3), (1, 1, 1), "conv_b")(y)
-        y = _bn(train, self.dtype, "bn_b", zero_scale=self.zero_init_residual)(y)
-        return nn.relu(_shortcut(x, out_dim, self.strides, conv, train, self.dtype) + y)
+        y = bn("bn_b", zero_scale=self.zero_init_residual)(y)
+        return nn.relu(_shortcut(x, out_dim, self.strides, conv, bn) + y)
 
 
 def factorized_mid_channels(in_channels: int, out_channels: int, temporal_kernel: int) -> int:
@@ -89,14 +93,13 @@ def factorized_mid_channels(in_channels: int, out_channels: int, temporal_kernel
     return (in_channels * out_channels * kt * 9) // (in_channels * 9 + kt * out_channels)
 
 
-def _conv2plus1d(x, out_dim: int, mid_dim: int, temporal_kernel: int, strides, conv, train: bool, dtype,
-                 name: str):
+def _conv2plus1d(x, out_dim: int, mid_dim: int, temporal_kernel: int, strides, conv, bn, name: str):
     """1×3×3 conv (spatial stride) → BN → ReLU → k_t×1×1 conv (temporal stride); params `{name}_spatial`,
     `bn_{suffix}_mid`, `{name}_temporal` where name = conv_{suffix}."""
     st, sh, sw = strides
     suffix = name.split("_", 1)[1]
     y = conv(mid_dim, (1, 3, 3), (1, sh, sw), f"{name}_spatial")(x)
-    y = nn.relu(_bn(train, dtype, f"bn_{suffix}_mid")(y))
+    y = bn(f"bn_{suffix}_mid", relu=True)(y)
     return conv(out_dim, (temporal_kernel, 1, 1), (st, 1, 1), f"{name}_temporal")(y)
 
 
@@ -107,15 +110,15 @@ class R2Plus1DBlock(BasicBlock):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = _conv_maker(self)
+        conv, bn = _conv_maker(self), _bn_maker(self, train)
         out_dim = self.width * self.expansion
         mid = factorized_mid_channels(x.shape[-1], out_dim, self.temporal_kernel)
         kt = self.temporal_kernel
-        y = _conv2plus1d(x, out_dim, mid, kt, self.strides, conv, train, self.dtype, "conv_a")
-        y = nn.relu(_bn(train, self.dtype, "bn_a")(y))
-        y = _conv2plus1d(y, out_dim, mid, kt, (1, 1, 1), conv, train, self.dtype, "conv_b")
-        y = _bn(train, self.dtype, "bn_b", zero_scale=self.zero_init_residual)(y)
-        return nn.relu(_shortcut(x, out_dim, self.strides, conv, train, self.dtype) + y)
+        y = _conv2plus1d(x, out_dim, mid, kt, self.strides, conv, bn, "conv_a")
+        y = bn("bn_a", relu=True)(y)
+        y = _conv2plus1d(y, out_dim, mid, kt, (1, 1, 1), conv, bn, "conv_b")
+        y = bn("bn_b", zero_scale=self.zero_init_residual)(y)
+        return nn.relu(_shortcut(x, out_dim, self.strides, conv, bn) + y)
 
 
 BLOCKS = {"bottleneck": BottleneckBlock, "basic": BasicBlock, "basic2plus1d": R2Plus1DBlock}
@@ -146,7 +149,8 @@ class ResNet3D(nn.Module):
     zero_init_residual: bool = True
     dtype: Any = jnp.float32                             # compute dtype; parameters stay float32
     remat: bool = False                                  # recompute each block's activations in the backward pass
-    lowering: str = "auto"
+    lowering: str = "auto"                               # of the 3D convolutions (conv.LOWERINGS)
+    batch_norm: str = "fused"                            # "fused" (norm.BatchNorm) | "flax" (flax.linen.BatchNorm)
 
     @property
     def block_expansion(self) -> int:
@@ -161,6 +165,8 @@ class ResNet3D(nn.Module):
             raise ValueError(f"unknown block {self.block!r}; valid: {', '.join(BLOCKS)}")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}; valid: {', '.join(STEMS)}")
+        if self.batch_norm not in norm.IMPLEMENTATIONS:
+            raise ValueError(f"unknown batch_norm {self.batch_norm!r}; valid: {', '.join(norm.IMPLEMENTATIONS)}")
         n = len(self.stage_depths)
         for field in ("widths", "temporal_kernels", "spatial_strides", "temporal_strides"):
             if len(getattr(self, field)) != n:
@@ -174,14 +180,15 @@ class ResNet3D(nn.Module):
         x = x.astype(self.dtype)
         conv = lambda f, k, s, name: Conv3D(f, tuple(k), tuple(s), dtype=self.dtype, lowering=self.lowering,  # noqa: E731
                                             name=name)
+        bn = _bn_maker(self, train)
         if self.stem == "conv":
             x = conv(self.stem_features, self.stem_kernel, self.stem_strides, "stem_conv")(x)
         else:
             (kt, kh, kw), (st, sh, sw) = self.stem_kernel, self.stem_strides
             x = conv(self.stem_mid_features, (1, kh, kw), (1, sh, sw), "stem_conv_spatial")(x)
-            x = nn.relu(_bn(train, self.dtype, "stem_bn_spatial")(x))
+            x = bn("stem_bn_spatial", relu=True)(x)
             x = conv(self.stem_features, (kt, 1, 1), (st, 1, 1), "stem_conv_temporal")(x)
-        x = nn.relu(_bn(train, self.dtype, "stem_bn")(x))
+        x = bn("stem_bn", relu=True)(x)
         if self.stem_pool:
             x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
         block_cls = BLOCKS[self.block]
@@ -192,7 +199,8 @@ class ResNet3D(nn.Module):
                 strides = (self.temporal_strides[s], self.spatial_strides[s], self.spatial_strides[s]) if b == 0 \
                     else (1, 1, 1)
                 x = block_cls(self.widths[s], self.temporal_kernels[s], strides, self.block_expansion,
-                              self.zero_init_residual, self.dtype, self.lowering, name=f"res{s + 2}_{b}")(x, train)
+                              self.zero_init_residual, self.dtype, self.lowering, self.batch_norm,
+                              name=f"res{s + 2}_{b}")(x, train)
         return jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
 
 
