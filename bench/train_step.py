@@ -193,7 +193,7 @@ def measure_stjax(spec: dict) -> dict:
     )
 
 
-KERNEL_NUMBER = re.compile(r"[._]?\d+$")  # loop_add_fusion_12, input_reduce_fusion.3 → one kind
+KERNEL_NUMBER = re.compile(r"[._]\d+$")  # loop_add_fusion_12, input_reduce_fusion.3 → one kind
 TOP_KERNELS = 15
 MATMUL_KERNEL = re.compile(r"gemm|xmma|cutlass|nvjet|cudnn|conv|fprop|dgrad|wgrad|cublas|dot", re.IGNORECASE)
 

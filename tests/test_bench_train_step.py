@@ -110,7 +110,7 @@ def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
                "--frames", "4", "--batch_per_device", "1", "--dtypes", "float32", "--remat", "off,on",
                "--steps", "1", "--rounds", "1", "--warmup", "1", "--torch_compile", "off",
                "--torch_dtypes", "float32", "--max_batch", "--max_batch_limit", "3", "--peak_tflops", "1",
-               "--out", str(out), "--profile", str(tmp_path / "profile")]
+               "--out", str(out), "--profile", str(tmp_path / "profile"), "--overrides", '{"batch_norm": "flax"}']
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for column in ("step ms", "clips/s", "TFLOP/s/device", "MFU", "HFU", "peak GiB", "PyTorch clips/s",
@@ -119,6 +119,7 @@ def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
     report = json.loads(out.with_suffix(".json").read_text())
     plain, remat = report["stjax"]
     assert plain["devices"] == 2 and plain["batch"] == 2 and not plain["remat"] and remat["remat"]
+    assert plain["overrides"] == {"batch_norm": "flax"} and 'overrides {"batch_norm": "flax"}' in report["header"][2]
     assert plain["model_flops"] > 0 and np.isfinite(plain["loss"])
     # rematerialisation recomputes forward activations: more hardware FLOPs for the same model FLOPs
     assert remat["model_flops"] == pytest.approx(plain["model_flops"], rel=1e-6)
@@ -146,13 +147,19 @@ def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
         {"ph": "X", "pid": 1, "tid": 1, "ts": 4000, "dur": 2000, "name": "nvjet_sm90_tst_128x160"},
         {"ph": "X", "pid": 1, "tid": 1, "ts": 6000, "dur": 4000, "name": "input_reduce_fusion_3"},
         {"ph": "X", "pid": 1, "tid": 1, "ts": 10000, "dur": 2000, "name": "loop_add_fusion"},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 12000, "dur": 2000, "name": "input_reduce_fusion.4"},
         {"ph": "X", "pid": 7, "tid": 2, "ts": 0, "dur": 99000, "name": "PjitFunction(train_step)"},
     ]
     run = tmp_path / "plugins" / "profile" / "2026_01_01"
     run.mkdir(parents=True)
     with gzip.open(run / "host.trace.json.gz", "wt") as f:
         json.dump({"traceEvents": events}, f)
-    assert bench.kernel_time(str(tmp_path), steps=2) == dict(busy=6.0, matmul=3.0, other=3.0, launches=2.5)
+    split = bench.kernel_time(str(tmp_path), steps=2)
+    top = split.pop("top")
+    assert split == dict(busy=7.0, matmul=3.0, other=4.0, launches=3.0)
+    # kinds of kernel, instance numbers dropped, most time first: (name, ms per step, launches per step)
+    assert top[0] == ("input_reduce_fusion", 3.0, 1.0) and top[1] == ("sm90_xmma_fprop_implicit_gemm_bf16", 1.5, 0.5)
+    assert len(top) == 5 and sum(ms for _, ms, _ in top) == pytest.approx(7.0)
     assert bench.kernel_time(str(tmp_path / "nothing"), steps=2) is None
 
 

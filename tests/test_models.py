@@ -206,6 +206,9 @@ def test_backbone_options_from_config():
         backbone_options({"lowering": "conv"})
     backbone = create_backbone("r3d_micro", **backbone_options({"lowering": "conv2d_concat"}))
     assert backbone.lowering == "conv2d_concat"
+    assert opts["batch_norm"] == "fused" and backbone_options({"batch_norm": "flax"})["batch_norm"] == "flax"
+    with pytest.raises(ValueError, match="model.batch_norm='sync'.*fused, flax"):
+        backbone_options({"batch_norm": "sync"})
 
 
 @pytest.mark.parametrize("name,dim,n_params", [("r3d_micro", 64, 226_472), ("r3d_tiny", 128, 900_816)])

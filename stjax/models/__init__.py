@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from .conv import LOWERINGS, Conv3D, conv3d, resolve_lowering
 from .heads import MLP, Linear, Prototypes, normalized_prototypes
+from .norm import IMPLEMENTATIONS as BATCH_NORMS
 from .resnet3d import (BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18, r3d_micro,
                        r3d_tiny, slow_r50, slow_r101)
 
@@ -32,12 +33,17 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def backbone_options(model_config) -> dict:
     """ResNet3D overrides from a `config.model` block: `dtype` (name in COMPUTE_DTYPES), `remat`,
-    `lowering` (of the 3D convolutions, one of LOWERINGS) and `overrides` (any other ResNet3D field)."""
+    `lowering` (of the 3D convolutions, one of LOWERINGS), `batch_norm` (one of BATCH_NORMS) and `overrides`
+    (any other ResNet3D field)."""
     options = dict(model_config.get("overrides", {}) or {})
     lowering = model_config.get("lowering", "auto")
     if lowering not in LOWERINGS:
         raise ValueError(f"model.lowering={lowering!r} is not supported; valid choices: {', '.join(LOWERINGS)}")
     options.setdefault("lowering", lowering)
+    norm = model_config.get("batch_norm", "fused")
+    if norm not in BATCH_NORMS:
+        raise ValueError(f"model.batch_norm={norm!r} is not supported; valid choices: {', '.join(BATCH_NORMS)}")
+    options.setdefault("batch_norm", norm)
     dtype = model_config.get("dtype", "float32")
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"model.dtype={dtype!r} is not supported; valid choices: {', '.join(COMPUTE_DTYPES)}")
@@ -53,6 +59,6 @@ def create_backbone(name: str, **overrides) -> nn.Module:
     return BACKBONES[name](**overrides)
 
 
-__all__ = ["BACKBONES", "COMPUTE_DTYPES", "backbone_options", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D",
+__all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "backbone_options", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D",
            "conv3d", "LOWERINGS", "resolve_lowering", "MLP", "Linear", "Prototypes", "normalized_prototypes",
            "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]
