@@ -3,6 +3,7 @@
     python bench/train_step.py                         # on a GPU/TPU: Slow R-50 8×8, 224², ρBYOL, ρ=2
     python bench/train_step.py --rhos 2,4 --max_batch  # also the largest batch that fits, per ρ
     python bench/train_step.py --backbone r3d_tiny --crop 64 --batch_per_device 4   # the CPU default
+    python bench/train_step.py --lowering conv2d_concat --overrides '{"batch_norm": "flax"}'  # other implementations
 
 For each compute dtype × rematerialisation setting it compiles `stjax.train.step.train_step` (the
 very step the training loop runs, with the framework's optimiser from configs/pretrain.py:k400_r50)
