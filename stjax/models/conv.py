@@ -18,7 +18,7 @@ temporal taps; on GPUs the 2D form is also faster (below).
   stride or padding: a Slow pathway's res4/res5 conv a) is one 2D convolution over
   ``[B, T, H*W, C]`` with a (kt, 1) kernel, so no shifted copies of the input are made.
 * Spatially pointwise kernels (kh = kw = 1, no spatial padding) use a matmul
-  (``dot_general``) instead of a 1×1 2D convolution in both 2D lowerings: same
+  (``dot_general``) instead of a 1×1 2D convolution in every 2D lowering: same
   result, ~10× faster gradients on XLA:CPU.
 * ``"auto"``       – ``conv2d_sum`` on the CPU backend, ``conv2d_time`` on GPUs, ``native`` elsewhere
   (TPUs). On an H100, a bf16 Slow R-50 ρBYOL step (8 videos, ρ=2, 8×224², flax BatchNorm) took 50.3 ms

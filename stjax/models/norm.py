@@ -47,15 +47,23 @@ def batch_norm_train(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsi
     return _forward(x, scale, bias, epsilon, relu)[0]
 
 
-def _forward(x, scale, bias, epsilon, relu):
-    mean, var = _stats(x)
+def _affine(scale, bias, mean, var, epsilon):
+    """Per-channel (a, b, rstd) with BN(x) = a·x + b, rstd = 1/√(σ² + ε)."""
     rstd = jax.lax.rsqrt(var + epsilon)
     a = scale * rstd
-    b = bias - mean * a
+    return a, bias - mean * a, rstd
+
+
+def _normalize(x, a, b, relu: bool, dtype):
+    """a·x + b (then max(·, 0) if `relu`), computed in float32, returned in `dtype`."""
     y = x.astype(jnp.float32) * a + b
-    if relu:
-        y = jnp.maximum(y, 0.0)
-    return (y.astype(x.dtype), mean, var), (x, scale, mean, rstd, a, b)
+    return (jnp.maximum(y, 0.0) if relu else y).astype(dtype)
+
+
+def _forward(x, scale, bias, epsilon, relu):
+    mean, var = _stats(x)
+    a, b, rstd = _affine(scale, bias, mean, var, epsilon)
+    return (_normalize(x, a, b, relu, x.dtype), mean, var), (x, scale, mean, rstd, a, b)
 
 
 def _bwd(epsilon, relu, residuals, cotangents):
@@ -107,9 +115,8 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (features,))
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (features,))
         if self.use_running_average:
-            a = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
-            y = x.astype(jnp.float32) * a + (bias - ra_mean.value * a)
-            return (jnp.maximum(y, 0.0) if self.relu else y).astype(dtype)
+            a, b, _ = _affine(scale, bias, ra_mean.value, ra_var.value, self.epsilon)
+            return _normalize(x, a, b, self.relu, dtype)
         y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.relu)
         if not self.is_initializing():
             ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
