@@ -13,6 +13,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+MAX_WORKERS = 4  # each worker holds 8 fake devices and compiles on its own; more would mostly contend
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pytest.ini): one worker per core, at most MAX_WORKERS. `-n 0` runs in this process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, MAX_WORKERS)
+
+
 def write_video(path, num_frames=20, width=40, height=32, fps=25, codec="libx264", seed=0,
                 pix_fmt=None, timestamps=None):
     """Writes a small real video with PyAV: moving noise so every frame differs.
