@@ -4,6 +4,10 @@
     python bench/train_step.py --rhos 2,4 --max_batch  # also the largest batch that fits, per ρ
     python bench/train_step.py --backbone r3d_tiny --crop 64 --batch_per_device 4   # the CPU default
     python bench/train_step.py --lowering conv2d_concat --overrides '{"batch_norm": "flax"}'  # other implementations
+    python bench/train_step.py --dtypes bfloat16 --remat off --variants '[{"name": "lars"},
+        {"name": "sgd", "config": {"optimizer.name": "sgd"}},
+        {"name": "flax BN", "overrides": {"batch_norm": "flax"}},
+        {"name": "no triton gemm", "xla_flags": "--xla_gpu_enable_triton_gemm=false"}]'  # rows side by side
 
 For each compute dtype × rematerialisation setting it compiles `stjax.train.step.train_step` (the
 very step the training loop runs, with the framework's optimiser from configs/pretrain.py:k400_r50)
@@ -32,6 +36,12 @@ The PyTorch column (`bench/torch_reference.py`) times the same ρBYOL step of th
 PyTorch (bf16 autocast, channels-last-3d, cuDNN benchmark mode, eager and torch.compile, the
 faster reported) and prints stjax's clips/s over it. torch comes from the `torch` extra; without
 it the column says so and is skipped.
+
+--variants measures the table once per variant, in one run: a JSON list (or @FILE holding one) of
+objects with a "name" and any of "config" (config fields by dotted name, e.g. {"optimizer.name":
+"sgd"}), "overrides" (backbone fields, over --overrides) and "xla_flags" (added to XLA_FLAGS of
+that variant's process). The FLOPs are counted per variant (xla_flags aside), since a variant may
+change the network.
 
 With --max_batch the largest per-device batch (videos) that trains for each ρ in --rhos is found:
 a line through the peak memory at two batch sizes predicts it, and it is then confirmed by running
@@ -106,7 +116,61 @@ def _pretrain_config(spec: dict):
     config.model.remat = spec["remat"]
     config.model.lowering = spec["lowering"]
     config.model.overrides = dict(spec.get("overrides") or {})
+    configlib.set_fields(config, spec.get("config") or {})
     return config
+
+
+VARIANT_KEYS = ("name", "config", "overrides", "xla_flags")
+
+
+def parse_variants(text: str | None) -> list[dict]:
+    """--variants: a JSON list of {"name", "config"?, "overrides"?, "xla_flags"?}, or @FILE holding one.
+
+    Returns the variants with every key filled in; [{"name": "default", ...}] when `text` is empty.
+    Raises ValueError naming what is wrong."""
+    if not text:
+        return [dict(name="default", config={}, overrides={}, xla_flags="")]
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as error:
+            raise ValueError(f"--variants: cannot read {text[1:]}: {error.strerror}") from None
+    try:
+        variants = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--variants is not JSON: {error}") from None
+    if not isinstance(variants, list) or not variants:
+        raise ValueError("--variants must be a non-empty JSON list of objects")
+    parsed = []
+    for i, v in enumerate(variants):
+        if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"]:
+            raise ValueError(f"--variants[{i}] must be an object with a non-empty \"name\"")
+        unknown = sorted(set(v) - set(VARIANT_KEYS))
+        if unknown:
+            raise ValueError(f"--variants[{i}] ({v['name']}): unknown key {unknown[0]!r}; valid keys: "
+                             + ", ".join(VARIANT_KEYS))
+        for key, kind in (("config", dict), ("overrides", dict), ("xla_flags", str)):
+            if not isinstance(v.get(key, kind()), kind):
+                raise ValueError(f"--variants[{i}] ({v['name']}): {key} must be a JSON "
+                                 + ("object" if kind is dict else "string"))
+        parsed.append(dict(name=v["name"], config=v.get("config", {}), overrides=v.get("overrides", {}),
+                           xla_flags=v.get("xla_flags", "")))
+    names = [v["name"] for v in parsed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"--variants: the name {repeated[0]!r} is used more than once")
+    return parsed
+
+
+def check_variant_config(base: dict, variant: dict, devices: int) -> None:
+    """Applies the variant's config fields to the bench's config (no jax needed), so that a misspelt or
+    mistyped field fails before anything is measured; raises ValueError naming the variant and field."""
+    try:
+        _pretrain_config(dict(base, batch=base["batch_per_device"] * devices, dtype="float32", remat=False,
+                              config=variant["config"]))
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # str(KeyError) adds quotes
+        raise ValueError(f"--variants ({variant['name']}): config {json.dumps(variant['config'])}: {message}") from None
 
 
 def _flops(analysis) -> float | None:
@@ -461,15 +525,26 @@ def _fmt(value, spec=".1f", missing="–"):
     return missing if value is None else format(value, spec)
 
 
-def summarize(stjax_rows: list[dict], torch_rows: dict, peak_override: float | None) -> tuple[list[str], list[dict]]:
-    """Markdown lines of the main table, and the rows as dicts."""
-    lines = ["| dtype | remat | step ms | clips/s | TFLOP/s/device | MFU | HFU | peak GiB | compile s | "
-             "PyTorch clips/s | stjax / PyTorch |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+def _slug(name: str) -> str:
+    """A variant's name as a directory name: letters, digits, '-', '_' and '.' kept, the rest '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "variant"
+
+
+def _variant_cell(r: dict, named: bool) -> str:
+    return f"| {r.get('variant', 'default')} " if named else ""
+
+
+def summarize(stjax_rows: list[dict], torch_rows: dict, peak_override: float | None,
+              named: bool = False) -> tuple[list[str], list[dict]]:
+    """Markdown lines of the main table (with a variant column if `named`), and the rows as dicts."""
+    lines = [("| variant " if named else "") + "| dtype | remat | step ms | clips/s | TFLOP/s/device | MFU | HFU | "
+             "peak GiB | compile s | PyTorch clips/s | stjax / PyTorch |",
+             ("| --- " if named else "") + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = []
     for r in stjax_rows:
         if "error" in r:
-            lines.append(f"| {r['dtype']} | {'on' if r['remat'] else 'off'} | {r['error']} | | | | | | | | |")
+            lines.append(f"{_variant_cell(r, named)}| {r['dtype']} | {'on' if r['remat'] else 'off'} | {r['error']} "
+                         "| | | | | | | | |")
             rows.append(r)
             continue
         clips = r["batch"] * r["rho"] / r["step_s"]
@@ -488,7 +563,8 @@ def summarize(stjax_rows: list[dict], torch_rows: dict, peak_override: float | N
                    torch_clips_per_s=torch_clips, ratio=ratio)
         rows.append(row)
         lines.append(
-            f"| {r['dtype']} | {'on' if r['remat'] else 'off'} | {r['step_s'] * 1e3:.1f} | {clips:.1f} | "
+            f"{_variant_cell(r, named)}| {r['dtype']} | {'on' if r['remat'] else 'off'} | {r['step_s'] * 1e3:.1f} | "
+            f"{clips:.1f} | "
             f"{_fmt(achieved and achieved / 1e12, '.3g')} | {_fmt(mfu and 100 * mfu, '.1f')}{'%' if mfu else ''} | "
             f"{_fmt(hfu and 100 * hfu, '.1f')}{'%' if hfu else ''} | {_fmt(memory and memory / 2**30, '.2f')} | "
             f"{r['compile_s']:.0f} | {_fmt(torch_clips)} | {_fmt(ratio, '.2f')}{'×' if ratio else ''} |")
@@ -537,24 +613,27 @@ def table_notes(rows: list[dict], torch_rows: dict, found: dict, on_cpu: bool) -
     return notes
 
 
-def top_kernel_lines(rows: list[dict]) -> list[str]:
+def top_kernel_lines(rows: list[dict], named: bool = False) -> list[str]:
     """Markdown table per profiled setting of the kinds of kernel that take the most device time."""
     lines = []
     for r in rows:
-        lines += ["", f"Top kernels, {r['dtype']}, remat {'on' if r['remat'] else 'off'}:", "",
+        variant = f"{r.get('variant', 'default')}, " if named else ""
+        lines += ["", f"Top kernels, {variant}{r['dtype']}, remat {'on' if r['remat'] else 'off'}:", "",
                   "| kernel | ms/step | launches/step |", "| --- | --- | --- |"]
         lines += [f"| `{name}` | {ms:.2f} | {count:.0f} |" for name, ms, count in r["kernel_time"].get("top", [])]
     return lines
 
 
-def kernel_lines(rows: list[dict]) -> list[str]:
+def kernel_lines(rows: list[dict], named: bool = False) -> list[str]:
     """Markdown table of `kernel_time` per profiled setting: where the device's time goes."""
-    lines = ["| dtype | remat | busy ms | conv + matmul ms | their TFLOP/s | other kernels ms | other share | "
-             "launches |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [("| variant " if named else "") + "| dtype | remat | busy ms | conv + matmul ms | their TFLOP/s | "
+             "other kernels ms | other share | launches |",
+             ("| --- " if named else "") + "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         k = r["kernel_time"]
         rate = r["hardware_flops"] / (k["matmul"] / 1e3) / 1e12 if (r.get("hardware_flops") and k["matmul"]) else None
-        lines.append(f"| {r['dtype']} | {'on' if r['remat'] else 'off'} | {k['busy']:.1f} | {k['matmul']:.1f} | "
+        lines.append(f"{_variant_cell(r, named)}| {r['dtype']} | {'on' if r['remat'] else 'off'} | {k['busy']:.1f} | "
+                     f"{k['matmul']:.1f} | "
                      f"{_fmt(rate, '.0f')} | {k['other']:.1f} | {100 * k['other'] / k['busy']:.0f}% | "
                      f"{k['launches']:.0f} |")
     return lines
@@ -576,6 +655,9 @@ def main(argv=None) -> int:
     parser.add_argument("--overrides", default=None,
                         help='backbone fields as JSON, e.g. \'{"batch_norm": "flax", "pool": "reduce_window"}\' '
                              "(config.model.overrides)")
+    parser.add_argument("--variants", default=None,
+                        help='measure the table per variant: JSON list (or @FILE) of {"name", "config": '
+                             '{"a.b": value}, "overrides": {...}, "xla_flags": "..."}')
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
@@ -601,6 +683,11 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT))
     from stjax.models import LOWERINGS
+
+    try:
+        variants = parse_variants(args.variants)
+    except ValueError as error:
+        parser.error(str(error))
 
     found = run_child("probe", {}, timeout=args.timeout)
     if "error" in found:
@@ -630,13 +717,20 @@ def main(argv=None) -> int:
                 batch_per_device=args.batch_per_device or (2 if on_cpu else 8), lowering=args.lowering,
                 steps=args.steps, rounds=args.rounds, warmup=args.warmup, torch_compile=args.torch_compile,
                 max_batch_limit=args.max_batch_limit, overrides=overrides)
+    for variant in variants:
+        try:
+            check_variant_config(base, variant, found["count"])
+        except ValueError as error:
+            parser.error(str(error))
+    named = len(variants) > 1 or args.variants is not None
     header = [
         f"date: {datetime.date.today().isoformat()}; device: {found['device_kind']} × {found['count']} "
         f"({platform_name}); host: {platform.node()} ({os.cpu_count()} cores)",
         "versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items() if v),
         f"step: {base['framework']} on {base['backbone']}, ρ={base['rho']}, {base['frames']}×{base['crop']}², "
         f"{base['batch_per_device']} videos/device, Conv3D lowering {args.lowering}"
-        f"{', backbone overrides ' + json.dumps(overrides) if overrides else ''}; "
+        f"{', backbone overrides ' + json.dumps(overrides) if overrides else ''}"
+        f"{'; variants ' + ', '.join(v['name'] for v in variants) if named else ''}; "
         f"command: python bench/train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}",
     ]
     print("\n".join(header), flush=True)
@@ -648,13 +742,13 @@ def main(argv=None) -> int:
 
     def report() -> tuple[list[str], list[dict]]:
         """The whole report as Markdown lines, from what has been measured so far, and the table's rows."""
-        lines, rows = summarize(stjax_rows, torch_rows, args.peak_tflops)
+        lines, rows = summarize(stjax_rows, torch_rows, args.peak_tflops, named)
         text = header + ["", *lines, "", *("- " + n for n in table_notes(rows, torch_rows, found, on_cpu))]
         profiled = [r for r in rows if r.get("kernel_time")]
         if profiled:
             text += ["", f"Device time per step by kernel kind (jax.profiler trace of {PROFILED_STEPS} steps; "
-                         "traces in " + str(args.profile) + "):", "", *kernel_lines(profiled),
-                     *top_kernel_lines(profiled)]
+                         "traces in " + str(args.profile) + "):", "", *kernel_lines(profiled, named),
+                     *top_kernel_lines(profiled, named)]
         if torch_rows:
             text += ["", "PyTorch reference (bench/torch_reference.py):", "", *torch_lines(torch_rows)]
         text += ["", *notes_extra] if notes_extra else []
@@ -680,22 +774,32 @@ def main(argv=None) -> int:
         out.with_suffix(".json").write_text(json.dumps(
             dict(header=header, stjax=rows, torch=torch_rows, max_batch=max_rows), indent=2, default=str) + "\n")
 
+    counts: dict[str, dict] = {}
     for dtype in table_dtypes:
-        print(f"FLOPs of the {dtype} step (XLA:CPU cost analysis) ...", flush=True)
-        counted = run_child("flops", dict(base, dtype=dtype, remat=False), timeout=args.timeout)
-        if "error" in counted:
-            print(f"  → not counted ({counted['error']})", flush=True)
-        for remat in remats:
-            name = f"{dtype}_remat-{'on' if remat else 'off'}"
-            print(f"stjax {dtype}, remat {'on' if remat else 'off'} ...", flush=True)
-            profile = str(Path(args.profile).resolve() / name) if args.profile else None
-            result = run_child("stjax", dict(base, dtype=dtype, remat=remat, profile=profile), timeout=args.timeout)
-            print(f"  → {_fmt(result.get('step_s') and result['step_s'] * 1e3)} ms/step"
-                  + (f" ({result['error']})" if "error" in result else ""), flush=True)
-            result.update(model_flops=counted.get("model_flops"),
-                          hardware_flops=counted.get("remat_flops" if remat else "model_flops"))
-            stjax_rows.append(result)
-            save()
+        for variant in variants:
+            spec = dict(base, dtype=dtype, variant=variant["name"], config=variant["config"],
+                        overrides={**overrides, **variant["overrides"]})
+            label = f"{dtype}{', ' + variant['name'] if named else ''}"
+            key = json.dumps([dtype, spec["config"], spec["overrides"]], sort_keys=True)
+            if key not in counts:  # XLA flags of the accelerator do not change the count
+                print(f"FLOPs of the {label} step (XLA:CPU cost analysis) ...", flush=True)
+                counts[key] = run_child("flops", dict(spec, remat=False), timeout=args.timeout)
+                if "error" in counts[key]:
+                    print(f"  → not counted ({counts[key]['error']})", flush=True)
+            counted = counts[key]
+            env = ({"XLA_FLAGS": " ".join(filter(None, (os.environ.get("XLA_FLAGS", ""), variant["xla_flags"])))}
+                   if variant["xla_flags"] else None)
+            for remat in remats:
+                name = f"{dtype}_remat-{'on' if remat else 'off'}" + (f"_{_slug(variant['name'])}" if named else "")
+                print(f"stjax {label}, remat {'on' if remat else 'off'} ...", flush=True)
+                profile = str(Path(args.profile).resolve() / name) if args.profile else None
+                result = run_child("stjax", dict(spec, remat=remat, profile=profile), env=env, timeout=args.timeout)
+                print(f"  → {_fmt(result.get('step_s') and result['step_s'] * 1e3)} ms/step"
+                      + (f" ({result['error']})" if "error" in result else ""), flush=True)
+                result.update(model_flops=counted.get("model_flops"), xla_flags=variant["xla_flags"],
+                              hardware_flops=counted.get("remat_flops" if remat else "model_flops"))
+                stjax_rows.append(result)
+                save()
 
     if args.torch == "off":
         notes_extra.append("PyTorch column: off (--torch off)")

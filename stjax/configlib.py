@@ -83,3 +83,22 @@ def require(condition: bool, field: str, value: Any, valid: str) -> None:
 def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     choices = list(choices)
     require(value in choices, field, value, ", ".join(map(str, choices)))
+
+
+def set_fields(config, fields: dict[str, Any]) -> None:
+    """Sets existing fields of a ConfigDict by dotted name, e.g. {"optimizer.name": "sgd"}, in place.
+
+    Unlike `ConfigDict.update_from_flattened_dict`, a name the config does not have is an error
+    (KeyError naming the field and the valid names at that level), not a new field; values keep the
+    field's type checks (TypeError)."""
+    for dotted, value in fields.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for depth, key in enumerate([*parents, leaf]):
+            if not hasattr(node, "keys") or key not in node.keys():
+                where = ".".join([*parents, leaf][:depth]) or "the top level"
+                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group of fields)"
+                raise KeyError(f"{dotted}: no field {key!r} under {where}; valid names: {valid}")
+            if depth < len(parents):
+                node = node[key]
+        node[leaf] = value

@@ -137,6 +137,60 @@ def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
     assert plain["kernel_time"] is None
 
 
+def test_variants_are_measured_side_by_side(tmp_path):
+    """--variants: a row per variant; a variant's config reaches the measured step (another backbone: other
+    FLOPs and parameters), and a variant that only adds XLA flags reuses the FLOP count."""
+    out = tmp_path / "variants"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1 "
+               "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    variants = [{"name": "micro"}, {"name": "micro, flag", "xla_flags": "--xla_cpu_enable_fast_math=false"},
+                {"name": "tiny", "config": {"model.backbone": "r3d_tiny"}}]
+    variants_file = tmp_path / "variants.json"
+    variants_file.write_text(json.dumps(variants))
+    command = [sys.executable, os.path.join(BENCH, "train_step.py"), "--backbone", "r3d_micro", "--crop", "32",
+               "--frames", "4", "--batch_per_device", "1", "--dtypes", "float32", "--remat", "off",
+               "--steps", "1", "--rounds", "1", "--warmup", "1", "--torch", "off", "--variants", f"@{variants_file}",
+               "--out", str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("FLOPs of the float32") == 2
+    micro, flagged, tiny = json.loads(out.with_suffix(".json").read_text())["stjax"]
+    assert [r["variant"] for r in (micro, flagged, tiny)] == ["micro", "micro, flag", "tiny"]
+    assert flagged["xla_flags"] == "--xla_cpu_enable_fast_math=false" and micro["xla_flags"] == ""
+    assert flagged["model_flops"] == micro["model_flops"] and flagged["parameters"] == micro["parameters"]
+    assert tiny["model_flops"] > 1.2 * micro["model_flops"] and tiny["parameters"] > micro["parameters"]
+    assert all(np.isfinite(r["loss"]) for r in (micro, flagged, tiny))
+    table = out.with_suffix(".md").read_text()
+    assert "| variant | dtype | remat | step ms |" in table and "| tiny | float32 | off |" in table
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"name": "a"}', "must be a non-empty JSON list"),
+    ("[]", "must be a non-empty JSON list"),
+    ('[{"name": "a"}, {"name": "a"}]', "the name 'a' is used more than once"),
+    ('[{"config": {}}]', r'--variants\[0\] must be an object with a non-empty "name"'),
+    ('[{"name": "a", "xla": "x"}]', "unknown key 'xla'; valid keys: name, config, overrides, xla_flags"),
+    ('[{"name": "a", "config": ["x"]}]', "config must be a JSON object"),
+    ('[{"name": "a", "xla_flags": 1}]', "xla_flags must be a JSON string"),
+    ("[{name}]", "--variants is not JSON"),
+    ("@/no/such/file.json", "cannot read /no/such/file.json"),
+])
+def test_bad_variants_name_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=message):
+        bench.parse_variants(text)
+
+
+def test_variant_config_fields_are_checked_before_measuring():
+    base = dict(backbone="r3d_micro", framework="byol", rho=2, frames=4, crop=32, batch_per_device=1,
+                lowering="auto", overrides={})
+    default, sgd = bench.parse_variants('[{"name": "lars"}, {"name": "sgd", "config": {"optimizer.name": "sgd"}}]')
+    assert default == dict(name="lars", config={}, overrides={}, xla_flags="")
+    bench.check_variant_config(base, sgd, devices=2)
+    assert bench._pretrain_config(dict(base, batch=2, dtype="float32", remat=False, **sgd)).optimizer.name == "sgd"
+    with pytest.raises(ValueError, match=r"--variants \(typo\): .*no field 'nme' under optimizer"):
+        bench.check_variant_config(base, dict(sgd, name="typo", config={"optimizer.nme": "sgd"}), devices=2)
+    assert bench.parse_variants(None) == [dict(name="default", config={}, overrides={}, xla_flags="")]
+
 def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
     """A jax.profiler trace in miniature: one device stream, one host thread; 2 profiled steps."""
     events = [

@@ -67,6 +67,21 @@ def test_bad_fields_fail_validation():
         data_config.validate(config)
 
 
+
+def test_set_fields_sets_existing_fields_by_dotted_name_and_refuses_new_ones():
+    config = _get_config("demo")
+    configlib.set_fields(config, {"optimizer.name": "sgd", "data.augmentation.crop_size": 48, "rho": 3})
+    assert (config.optimizer.name, config.data.augmentation.crop_size, config.rho) == ("sgd", 48, 3)
+    with pytest.raises(KeyError, match="optimizer.nme: no field 'nme' under optimizer; valid names: .*momentum, name,"):
+        configlib.set_fields(config, {"optimizer.nme": "sgd"})
+    with pytest.raises(KeyError, match="no field 'optimiser' under the top level"):
+        configlib.set_fields(config, {"optimiser.name": "sgd"})
+    with pytest.raises(KeyError, match="no field 'x' under optimizer.name; valid names: none"):
+        configlib.set_fields(config, {"optimizer.name.x": 1})
+    with pytest.raises(TypeError, match="base_lr"):
+        configlib.set_fields(config, {"optimizer.base_lr": "fast"})
+    assert "nme" not in config.optimizer and config.optimizer.name == "sgd"
+
 @pytest.mark.parametrize("preset", ["demo", "k400_r50"])
 def test_every_framework_has_its_recipe_and_builds(preset):
     names = sorted(set(objectives.FRAMEWORKS) - {"supervised"})  # supervised: the fine-tuning objective
