@@ -191,6 +191,34 @@ def test_variant_config_fields_are_checked_before_measuring():
         bench.check_variant_config(base, dict(sgd, name="typo", config={"optimizer.nme": "sgd"}), devices=2)
     assert bench.parse_variants(None) == [dict(name="default", config={}, overrides={}, xla_flags="")]
 
+def test_a_fresh_process_loads_the_timed_step_from_the_compilation_cache(tmp_path):
+    """The memory child (run when the allocator's peak was reached while compiling) gets the step the
+    timing child compiled from the cache, so nothing is compiled, or autotuned, there."""
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0",
+           "JAX_PLATFORMS": "cpu"}
+    spec = dict(backbone="r3d_micro", framework="byol", rho=2, frames=4, crop=32, batch_per_device=1,
+                lowering="auto", overrides={}, dtype="float32", remat=False, steps=1, rounds=1, warmup=1,
+                compilation_cache=str(tmp_path / "cache"))
+    timed = bench.run_child("stjax", spec, env=env, timeout=600)
+    assert "error" not in timed and not timed["step_from_cache"] and any((tmp_path / "cache").iterdir())
+    fresh = bench.run_child("memory", spec, env=env, timeout=600)
+    assert "error" not in fresh and fresh["step_from_cache"]
+    assert fresh["peak_bytes"] is None  # a CPU has no allocator statistics: the table shows XLA's estimate
+
+
+def test_the_peak_column_is_the_steps_own_peak():
+    gib = 2**30
+    assert bench.step_memory(dict(peak_bytes=6 * gib, peak_bytes_before_steps=2 * gib)) == (6 * gib, "")
+    # reached while compiling: the fresh process's peak, if a step reached it there
+    compiled_first = dict(peak_bytes=34 * gib, peak_bytes_before_steps=34 * gib)
+    fresh = dict(compiled_first, fresh_process_memory=dict(peak_bytes=12 * gib, peak_bytes_before_steps=gib))
+    assert bench.step_memory(fresh) == (12 * gib, bench.FRESH_MARK)
+    still = dict(compiled_first, fresh_process_memory=dict(peak_bytes=34 * gib, peak_bytes_before_steps=34 * gib))
+    assert bench.step_memory(still) == (34 * gib, bench.BEFORE_STEPS_MARK)
+    assert bench.step_memory(dict(compiled_first, fresh_process_memory=dict(error="timed out"))) == (
+        34 * gib, bench.BEFORE_STEPS_MARK)
+    assert bench.step_memory(dict(peak_bytes=None, compiled_bytes=gib)) == (gib, "")
+
 def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
     """A jax.profiler trace in miniature: one device stream, one host thread; 2 profiled steps."""
     events = [
