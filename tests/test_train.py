@@ -97,6 +97,35 @@ def test_learning_rate_schedule_and_scaling_rule():
         optimizer_lib.create_optimizer(_config(optimizer=dict(name="adam")), 8, 10, 1)
 
 
+def test_lars_matches_optax_lars_and_keeps_its_state_structure():
+    """stjax's LARS (norms gathered into one array per kind) against optax.lars over 3 steps: the same
+    parameters, and an optimiser state of the same structure (checkpoints restore across the two)."""
+    rng = np.random.default_rng(0)
+    params = {"conv": {"kernel": rng.normal(size=(3, 3, 4, 8)), "bias": rng.normal(size=8)},
+              "bn": {"scale": rng.normal(size=8), "bias": np.zeros(8)},
+              "dense": {"kernel": np.zeros((8, 2))},  # zero norm: the trust ratio is 1
+              "head": {"kernel": rng.normal(size=(8, 2))}}
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+    grads = [jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params) for _ in range(3)]
+    schedule = optimizer_lib.learning_rate_schedule(peak_lr=0.5, total_steps=10, warmup_steps=2)
+    ours = optimizer_lib.lars(schedule, weight_decay=1e-2, trust_coefficient=0.001, momentum=0.9, nesterov=True)
+    theirs = optax.lars(schedule, weight_decay=1e-2, weight_decay_mask=optimizer_lib.decay_mask,
+                        trust_coefficient=0.001, trust_ratio_mask=optimizer_lib.decay_mask, momentum=0.9, nesterov=True)
+    results = []
+    for tx in (ours, theirs):
+        p, state = params, tx.init(params)
+        for g in grads:
+            updates, state = jax.jit(tx.update)(g, state, p)
+            p = optax.apply_updates(p, updates)
+        results.append((p, state))
+    (p_ours, s_ours), (p_theirs, s_theirs) = results
+    assert jax.tree.structure(s_ours) == jax.tree.structure(s_theirs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), p_ours, p_theirs)
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), p_ours, params)
+    assert all(jax.tree.leaves(moved))
+    assert float(optimizer_lib.global_norm(grads[0])) == pytest.approx(float(optax.global_norm(grads[0])), rel=1e-6)
+    assert optimizer_lib.squared_norms([]).shape == (0,)
+
 def test_target_network_follows_the_ema_formula():
     config = _config()
     framework = objectives.create_framework(config, total_steps=10)

@@ -12,6 +12,7 @@ import optax
 
 from stjax.data import device_augment
 from stjax.data.augment_config import AugmentConfig
+from stjax.train import optimizer
 from stjax.train.state import TrainState
 
 # Per-channel mean and std of [0, 1] pixels used to normalise clips on the device
@@ -52,7 +53,7 @@ def train_step(framework, tx: optax.GradientTransformation, state: TrainState, b
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     extra = framework.after_update(params, batch_stats, extra, state.step)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, loss=loss, grad_norm=optimizer.global_norm(grads))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               extra=extra, opt_state=opt_state)
     return new_state, metrics
