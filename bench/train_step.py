@@ -811,7 +811,7 @@ def main(argv=None) -> int:
             check_variant_config(base, variant, found["count"])
         except ValueError as error:
             parser.error(str(error))
-    named = len(variants) > 1 or args.variants is not None
+    named = args.variants is not None  # rows carry the variant's name
     header = [
         f"date: {datetime.date.today().isoformat()}; device: {found['device_kind']} × {found['count']} "
         f"({platform_name}); host: {platform.node()} ({os.cpu_count()} cores)",

@@ -77,8 +77,9 @@ def scale_by_trust_ratio(trust_coefficient: float) -> optax.GradientTransformati
 
 def lars(learning_rate: optax.ScalarOrSchedule, weight_decay: float, trust_coefficient: float, momentum: float,
          nesterov: bool, mask=decay_mask) -> optax.GradientTransformation:
-    """`optax.lars` (eps 0) with its trust ratio from `scale_by_trust_ratio` above: the same updates and the
-    same optimiser-state structure (checkpoints of either restore into the other), fewer kernels."""
+    """`optax.lars` (eps 0) with its trust ratio from `scale_by_trust_ratio` above, whose norms XLA can
+    compute together: the same updates and the same optimiser-state structure (checkpoints of either
+    restore into the other)."""
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask=mask),
         optax.masked(scale_by_trust_ratio(trust_coefficient), mask),
