@@ -1,4 +1,5 @@
 """bench/train_step.py: its PyTorch reference is the same network and loss, and the bench runs end to end."""
+import glob
 import gzip
 import importlib.util
 import json
@@ -190,6 +191,14 @@ def test_variant_config_fields_are_checked_before_measuring():
     with pytest.raises(ValueError, match=r"--variants \(typo\): .*no field 'nme' under optimizer"):
         bench.check_variant_config(base, dict(sgd, name="typo", config={"optimizer.nme": "sgd"}), devices=2)
     assert bench.parse_variants(None) == [dict(name="default", config={}, overrides={}, xla_flags="")]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(BENCH, "variants", "*.json"))))
+def test_shipped_variant_sets_are_valid(path):
+    base = dict(backbone="slow_r50", framework="byol", rho=2, frames=8, crop=224, batch_per_device=8,
+                lowering="auto", overrides={})
+    for variant in bench.parse_variants(f"@{path}"):
+        bench.check_variant_config(base, variant, devices=1)
 
 def test_a_fresh_process_loads_the_timed_step_from_the_compilation_cache(tmp_path):
     """The memory child (run when the allocator's peak was reached while compiling) gets the step the
