@@ -167,14 +167,19 @@ def parse_variants(text: str | None) -> list[dict]:
 
 
 def check_variant_config(base: dict, variant: dict, devices: int) -> None:
-    """Applies the variant's config fields to the bench's config (no jax needed), so that a misspelt or
-    mistyped field fails before anything is measured; raises ValueError naming the variant and field."""
+    """Builds the variant's config and backbone (nothing is compiled or run), so that a misspelt or
+    mistyped config field or backbone field fails before anything is measured; raises ValueError
+    naming the variant and what is wrong."""
+    from stjax import models
+
     try:
-        _pretrain_config(dict(base, batch=base["batch_per_device"] * devices, dtype="float32", remat=False,
-                              config=variant["config"]))
+        config = _pretrain_config(dict(base, batch=base["batch_per_device"] * devices, dtype="float32", remat=False,
+                                       config=variant["config"],
+                                       overrides={**base["overrides"], **variant["overrides"]}))
+        models.create_backbone(config.model.backbone, **models.backbone_options(config.model))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error  # str(KeyError) adds quotes
-        raise ValueError(f"--variants ({variant['name']}): config {json.dumps(variant['config'])}: {message}") from None
+        raise ValueError(f"--variants ({variant['name']}): {message}") from None
 
 
 def _flops(analysis) -> float | None:

@@ -188,8 +188,12 @@ def test_variant_config_fields_are_checked_before_measuring():
     assert default == dict(name="lars", config={}, overrides={}, xla_flags="")
     bench.check_variant_config(base, sgd, devices=2)
     assert bench._pretrain_config(dict(base, batch=2, dtype="float32", remat=False, **sgd)).optimizer.name == "sgd"
-    with pytest.raises(ValueError, match=r"--variants \(typo\): .*no field 'nme' under optimizer"):
+    with pytest.raises(ValueError, match=r"--variants \(typo\): optimizer.nme: no field 'nme' under optimizer"):
         bench.check_variant_config(base, dict(sgd, name="typo", config={"optimizer.nme": "sgd"}), devices=2)
+    with pytest.raises(ValueError, match=r"--variants \(field\): .*batch_nrom"):
+        bench.check_variant_config(base, dict(sgd, name="field", overrides={"batch_nrom": "flax"}), devices=2)
+    with pytest.raises(ValueError, match=r"--variants \(lowering\): model.lowering='fast' is not supported"):
+        bench.check_variant_config(base, dict(sgd, name="lowering", config={"model.lowering": "fast"}), devices=2)
     assert bench.parse_variants(None) == [dict(name="default", config={}, overrides={}, xla_flags="")]
 
 
