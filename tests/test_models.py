@@ -5,19 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close
 
 from stjax.models import BACKBONES, MLP, Conv3D, Linear, ResNet3D, conv3d, create_backbone, resolve_lowering
 
 
 def _param_count(tree) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-def _assert_close(a, b, rel=1e-5):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape
-    scale = max(float(np.max(np.abs(a))), 1e-6)
-    assert float(np.max(np.abs(a - b))) <= rel * scale, float(np.max(np.abs(a - b))) / scale
 
 
 # ----------------------------------------------------------------------------- Conv3D
@@ -55,10 +49,10 @@ def test_conv3d_lowerings_match_native(shape, ks, strides, padding, cout):
     y_ref, (gp_ref, gx_ref) = fn(params, x, g, "native")
     for low in lowerings[1:]:
         y, (gp, gx) = fn(params, x, g, low)
-        _assert_close(y, y_ref)
-        _assert_close(gx, gx_ref)
-        _assert_close(gp["params"]["kernel"], gp_ref["params"]["kernel"])
-        _assert_close(gp["params"]["bias"], gp_ref["params"]["bias"])
+        assert_close(y, y_ref)
+        assert_close(gx, gx_ref)
+        assert_close(gp["params"]["kernel"], gp_ref["params"]["kernel"])
+        assert_close(gp["params"]["bias"], gp_ref["params"]["bias"])
 
 
 def test_conv3d_auto_picks_conv2d_sum_on_cpu():
@@ -72,7 +66,7 @@ def test_conv3d_auto_picks_conv2d_sum_on_cpu():
     jaxpr = jax.make_jaxpr(lambda p: m.apply(p, x))(params)
     convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
     assert convs and all(e.invars[0].aval.ndim == 4 for e in convs)  # only 2D convs: the conv2d_sum lowering
-    _assert_close(m.apply(params, x), Conv3D(3, (3, 3, 3), (1, 2, 2), lowering="native").apply(params, x))
+    assert_close(m.apply(params, x), Conv3D(3, (3, 3, 3), (1, 2, 2), lowering="native").apply(params, x))
 
 
 def test_conv3d_invalid_lowering():
@@ -176,7 +170,7 @@ def test_remat_gives_the_same_outputs_and_gradients():
     lowered = {m: grad.lower(variables["params"], m) for m in (plain, remat)}
     g_plain, g_remat = (lowered[m].compile()(variables["params"]) for m in (plain, remat))
     for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
-        _assert_close(a, b, rel=1e-5)
+        assert_close(a, b, rel=1e-5)
     # the rematerialised blocks are recomputed in the backward pass
     barrier = "optimization_barrier"  # how jax.checkpoint keeps XLA from merging the recomputation away
     assert barrier in lowered[remat].as_text() and barrier not in lowered[plain].as_text()
@@ -190,7 +184,7 @@ def test_bf16_compute_keeps_float32_params():
     out_bf16 = bf16.apply(variables, x, train=False)
     out_f32 = f32.apply(variables, x, train=False)
     assert out_bf16.dtype == jnp.float32  # pooled features are returned in float32
-    _assert_close(out_bf16, out_f32, rel=5e-2)
+    assert_close(out_bf16, out_f32, rel=5e-2)
     assert not np.array_equal(np.asarray(out_bf16), np.asarray(out_f32))
 
 
@@ -268,8 +262,8 @@ def test_bottleneck_small_forward_and_grad():
     (l_n, y_n), g_n = vg(v["params"], "native")
     (l_s, y_s), g_s = vg(v["params"], "conv2d_sum")
     assert y_n.shape == (2, 32)
-    _assert_close(y_s, y_n, 1e-4)
-    jax.tree.map(lambda a, b: _assert_close(a, b, 1e-3), g_s, g_n)
+    assert_close(y_s, y_n, 1e-4)
+    jax.tree.map(lambda a, b: assert_close(a, b, 1e-3), g_s, g_n)
 
 
 # ----------------------------------------------------------------------------- heads and registry

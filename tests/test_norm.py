@@ -1,10 +1,13 @@
 """stjax.models.norm: the fused BatchNorm computes what flax.linen.BatchNorm (+ ReLU) computes, gradients included."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close
 from jax.sharding import NamedSharding, PartitionSpec
 
 from stjax.models import create_backbone
@@ -12,13 +15,7 @@ from stjax.models.norm import BatchNorm, batch_norm, batch_norm_train
 from stjax.objectives import base
 
 
-def _close(a, b, rel=2e-5, floor=1e-6):
-    """|a - b| ≤ rel · max(|b|, floor) elementwise-max; `floor` for arrays that are ~0 (e.g. the gradient of a
-    bias that a BatchNorm removes)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape
-    scale = max(float(np.max(np.abs(b))), floor)
-    assert float(np.max(np.abs(a - b))) <= rel * scale, float(np.max(np.abs(a - b))) / scale
+_close = functools.partial(assert_close, rel=2e-5)
 
 
 def _reference(x, scale, bias, epsilon, relu):
