@@ -11,7 +11,9 @@ dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N.
 
 `model.dtype=bfloat16` computes the backbone in bf16 (parameters stay float32),
 `model.remat=True` recomputes each residual block's activations in the backward
-pass (less memory, ~1/3 more compute), `model.lowering` picks how 3D
+pass for less memory: `model.remat_policy=blocks` recomputes whole blocks (~1/4 more
+FLOPs), `conv_outputs` keeps the convolutions' outputs and recomputes only
+BatchNorm/ReLU (see stjax/models/resnet3d.py), `model.lowering` picks how 3D
 convolutions are computed (auto|native|conv2d_sum|conv2d_concat|conv2d_time; see
 stjax/models/conv.py), `model.batch_norm` the BatchNorm implementation (fused|flax;
 same variables, see stjax/models/norm.py), `model.init_from=PATH` starts the
@@ -48,8 +50,8 @@ def get_config(arg=None):
     config.seed = args.get("seed", 0)
     config.framework = args.get("framework", "byol")
     configlib.require_choice("framework", config.framework, FRAMEWORKS)
-    config.model = ml_collections.ConfigDict(dict(dtype="float32", remat=False, lowering="auto", batch_norm="fused",
-                                                   init_from=""))
+    config.model = ml_collections.ConfigDict(dict(dtype="float32", remat=False, remat_policy="blocks", lowering="auto",
+                                                   batch_norm="fused", init_from=""))
     config.log_every = 20
     config.checkpoint_every = 500
     config.keep_checkpoints = 3

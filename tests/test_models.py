@@ -156,9 +156,10 @@ def test_r2plus1d_18_layout():
     assert out.shape == (2, 512)
 
 
-def test_remat_gives_the_same_outputs_and_gradients():
+@pytest.mark.parametrize("policy", ["blocks", "conv_outputs"])
+def test_remat_gives_the_same_outputs_and_gradients(policy):
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 16, 16, 3))
-    plain, remat = create_backbone("r3d_micro"), create_backbone("r3d_micro", remat=True)
+    plain, remat = create_backbone("r3d_micro"), create_backbone("r3d_micro", remat=True, remat_policy=policy)
     variables = plain.init(jax.random.PRNGKey(0), x, train=False)
 
     def loss(params, model):
@@ -174,6 +175,30 @@ def test_remat_gives_the_same_outputs_and_gradients():
     # the rematerialised blocks are recomputed in the backward pass
     barrier = "optimization_barrier"  # how jax.checkpoint keeps XLA from merging the recomputation away
     assert barrier in lowered[remat].as_text() and barrier not in lowered[plain].as_text()
+
+
+def test_remat_policy_conv_outputs_recomputes_no_convolution():
+    """XLA's FLOP count of the gradient: recomputing whole blocks adds the convolutions' FLOPs again, keeping
+    their outputs adds only the normalisation's elementwise work."""
+    x = jnp.zeros((2, 4, 32, 32, 3))
+    models = {name: create_backbone("r3d_micro", **options) for name, options in
+              [("plain", {}), ("blocks", dict(remat=True)), ("conv_outputs", dict(remat=True, remat_policy="conv_outputs"))]}
+    variables = models["plain"].init(jax.random.PRNGKey(0), x, train=False)
+
+    def flops(model):
+        def loss(params):
+            out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
+                                 mutable=["batch_stats"])
+            return jnp.sum(out)
+        analysis = jax.jit(jax.grad(loss)).lower(variables["params"]).cost_analysis()
+        return (analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"]
+
+    counted = {name: flops(model) for name, model in models.items()}
+    extra_blocks, extra_conv_outputs = counted["blocks"] - counted["plain"], counted["conv_outputs"] - counted["plain"]
+    assert extra_blocks > 0.1 * counted["plain"]
+    assert 0 <= extra_conv_outputs < 0.1 * extra_blocks, counted
+    with pytest.raises(ValueError, match="unknown remat_policy 'some'; valid: blocks, conv_outputs"):
+        create_backbone("r3d_micro", remat=True, remat_policy="some").init(jax.random.PRNGKey(0), x, train=False)
 
 
 def test_bf16_compute_keeps_float32_params():
@@ -192,7 +217,10 @@ def test_backbone_options_from_config():
     from stjax.models import backbone_options
 
     opts = backbone_options({"dtype": "bfloat16", "remat": True})
-    assert opts["dtype"] == jnp.bfloat16 and opts["remat"] is True
+    assert opts["dtype"] == jnp.bfloat16 and opts["remat"] is True and opts["remat_policy"] == "blocks"
+    assert backbone_options({"remat": True, "remat_policy": "conv_outputs"})["remat_policy"] == "conv_outputs"
+    with pytest.raises(ValueError, match="model.remat_policy='all' is not supported; valid choices: blocks, conv_outputs"):
+        backbone_options({"remat_policy": "all"})
     with pytest.raises(ValueError, match="model.dtype='float16'.*float32, bfloat16"):
         backbone_options({"dtype": "float16"})
     assert opts["lowering"] == "auto" and backbone_options({"lowering": "native"})["lowering"] == "native"

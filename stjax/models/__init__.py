@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from .conv import LOWERINGS, Conv3D, conv3d, resolve_lowering
 from .heads import MLP, Linear, Prototypes, normalized_prototypes
 from .norm import IMPLEMENTATIONS as BATCH_NORMS
-from .resnet3d import (BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18, r3d_micro,
+from .resnet3d import (REMAT_POLICIES, BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18, r3d_micro,
                        r3d_tiny, slow_r50, slow_r101)
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -33,8 +33,8 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def backbone_options(model_config) -> dict:
     """ResNet3D overrides from a `config.model` block: `dtype` (name in COMPUTE_DTYPES), `remat`,
-    `lowering` (of the 3D convolutions, one of LOWERINGS), `batch_norm` (one of BATCH_NORMS) and `overrides`
-    (any other ResNet3D field)."""
+    `remat_policy` (one of REMAT_POLICIES), `lowering` (of the 3D convolutions, one of LOWERINGS), `batch_norm`
+    (one of BATCH_NORMS) and `overrides` (any other ResNet3D field)."""
     options = dict(model_config.get("overrides", {}) or {})
     lowering = model_config.get("lowering", "auto")
     if lowering not in LOWERINGS:
@@ -49,6 +49,10 @@ def backbone_options(model_config) -> dict:
         raise ValueError(f"model.dtype={dtype!r} is not supported; valid choices: {', '.join(COMPUTE_DTYPES)}")
     options.setdefault("dtype", COMPUTE_DTYPES[dtype])
     options.setdefault("remat", bool(model_config.get("remat", False)))
+    policy = model_config.get("remat_policy", "blocks")
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"model.remat_policy={policy!r} is not supported; valid choices: {', '.join(REMAT_POLICIES)}")
+    options.setdefault("remat_policy", policy)
     return options
 
 
@@ -59,6 +63,6 @@ def create_backbone(name: str, **overrides) -> nn.Module:
     return BACKBONES[name](**overrides)
 
 
-__all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "backbone_options", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D",
+__all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "REMAT_POLICIES", "backbone_options", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D",
            "conv3d", "LOWERINGS", "resolve_lowering", "MLP", "Linear", "Prototypes", "normalized_prototypes",
            "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]

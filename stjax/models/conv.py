@@ -37,6 +37,9 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+CONV_OUTPUT = "conv3d_output"  # checkpoint_name of every Conv3D output (a remat policy can keep them)
 
 LOWERINGS = ("auto", "native", "conv2d_sum", "conv2d_concat", "conv2d_time")
 
@@ -142,4 +145,4 @@ class Conv3D(nn.Module):
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
             y = y + bias.astype(self.dtype)
-        return y
+        return checkpoint_name(y, CONV_OUTPUT)

@@ -17,10 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from . import norm
-from .conv import Conv3D
+from .conv import CONV_OUTPUT, Conv3D
 
 
 def _shortcut(x, out_dim: int, strides, conv, bn):
@@ -126,6 +127,13 @@ DEFAULT_EXPANSION = {"bottleneck": 4, "basic": 1, "basic2plus1d": 1}
 STEMS = ("conv", "2plus1d")
 
 
+# What a rematerialised residual block keeps for the backward pass (`ResNet3D.remat_policy`):
+#   blocks        only the block's input; the whole block, convolutions included, is recomputed
+#                 (least memory, the most recomputation: about +25 % FLOPs for Slow R-50)
+#   conv_outputs  every convolution's output; only BatchNorm, ReLU and the residual add are
+#                 recomputed (no convolution is: +0.3 % FLOPs for a Slow R-50 step, XLA's count)
+REMAT_POLICIES = {"blocks": None, "conv_outputs": jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT)}
+
 class ResNet3D(nn.Module):
     """Configurable 3D ResNet; stages are named res2..res5 (PySlowFast numbering).
 
@@ -149,6 +157,7 @@ class ResNet3D(nn.Module):
     zero_init_residual: bool = True
     dtype: Any = jnp.float32                             # compute dtype; parameters stay float32
     remat: bool = False                                  # recompute each block's activations in the backward pass
+    remat_policy: str = "blocks"                         # what remat keeps: REMAT_POLICIES
     lowering: str = "auto"                               # of the 3D convolutions (conv.LOWERINGS)
     batch_norm: str = "fused"                            # "fused" (norm.BatchNorm) | "flax" (flax.linen.BatchNorm)
 
@@ -165,6 +174,8 @@ class ResNet3D(nn.Module):
             raise ValueError(f"unknown block {self.block!r}; valid: {', '.join(BLOCKS)}")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}; valid: {', '.join(STEMS)}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"unknown remat_policy {self.remat_policy!r}; valid: {', '.join(REMAT_POLICIES)}")
         if self.batch_norm not in norm.IMPLEMENTATIONS:
             raise ValueError(f"unknown batch_norm {self.batch_norm!r}; valid: {', '.join(norm.IMPLEMENTATIONS)}")
         n = len(self.stage_depths)
@@ -193,7 +204,7 @@ class ResNet3D(nn.Module):
             x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
         block_cls = BLOCKS[self.block]
         if self.remat:  # `train` (argument 2, after self and x) selects BatchNorm's mode: static
-            block_cls = nn.remat(block_cls, static_argnums=(2,))
+            block_cls = nn.remat(block_cls, static_argnums=(2,), policy=REMAT_POLICIES[self.remat_policy])
         for s, depth in enumerate(self.stage_depths):
             for b in range(depth):
                 strides = (self.temporal_strides[s], self.spatial_strides[s], self.spatial_strides[s]) if b == 0 \
