@@ -1,9 +1,11 @@
-"""bench/train_step.py: its PyTorch reference is the same network and loss, and the bench runs end to end."""
+"""bench/train_step.py: its PyTorch reference is the same network and loss, and the bench runs end to end;
+bench/step_program.py: the step's FLOPs and reductions on a CPU."""
 import glob
 import gzip
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -272,3 +274,21 @@ def test_a_child_cut_short_keeps_its_partial_result():
     assert done == {"ok": 1}
     failed = bench.run_child("probe", {"rho": 2}, command=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
     assert failed == {"rho": 2, "error": "exit 3: boom"}
+
+
+def test_step_program_counts_flops_and_reductions_by_origin():
+    """bench/step_program.py on a CPU: the step's FLOPs, and its reductions traced back to the Python that
+    made them (the optimiser's gathered norms, BatchNorm statistics in the forward and backward passes)."""
+    command = [sys.executable, os.path.join(BENCH, "step_program.py"), "--backbone", "r3d_micro", "--crop", "32",
+               "--frames", "4", "--batch_per_device", "1", "--dtype", "float32", "--top", "100"]
+    result = subprocess.run(command, env=dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0"),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"FLOPs \(XLA's count\): [\d.]+ GFLOP per step", result.stdout)
+    rows = re.findall(r"^\| (\d+) \| `([^`]+)` \| (.+) \|$", result.stdout, re.M)
+    total = int(re.search(r"reduce instructions: (\d+)", result.stdout).group(1))
+    assert sum(int(count) for count, _, _ in rows) == total > 0
+    origins = {(origin.split(":")[0], origin.split(" ")[-1], layers) for _, origin, layers in rows}
+    assert any(o[0] == "optimizer.py" and "squared_norms" in o[1] for o in origins)
+    assert ("norm.py", "_stats", "res#/bn_a") in origins
+    assert any(o[0] == "norm.py" and o[2].endswith("(backward)") for o in origins)
