@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from .conv import LOWERINGS, Conv3D, conv3d, resolve_lowering
 from .heads import MLP, Linear, Prototypes, normalized_prototypes
 from .norm import IMPLEMENTATIONS as BATCH_NORMS
-from .resnet3d import (REMAT_POLICIES, BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18, r3d_micro,
-                       r3d_tiny, slow_r50, slow_r101)
+from .resnet3d import (REMAT_POLICIES, BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18,
+                       r3d_micro, r3d_tiny, slow_r50, slow_r101)
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "slow_r50": slow_r50,     # official Slow R-50 (8×8 or 16×4: the sampling is set in config.data); 2048-d, 31.6 M
