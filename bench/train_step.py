@@ -602,6 +602,12 @@ def _variant_cell(r: dict, named: bool) -> str:
     return f"| {r.get('variant', 'default')} " if named else ""
 
 
+def _table_head(columns: str, named: bool) -> list[str]:
+    """A Markdown table's header and rule for "| a | b |", with a variant column first if `named`."""
+    columns = ("| variant " if named else "") + columns
+    return [columns, "| --- " * columns.count("|", 1) + "|"]
+
+
 FRESH_MARK, BEFORE_STEPS_MARK = " (†)", " (‡)"
 
 
@@ -623,9 +629,8 @@ def step_memory(r: dict) -> tuple[int | None, str]:
 def summarize(stjax_rows: list[dict], torch_rows: dict, peak_override: float | None,
               named: bool = False) -> tuple[list[str], list[dict]]:
     """Markdown lines of the main table (with a variant column if `named`), and the rows as dicts."""
-    lines = [("| variant " if named else "") + "| dtype | remat | step ms | clips/s | TFLOP/s/device | MFU | HFU | "
-             "peak GiB | compile s | PyTorch clips/s | stjax / PyTorch |",
-             ("| --- " if named else "") + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = _table_head("| dtype | remat | step ms | clips/s | TFLOP/s/device | MFU | HFU | peak GiB | compile s | "
+                        "PyTorch clips/s | stjax / PyTorch |", named)
     rows = []
     for r in stjax_rows:
         if "error" in r:
@@ -720,9 +725,8 @@ def top_kernel_lines(rows: list[dict], named: bool = False) -> list[str]:
 
 def kernel_lines(rows: list[dict], named: bool = False) -> list[str]:
     """Markdown table of `kernel_time` per profiled setting: where the device's time goes."""
-    lines = [("| variant " if named else "") + "| dtype | remat | busy ms | conv + matmul ms | their TFLOP/s | "
-             "other kernels ms | other share | launches |",
-             ("| --- " if named else "") + "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = _table_head("| dtype | remat | busy ms | conv + matmul ms | their TFLOP/s | other kernels ms | "
+                        "other share | launches |", named)
     for r in rows:
         k = r["kernel_time"]
         rate = r["hardware_flops"] / (k["matmul"] / 1e3) / 1e12 if (r.get("hardware_flops") and k["matmul"]) else None

@@ -156,19 +156,21 @@ def test_r2plus1d_18_layout():
     assert out.shape == (2, 512)
 
 
+def _training_loss(model, batch_stats, x):
+    """params → Σ features² of `model` in training mode (batch statistics)."""
+    def loss(params):
+        out, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(out ** 2)
+    return loss
+
+
 @pytest.mark.parametrize("policy", ["blocks", "conv_outputs"])
 def test_remat_gives_the_same_outputs_and_gradients(policy):
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 16, 16, 3))
     plain, remat = create_backbone("r3d_micro"), create_backbone("r3d_micro", remat=True, remat_policy=policy)
     variables = plain.init(jax.random.PRNGKey(0), x, train=False)
-
-    def loss(params, model):
-        out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
-                             mutable=["batch_stats"])
-        return jnp.sum(out ** 2)
-
-    grad = jax.jit(jax.grad(loss), static_argnums=1)
-    lowered = {m: grad.lower(variables["params"], m) for m in (plain, remat)}
+    lowered = {m: jax.jit(jax.grad(_training_loss(m, variables["batch_stats"], x))).lower(variables["params"])
+               for m in (plain, remat)}
     g_plain, g_remat = (lowered[m].compile()(variables["params"]) for m in (plain, remat))
     for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
         assert_close(a, b, rel=1e-5)
@@ -186,10 +188,7 @@ def test_remat_policy_conv_outputs_recomputes_no_convolution():
     variables = models["plain"].init(jax.random.PRNGKey(0), x, train=False)
 
     def flops(model):
-        def loss(params):
-            out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
-                                 mutable=["batch_stats"])
-            return jnp.sum(out)
+        loss = _training_loss(model, variables["batch_stats"], x)
         analysis = jax.jit(jax.grad(loss)).lower(variables["params"]).cost_analysis()
         return (analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"]
 

@@ -134,6 +134,7 @@ STEMS = ("conv", "2plus1d")
 #                 recomputed (no convolution is: +0.3 % FLOPs for a Slow R-50 step, XLA's count)
 REMAT_POLICIES = {"blocks": None, "conv_outputs": jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT)}
 
+
 class ResNet3D(nn.Module):
     """Configurable 3D ResNet; stages are named res2..res5 (PySlowFast numbering).
 
@@ -189,9 +190,7 @@ class ResNet3D(nn.Module):
         if x.ndim != 5:
             raise ValueError(f"expected [B, T, H, W, C] video, got shape {x.shape}")
         x = x.astype(self.dtype)
-        conv = lambda f, k, s, name: Conv3D(f, tuple(k), tuple(s), dtype=self.dtype, lowering=self.lowering,  # noqa: E731
-                                            name=name)
-        bn = _bn_maker(self, train)
+        conv, bn = _conv_maker(self), _bn_maker(self, train)
         if self.stem == "conv":
             x = conv(self.stem_features, self.stem_kernel, self.stem_strides, "stem_conv")(x)
         else:
