@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import assert_close
 
-from stjax.models import BACKBONES, MLP, Conv3D, Linear, ResNet3D, conv3d, create_backbone, resolve_lowering
+from stjax.models import (BACKBONES, MLP, Conv3D, Linear, ResNet3D, conv3d, create_backbone,
+                          resolve_input_channel_padding, resolve_lowering)
 
 
 def _param_count(tree) -> int:
@@ -67,6 +68,40 @@ def test_conv3d_auto_picks_conv2d_sum_on_cpu():
     convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
     assert convs and all(e.invars[0].aval.ndim == 4 for e in convs)  # only 2D convs: the conv2d_sum lowering
     assert_close(m.apply(params, x), Conv3D(3, (3, 3, 3), (1, 2, 2), lowering="native").apply(params, x))
+
+
+@pytest.mark.parametrize("lowering", ["native", "conv2d_sum", "conv2d_time"])
+def test_conv3d_input_channel_padding_is_the_same_function(lowering):
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 11, 11, 3))
+    plain = Conv3D(5, (3, 5, 5), (1, 2, 2), lowering=lowering)
+    padded = Conv3D(5, (3, 5, 5), (1, 2, 2), lowering=lowering, pad_input_channels=8)
+    params = plain.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.map(jnp.shape, padded.init(jax.random.PRNGKey(0), x)) == jax.tree.map(jnp.shape, params)
+    conv_inputs = [e.invars[0].aval.shape[-1] for e in jax.make_jaxpr(lambda p: padded.apply(p, x))(params).eqns
+                   if e.primitive.name == "conv_general_dilated"]
+    assert conv_inputs and all(c % 8 == 0 for c in conv_inputs)  # 8 channels (per tap in the temporal im2col)
+    assert_close(padded.apply(params, x), plain.apply(params, x))
+    grads = [jax.grad(lambda p, m=m: jnp.sum(m.apply(p, x) ** 2))(params) for m in (plain, padded)]
+    assert_close(grads[1]["params"]["kernel"], grads[0]["params"]["kernel"])
+
+
+def test_input_channel_padding_auto_and_invalid():
+    assert resolve_input_channel_padding(None) == 0  # the CPU: padding would only add FLOPs
+    assert resolve_input_channel_padding(None, backend="gpu") == 8
+    assert resolve_input_channel_padding(None, backend="tpu") == 0
+    assert resolve_input_channel_padding(4, backend="gpu") == 4
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="pad_input_channels"):
+            resolve_input_channel_padding(bad)
+    x = jnp.ones((1, 2, 4, 4, 3))
+    with pytest.raises(ValueError, match="pad_input_channels"):
+        Conv3D(4, (1, 3, 3), pad_input_channels=-8).init(jax.random.PRNGKey(0), x)
+    stem = ResNet3D(stage_depths=(1,), widths=(4,), temporal_kernels=(1,), spatial_strides=(1,),
+                    temporal_strides=(1,), stem_features=4, stem_pad_channels=8)
+    variables = stem.init(jax.random.PRNGKey(0), x, train=False)
+    assert variables["params"]["stem_conv"]["kernel"].shape[3] == 3  # checkpoints do not see the padding
+    assert_close(stem.apply(variables, x, train=False),
+                 stem.clone(stem_pad_channels=0).apply(variables, x, train=False))
 
 
 def test_conv3d_invalid_lowering():

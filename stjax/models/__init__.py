@@ -12,7 +12,7 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .conv import LOWERINGS, Conv3D, conv3d, resolve_lowering
+from .conv import LOWERINGS, Conv3D, conv3d, resolve_input_channel_padding, resolve_lowering
 from .heads import MLP, Linear, Prototypes, normalized_prototypes
 from .norm import IMPLEMENTATIONS as BATCH_NORMS
 from .resnet3d import (REMAT_POLICIES, BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18,
@@ -64,5 +64,5 @@ def create_backbone(name: str, **overrides) -> nn.Module:
 
 
 __all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "REMAT_POLICIES", "backbone_options", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D",
-           "conv3d", "LOWERINGS", "resolve_lowering", "MLP", "Linear", "Prototypes", "normalized_prototypes",
+           "conv3d", "LOWERINGS", "resolve_lowering", "resolve_input_channel_padding", "MLP", "Linear", "Prototypes", "normalized_prototypes",
            "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]

@@ -57,6 +57,22 @@ def resolve_lowering(lowering: str, backend: str | None = None) -> str:
         backend, "native")
 
 
+# "auto" input-channel padding per backend. On an H100 (bench/RESULTS.md, 2026-11-23) cuDNN's kernels for the
+# 3-channel stem ran at ~40 TFLOP/s bf16 (0.78 ms for each forward pass of the Slow R-50 stem at 16 clips);
+# padded to 8 channels, the ρBYOL step went from 36.7 to 35.5 ms. Padding costs FLOPs on a CPU.
+AUTO_INPUT_CHANNEL_PADDING = {"gpu": 8, "cuda": 8}
+
+
+def resolve_input_channel_padding(channels: int | None, backend: str | None = None) -> int:
+    """The number of input channels a convolution computes on: ``None`` means "auto" (AUTO_INPUT_CHANNEL_PADDING
+    for ``backend``, default jax's default backend; 0, no padding, elsewhere)."""
+    if channels is None:
+        return AUTO_INPUT_CHANNEL_PADDING.get(backend or jax.default_backend(), 0)
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 0:
+        raise ValueError(f"pad_input_channels must be None (auto) or an int >= 0 (0: no padding), got {channels!r}")
+    return channels
+
+
 def _temporal_slices(x: jnp.ndarray, kt: int, st: int, pt: int) -> tuple[list[jnp.ndarray], int]:
     """Pads T by ``pt`` both sides; returns the kt strided temporal slices [B, T_out, H, W, C] and T_out."""
     if pt:
@@ -129,19 +145,26 @@ class Conv3D(nn.Module):
     lowering: str = "auto"
     kernel_init: Callable = kaiming_fan_out
     bias_init: Callable = nn.initializers.zeros
+    # compute on the input's channels zero-padded up to this many (the kernel too; same function, same
+    # parameters): cuDNN's kernels for 3-channel inputs are slow. None: resolve_input_channel_padding's "auto".
+    pad_input_channels: int | None = 0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train  # no train-dependent behaviour; accepted for a uniform interface
         lowering = resolve_lowering(self.lowering)  # validates even before params exist
+        pad_to = resolve_input_channel_padding(self.pad_input_channels)
         kernel_size = tuple(int(k) for k in self.kernel_size)
         if len(kernel_size) != 3:
             raise ValueError(f"kernel_size must be (kt, kh, kw), got {self.kernel_size}")
         padding = tuple(k // 2 for k in kernel_size) if self.padding is None else tuple(self.padding)
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, kernel_size + (cin, self.features), jnp.float32)
-        x = x.astype(self.dtype)
-        y = conv3d(x, kernel.astype(self.dtype), tuple(self.strides), padding, lowering)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if cin < pad_to:
+            x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad_to - cin)])
+            kernel = jnp.pad(kernel, [(0, 0)] * 3 + [(0, pad_to - cin), (0, 0)])
+        y = conv3d(x, kernel, tuple(self.strides), padding, lowering)
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
             y = y + bias.astype(self.dtype)

@@ -33,7 +33,8 @@ def _shortcut(x, out_dim: int, strides, conv, bn):
 
 def _conv_maker(block):
     """conv(features, kernel, strides, name) -> a Conv3D in the block's dtype and lowering."""
-    return lambda f, k, s, name: Conv3D(f, k, s, dtype=block.dtype, lowering=block.lowering, name=name)
+    return lambda f, k, s, name, **options: Conv3D(f, k, s, dtype=block.dtype, lowering=block.lowering, name=name,
+                                                   **options)
 
 
 def _bn_maker(module, train: bool):
@@ -155,6 +156,9 @@ class ResNet3D(nn.Module):
     stem_kernel: tuple[int, int, int] = (1, 7, 7)
     stem_strides: tuple[int, int, int] = (1, 2, 2)
     stem_pool: bool = True                               # max-pool 1×3×3, stride (1,2,2), pad 1 (-inf)
+    stem_pad_channels: int | None = None                 # the stem conv computes on the input's channels zero-padded
+                                                         # to this many (same function and parameters); None: 8 on
+                                                         # GPUs, none elsewhere (conv.AUTO_INPUT_CHANNEL_PADDING)
     zero_init_residual: bool = True
     dtype: Any = jnp.float32                             # compute dtype; parameters stay float32
     remat: bool = False                                  # recompute each block's activations in the backward pass
@@ -192,10 +196,12 @@ class ResNet3D(nn.Module):
         x = x.astype(self.dtype)
         conv, bn = _conv_maker(self), _bn_maker(self, train)
         if self.stem == "conv":
-            x = conv(self.stem_features, self.stem_kernel, self.stem_strides, "stem_conv")(x)
+            x = conv(self.stem_features, self.stem_kernel, self.stem_strides, "stem_conv",
+                     pad_input_channels=self.stem_pad_channels)(x)
         else:
             (kt, kh, kw), (st, sh, sw) = self.stem_kernel, self.stem_strides
-            x = conv(self.stem_mid_features, (1, kh, kw), (1, sh, sw), "stem_conv_spatial")(x)
+            x = conv(self.stem_mid_features, (1, kh, kw), (1, sh, sw), "stem_conv_spatial",
+                     pad_input_channels=self.stem_pad_channels)(x)
             x = bn("stem_bn_spatial", relu=True)(x)
             x = conv(self.stem_features, (kt, 1, 1), (st, 1, 1), "stem_conv_temporal")(x)
         x = bn("stem_bn", relu=True)(x)
