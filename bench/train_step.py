@@ -328,6 +328,8 @@ def measure_step_memory(spec: dict) -> dict:
 
 KERNEL_NUMBER = re.compile(r"[._]\d+$")  # loop_add_fusion_12, input_reduce_fusion.3 → one kind
 TOP_KERNELS = 15
+JIT_PREFIX = re.compile(r"^jit\([^)]*\)/")  # jit(train_step)/jvp(ResNet3D)/stem_conv/… → jvp(ResNet3D)/…
+GRAPHED = "(kernels in a CUDA graph: no op name)"
 MATMUL_KERNEL = re.compile(r"gemm|xmma|cutlass|nvjet|cudnn|conv|fprop|dgrad|wgrad|cublas|dot", re.IGNORECASE)
 
 
@@ -336,9 +338,11 @@ def kernel_time(trace_dir: str, steps: int) -> dict | None:
 
     Returns milliseconds per step: `busy` (all device kernels and copies), `matmul` (convolution and
     matrix-multiply kernels: cuDNN, cuBLAS, CUTLASS, XLA's Triton gemm fusions) and `other` (XLA's
-    fusions: normalisation, elementwise, reductions, copies), `launches` per step, and `top`: the
+    fusions: normalisation, elementwise, reductions, copies), `launches` per step, `top`: the
     TOP_KERNELS kinds of kernel (names without their instance number) that take the most time, as
-    (name, ms per step, launches per step); None when the trace has no device events (a CPU run)."""
+    (name, ms per step, launches per step), and `ops`: the same for the jax operations that launched
+    them (layer path and primitive, from the kernel's `name` argument; XLA's kernels inside a CUDA graph
+    carry none and are counted as GRAPHED); None when the trace has no device events (a CPU run)."""
     traces = sorted(Path(trace_dir).rglob("*.trace.json.gz"))
     if not traces:
         return None
@@ -351,14 +355,23 @@ def kernel_time(trace_dir: str, steps: int) -> dict | None:
         return None
     matmul = sum(e["dur"] for e in kernels if MATMUL_KERNEL.search(e.get("name", "")))
     busy = sum(e["dur"] for e in kernels)
-    kinds: dict[str, list[float]] = {}
-    for e in kernels:
-        kind = kinds.setdefault(KERNEL_NUMBER.sub("", e.get("name", "?"))[:80], [0.0, 0])
-        kind[0] += e["dur"] / 1e3 / steps
-        kind[1] += 1 / steps
-    top = sorted(kinds.items(), key=lambda item: -item[1][0])[:TOP_KERNELS]
+
+    def most_time(key) -> list[tuple[str, float, float]]:
+        groups: dict[str, list[float]] = {}
+        for e in kernels:
+            group = groups.setdefault(key(e), [0.0, 0])
+            group[0] += e["dur"] / 1e3 / steps
+            group[1] += 1 / steps
+        top = sorted(groups.items(), key=lambda item: -item[1][0])[:TOP_KERNELS]
+        return [(name, ms, count) for name, (ms, count) in top]
+
+    def op(e) -> str:
+        name = e.get("args", {}).get("name")
+        return JIT_PREFIX.sub("", name) if name else GRAPHED
+
     return dict(busy=busy / 1e3 / steps, matmul=matmul / 1e3 / steps, other=(busy - matmul) / 1e3 / steps,
-                launches=len(kernels) / steps, top=[(name, ms, count) for name, (ms, count) in top])
+                launches=len(kernels) / steps, top=most_time(lambda e: KERNEL_NUMBER.sub("", e.get("name", "?"))[:80]),
+                ops=most_time(op))
 
 
 def count_flops(spec: dict) -> dict:
@@ -720,6 +733,10 @@ def top_kernel_lines(rows: list[dict], named: bool = False) -> list[str]:
         lines += ["", f"Top kernels, {variant}{r['dtype']}, remat {'on' if r['remat'] else 'off'}:", "",
                   "| kernel | ms/step | launches/step |", "| --- | --- | --- |"]
         lines += [f"| `{name}` | {ms:.2f} | {count:.0f} |" for name, ms, count in r["kernel_time"].get("top", [])]
+        if r["kernel_time"].get("ops"):
+            lines += ["", f"Top jax operations, {variant}{r['dtype']}, remat {'on' if r['remat'] else 'off'}:", "",
+                      "| operation | ms/step | launches/step |", "| --- | --- | --- |"]
+            lines += [f"| `{name}` | {ms:.2f} | {count:.0f} |" for name, ms, count in r["kernel_time"]["ops"]]
     return lines
 
 

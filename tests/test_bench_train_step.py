@@ -239,7 +239,8 @@ def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
     events = [
         {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
         {"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/host:CPU"}},
-        {"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 3000, "name": "sm90_xmma_fprop_implicit_gemm_bf16"},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 3000, "name": "sm90_xmma_fprop_implicit_gemm_bf16",
+         "args": {"name": "jit(train_step)/jvp(ResNet3D)/stem_conv/conv_general_dilated"}},
         {"ph": "X", "pid": 1, "tid": 1, "ts": 3000, "dur": 1000, "name": "gemm_fusion_dot_12"},
         {"ph": "X", "pid": 1, "tid": 1, "ts": 4000, "dur": 2000, "name": "nvjet_sm90_tst_128x160"},
         {"ph": "X", "pid": 1, "tid": 1, "ts": 6000, "dur": 4000, "name": "input_reduce_fusion_3"},
@@ -252,8 +253,10 @@ def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
     with gzip.open(run / "host.trace.json.gz", "wt") as f:
         json.dump({"traceEvents": events}, f)
     split = bench.kernel_time(str(tmp_path), steps=2)
-    top = split.pop("top")
+    top, ops = split.pop("top"), split.pop("ops")
     assert split == dict(busy=7.0, matmul=3.0, other=4.0, launches=3.0)
+    # the operations that launched them, from the kernels' `name` argument
+    assert ops == [(bench.GRAPHED, 5.5, 2.5), ("jvp(ResNet3D)/stem_conv/conv_general_dilated", 1.5, 0.5)]
     # kinds of kernel, instance numbers dropped, most time first: (name, ms per step, launches per step)
     assert top[0] == ("input_reduce_fusion", 3.0, 1.0) and top[1] == ("sm90_xmma_fprop_implicit_gemm_bf16", 1.5, 0.5)
     assert len(top) == 5 and sum(ms for _, ms, _ in top) == pytest.approx(7.0)
