@@ -63,6 +63,7 @@ def create_backbone(name: str, **overrides) -> nn.Module:
     return BACKBONES[name](**overrides)
 
 
-__all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "REMAT_POLICIES", "backbone_options", "create_backbone", "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D",
-           "conv3d", "LOWERINGS", "resolve_lowering", "resolve_input_channel_padding", "MLP", "Linear", "Prototypes", "normalized_prototypes",
+__all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "REMAT_POLICIES", "backbone_options", "create_backbone",
+           "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D", "conv3d", "LOWERINGS",
+           "resolve_lowering", "resolve_input_channel_padding", "MLP", "Linear", "Prototypes", "normalized_prototypes",
            "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]

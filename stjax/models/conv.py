@@ -58,7 +58,7 @@ def resolve_lowering(lowering: str, backend: str | None = None) -> str:
 
 
 # "auto" input-channel padding per backend. On an H100 (bench/RESULTS.md, 2026-11-23) cuDNN's kernels for the
-# 3-channel stem ran at ~40 TFLOP/s bf16 (0.78 ms for each forward pass of the Slow R-50 stem at 16 clips);
+# 3-channel stem ran at ~39 TFLOP/s bf16 (0.78 ms for each forward pass of the Slow R-50 stem at 16 clips);
 # padded to 8 channels, the ρBYOL step went from 36.7 to 35.5 ms. Padding costs FLOPs on a CPU.
 AUTO_INPUT_CHANNEL_PADDING = {"gpu": 8, "cuda": 8}
 

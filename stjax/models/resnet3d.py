@@ -32,7 +32,7 @@ def _shortcut(x, out_dim: int, strides, conv, bn):
 
 
 def _conv_maker(block):
-    """conv(features, kernel, strides, name) -> a Conv3D in the block's dtype and lowering."""
+    """conv(features, kernel, strides, name, **Conv3D fields) -> a Conv3D in the block's dtype and lowering."""
     return lambda f, k, s, name, **options: Conv3D(f, k, s, dtype=block.dtype, lowering=block.lowering, name=name,
                                                    **options)
 
