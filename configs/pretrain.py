@@ -52,6 +52,7 @@ def get_config(arg=None):
     configlib.require_choice("framework", config.framework, FRAMEWORKS)
     config.model = ml_collections.ConfigDict(dict(dtype="float32", remat=False, remat_policy="blocks", lowering="auto",
                                                    batch_norm="fused", init_from=""))
+    config.model.stem_pad_channels = placeholder(int)  # None: 8 on GPUs, none elsewhere (ResNet3D.stem_pad_channels)
     config.log_every = 20
     config.checkpoint_every = 500
     config.keep_checkpoints = 3

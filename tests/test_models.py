@@ -265,6 +265,9 @@ def test_backbone_options_from_config():
     assert opts["batch_norm"] == "fused" and backbone_options({"batch_norm": "flax"})["batch_norm"] == "flax"
     with pytest.raises(ValueError, match="model.batch_norm='sync'.*fused, flax"):
         backbone_options({"batch_norm": "sync"})
+    assert opts["stem_pad_channels"] is None and backbone_options({"stem_pad_channels": 0})["stem_pad_channels"] == 0
+    with pytest.raises(ValueError, match=r"model.stem_pad_channels=-3 is not supported; valid choices: None \(auto"):
+        backbone_options({"stem_pad_channels": -3})
 
 
 @pytest.mark.parametrize("name,dim,n_params", [("r3d_micro", 64, 226_472), ("r3d_tiny", 128, 900_816)])

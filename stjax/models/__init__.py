@@ -34,7 +34,7 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def backbone_options(model_config) -> dict:
     """ResNet3D overrides from a `config.model` block: `dtype` (name in COMPUTE_DTYPES), `remat`,
     `remat_policy` (one of REMAT_POLICIES), `lowering` (of the 3D convolutions, one of LOWERINGS), `batch_norm`
-    (one of BATCH_NORMS) and `overrides` (any other ResNet3D field)."""
+    (one of BATCH_NORMS), `stem_pad_channels` (None: auto) and `overrides` (any other ResNet3D field)."""
     options = dict(model_config.get("overrides", {}) or {})
     lowering = model_config.get("lowering", "auto")
     if lowering not in LOWERINGS:
@@ -53,6 +53,13 @@ def backbone_options(model_config) -> dict:
     if policy not in REMAT_POLICIES:
         raise ValueError(f"model.remat_policy={policy!r} is not supported; valid choices: {', '.join(REMAT_POLICIES)}")
     options.setdefault("remat_policy", policy)
+    stem_pad = model_config.get("stem_pad_channels")
+    try:
+        resolve_input_channel_padding(stem_pad)
+    except ValueError:
+        raise ValueError(f"model.stem_pad_channels={stem_pad!r} is not supported; valid choices: None (auto: 8 on "
+                         "GPUs, none elsewhere) or a number of channels >= 0 (0: no padding)") from None
+    options.setdefault("stem_pad_channels", stem_pad)
     return options
 
 
