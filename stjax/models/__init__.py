@@ -54,11 +54,7 @@ def backbone_options(model_config) -> dict:
         raise ValueError(f"model.remat_policy={policy!r} is not supported; valid choices: {', '.join(REMAT_POLICIES)}")
     options.setdefault("remat_policy", policy)
     stem_pad = model_config.get("stem_pad_channels")
-    try:
-        resolve_input_channel_padding(stem_pad)
-    except ValueError:
-        raise ValueError(f"model.stem_pad_channels={stem_pad!r} is not supported; valid choices: None (auto: 8 on "
-                         "GPUs, none elsewhere) or a number of channels >= 0 (0: no padding)") from None
+    resolve_input_channel_padding(stem_pad, field="model.stem_pad_channels")  # validates
     options.setdefault("stem_pad_channels", stem_pad)
     return options
 

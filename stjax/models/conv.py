@@ -63,13 +63,16 @@ def resolve_lowering(lowering: str, backend: str | None = None) -> str:
 AUTO_INPUT_CHANNEL_PADDING = {"gpu": 8, "cuda": 8}
 
 
-def resolve_input_channel_padding(channels: int | None, backend: str | None = None) -> int:
+def resolve_input_channel_padding(channels: int | None, backend: str | None = None,
+                                  field: str = "pad_input_channels") -> int:
     """The number of input channels a convolution computes on: ``None`` means "auto" (AUTO_INPUT_CHANNEL_PADDING
-    for ``backend``, default jax's default backend; 0, no padding, elsewhere)."""
+    for ``backend``, default jax's default backend; 0, no padding, elsewhere). ``field`` names the setting in
+    the error for a bad value."""
     if channels is None:
         return AUTO_INPUT_CHANNEL_PADDING.get(backend or jax.default_backend(), 0)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 0:
-        raise ValueError(f"pad_input_channels must be None (auto) or an int >= 0 (0: no padding), got {channels!r}")
+        raise ValueError(f"{field}={channels!r} is not supported; valid choices: None (auto: 8 on GPUs, none "
+                         "elsewhere) or a number of channels >= 0 (0: no padding)")
     return channels
 
 
