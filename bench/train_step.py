@@ -590,18 +590,6 @@ def run_child(kind: str, spec: dict, env: dict | None = None, timeout: float | N
 # ----------------------------------------------------------------------------- parent
 
 
-def _versions() -> dict:
-    import importlib.metadata as metadata
-
-    found = {}
-    for name in ("jax", "jaxlib", "flax", "optax", "torch"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 def _fmt(value, spec=".1f", missing="–"):
     return missing if value is None else format(value, spec)
 
@@ -797,6 +785,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
+    from stjax import provenance
     from stjax.models import LOWERINGS
 
     try:
@@ -841,7 +830,7 @@ def main(argv=None) -> int:
     header = [
         f"date: {datetime.date.today().isoformat()}; device: {found['device_kind']} × {found['count']} "
         f"({platform_name}); host: {platform.node()} ({os.cpu_count()} cores)",
-        "versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items() if v),
+        "code: " + provenance.one_line(provenance.describe(("jax", "jaxlib", "flax", "optax", "torch"))),
         f"step: {base['framework']} on {base['backbone']}, ρ={base['rho']}, {base['frames']}×{base['crop']}², "
         f"{base['batch_per_device']} videos/device, Conv3D lowering {args.lowering}"
         f"{', backbone overrides ' + json.dumps(overrides) if overrides else ''}"

@@ -51,7 +51,7 @@ def run(config, workdir: str) -> dict:
     """
     import jax
 
-    from stjax import objectives
+    from stjax import objectives, provenance
     from stjax.data import builders
     from stjax.data import config as data_config
     from stjax.eval import features as eval_features
@@ -141,6 +141,7 @@ def run(config, workdir: str) -> dict:
         },
         "final_loss": _last_loss(workdir),
         "num_devices": int(mesh.devices.size),
+        "provenance": provenance.describe(),
     }
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "summary.json"), "w") as f:

@@ -137,7 +137,24 @@ def markdown(study_dir: str, grid, runs, metric: str, rows=None, cols=None) -> s
         described = {k: v for k, v in finished[0].items() if k in ("backbone", "dataset", "steps", "batch_size")}
         lines.append("Runs: " + ", ".join(f"{k} {v}" for k, v in described.items()) + ".")
         lines.append("")
+        lines += _commits_line(finished)
     return "\n".join(lines)
+
+
+def _commits_line(finished: list[dict]) -> list[str]:
+    """A line naming the code commits the runs come from (summary["provenance"]["commit"]); runs from different
+    commits can differ by as much as runs of different seeds, so a table that mixes them says so."""
+    counts: dict[str, int] = {}
+    for s in finished:
+        commit = (s.get("provenance") or {}).get("commit") or "unknown"
+        counts[commit] = counts.get(commit, 0) + 1
+    if list(counts) == ["unknown"]:
+        return []
+    if len(counts) == 1:
+        return [f"Code: commit {next(iter(counts))}.", ""]
+    listed = ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items())
+    return [f"**The runs come from {len(counts)} code versions**: {listed}. A change that only reorders float sums "
+            "moves a run by about as much as its seed does, so compare cells of one commit.", ""]
 
 
 def write_png(path: str, grid, runs, metric: str, rows=None, cols=None) -> None:

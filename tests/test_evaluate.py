@@ -2,6 +2,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -97,6 +98,7 @@ def test_each_protocol_end_to_end(synthetic_run, protocol):
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     assert [c["step"] for c in results["checkpoints"]] == [2, 5]
+    assert results["provenance"]["packages"]["jax"] == jax.__version__
     for record in results["checkpoints"]:
         assert record["num_train"] == 16 and record["num_test"] == 8 and record["backbone"] == "r3d_micro"
         metrics = {k: v for k, v in record.items() if isinstance(v, float)}
@@ -235,6 +237,7 @@ def test_three_fold_mean_in_one_command(synthetic_run, tmp_path):
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "| backbone.npz | 2 |" in report and "| backbone.npz | **mean** |" in report
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["mean"] == results["mean"]
+    assert results["provenance"] == per_fold[1]["provenance"] and "commit" in results["provenance"]
 
 
 def test_fold_names_and_errors():

@@ -2,6 +2,7 @@
 import json
 import os
 
+import jax
 import pytest
 
 from stjax import configlib
@@ -45,6 +46,8 @@ def test_demo_code_path_end_to_end(tmp_path, monkeypatch):
     on_disk = json.loads(open(os.path.join(workdir, "summary.json")).read())
     per_class = summary.pop("per_class_linear_top1")
     assert on_disk.pop("per_class_linear_top1") == per_class
+    code = summary.pop("provenance")
+    assert on_disk.pop("provenance") == code
     assert on_disk == pytest.approx(summary)
     names = ["still", "slide", "fall", "rise", "orbit", "spin", "pulse", "blink", "shake", "bob"]
     for probe in ("pretrained", "random init"):
@@ -57,6 +60,7 @@ def test_demo_code_path_end_to_end(tmp_path, monkeypatch):
     for key in ("linear_top1", "random_init_linear_top1"):
         assert 0.0 <= summary[key] <= 1.0
     assert summary["chance_top1"] == pytest.approx(0.1)
+    assert code["packages"]["jax"] == jax.__version__ and "commit" in code
     with open(os.path.join(workdir, "report.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))

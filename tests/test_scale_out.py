@@ -295,6 +295,23 @@ def test_report_writes_the_framework_by_rho_table(tmp_path, capsys, with_sweep_j
         report.main([str(tmp_path), "--rows", "seed"])
 
 
+def test_report_names_the_commits_its_runs_come_from(tmp_path):
+    from stjax import report
+
+    _write_study(tmp_path)
+    report.main([str(tmp_path)])
+    assert "Code" not in (tmp_path / "report.md").read_text()  # summaries from before provenance was recorded
+    for i, path in enumerate(sorted(tmp_path.glob("*/summary.json"))):
+        summary = json.loads(path.read_text())
+        path.write_text(json.dumps(dict(summary, provenance={"commit": "aaa" if i < 3 else "bbb+dirty"})))
+    report.main([str(tmp_path)])
+    assert "come from 2 code versions**: aaa (3 runs), bbb+dirty (2 runs)" in (tmp_path / "report.md").read_text()
+    for path in tmp_path.glob("*/summary.json"):
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), provenance={"commit": "aaa"})))
+    report.main([str(tmp_path)])
+    assert "Code: commit aaa." in (tmp_path / "report.md").read_text()
+
+
 def test_distributed_is_joined_only_when_the_environment_describes_several_processes():
     from stjax.train import distributed
 

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from stjax import provenance
 from stjax.eval import knn as knn_lib
 
 PROTOCOLS = ("linear", "knn", "retrieval", "finetune")
@@ -116,7 +117,7 @@ def fold_mean(per_fold: dict[int, dict]) -> dict:
                      **{m: float(np.mean([r[m] for r in rows])) for m in metrics}})
     return {"protocol": first["protocol"], "init_from": first["init_from"], "folds": sorted(per_fold),
             "datasets": {k: r["dataset"] for k, r in per_fold.items()}, "mean": mean,
-            "per_fold": {k: r["checkpoints"] for k, r in per_fold.items()}}
+            "per_fold": {k: r["checkpoints"] for k, r in per_fold.items()}, "provenance": first.get("provenance")}
 
 
 def _write_fold_outputs(workdir: str, results: dict) -> None:
@@ -321,7 +322,7 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
 
     results = {"protocol": config.protocol, "dataset": config.data.dataset, "init_from": config.init_from,
                "train_split": config.data.train_split, "eval_split": config.data.eval_split,
-               "num_classes": num_classes, "checkpoints": records}
+               "num_classes": num_classes, "checkpoints": records, "provenance": provenance.describe()}
     if jax.process_index() == 0:
         _write_outputs(workdir, results, last_metrics, class_names, report)
     return results
