@@ -266,3 +266,40 @@ def test_step_augments_batches_that_carry_draws():
     with pytest.raises(ValueError, match="no AugmentConfig"):
         plain(factory.create(jax.random.key(0)), jax.device_put(dict(raw, augment=draws),
                                                                  mesh_lib.batch_sharding(mesh)), jax.random.key(1))
+
+
+@pytest.mark.parametrize("written_by_replicas", [True, False])
+def test_checkpoint_restores_whichever_way_its_replicated_arrays_were_written(tmp_path, written_by_replicas):
+    """`checkpoint.use_replica_parallel_saving` (off except on TPUs) does not change what is on disk."""
+    import orbax.checkpoint as ocp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from stjax.train import checkpoint as checkpoint_lib
+    from stjax.train.state import TrainState
+
+    mesh = mesh_lib.create_mesh()
+    assert mesh.devices.size == 8
+    replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+    values = np.arange(8 * 3 * 5, dtype=np.float32).reshape(8, 3, 5)
+    state = TrainState(step=jax.device_put(np.int32(5), replicated),
+                       params={"w": jax.device_put(values, replicated), "b": jax.device_put(values[0, 0], replicated)},
+                       batch_stats={"mean": jax.device_put(values[:, 0] + 1, replicated)},
+                       extra={"queue": jax.device_put(values * 2, sharded)},
+                       opt_state={"m": jax.device_put(-values, replicated)})
+    checkpointer = checkpoint_lib.Checkpointer(str(tmp_path))
+    handler = ocp.type_handlers.get_type_handler(jax.Array)
+    assert handler._use_replica_parallel is False and handler._array_metadata_store is not None  # on CPUs
+    try:
+        checkpoint_lib.use_replica_parallel_saving(written_by_replicas)
+        checkpointer.save(state, {"data_batches_consumed": 5}, force=True)
+        checkpointer.wait()
+        checkpoint_lib.use_replica_parallel_saving(not written_by_replicas)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        restored, meta = checkpointer.restore(abstract)
+    finally:
+        checkpoint_lib.use_replica_parallel_saving(False)
+        checkpointer.close()
+    assert meta == {"data_batches_consumed": 5}
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+        assert a.sharding == b.sharding
+        np.testing.assert_array_equal(jax.device_get(a), jax.device_get(b))

@@ -15,10 +15,34 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def use_replica_parallel_saving(enabled: bool) -> None:
+    """Sets whether Orbax splits the writing of a replicated array among its replicas (its default off on GPUs,
+    when JAX_PLATFORMS names them, and on elsewhere).
+
+    Splitting takes a slice of every replica's copy with an eager jax op, and each (shape, replica) compiles
+    its own small program on the first save of a process: with a ResNet's state replicated on 8 CPU devices
+    that first save blocked the training loop for ~11 s (2-core VM), while the whole run took ~37 s. Writing
+    each array from one replica costs nothing at this project's checkpoint sizes (a Slow R-50 train state is
+    ~0.5 GB). The on-disk format does not change, so checkpoints written either way restore either way.
+    Orbax reads the setting from its global registry of type handlers; this replaces its `jax.Array` handler,
+    keeping the handler's other settings."""
+    current = ocp.type_handlers.get_type_handler(jax.Array)
+    if getattr(current, "_use_replica_parallel", None) == enabled:
+        return
+    # the array metadata store is the one setting Orbax's default handler gives that the constructor's default lacks
+    store = getattr(current, "_array_metadata_store", None)
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=enabled, array_metadata_store=store),
+        override=True)
+
+
 class Checkpointer:
-    """Thin wrapper over `ocp.CheckpointManager` for a TrainState."""
+    """Thin wrapper over `ocp.CheckpointManager` for a TrainState.
+
+    Replicated arrays are written from one replica except on TPUs (`use_replica_parallel_saving`)."""
 
     def __init__(self, workdir: str, max_to_keep: int = 3, async_save: bool = True):
+        use_replica_parallel_saving(jax.default_backend() == "tpu")
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self.manager = ocp.CheckpointManager(
             self.directory,
