@@ -20,12 +20,13 @@ def use_replica_parallel_saving(enabled: bool) -> None:
     when JAX_PLATFORMS names them, and on elsewhere).
 
     Splitting takes a slice of every replica's copy with an eager jax op, and each (shape, replica) compiles
-    its own small program on the first save of a process: with a ResNet's state replicated on 8 CPU devices
-    that first save blocked the training loop for ~11 s (2-core VM), while the whole run took ~37 s. Writing
-    each array from one replica costs nothing at this project's checkpoint sizes (a Slow R-50 train state is
-    ~0.5 GB). The on-disk format does not change, so checkpoints written either way restore either way.
-    Orbax reads the setting from its global registry of type handlers; this replaces its `jax.Array` handler,
-    keeping the handler's other settings."""
+    its own small program on the first save of a process: with an r3d_micro ρBYOL state replicated on 8 CPU
+    devices that first save blocked the training loop for ~11 s (2-core VM) of a ~37 s run. Writing each array
+    from one replica should matter little at this project's checkpoint sizes (a Slow R-50 train state is
+    ~0.5 GB; not measured on several hosts). The on-disk format does not change, so checkpoints written either
+    way restore either way. Orbax reads the setting from its global registry of type handlers; this replaces
+    its `jax.Array` handler, carrying over the handler's array metadata store.
+    """
     current = ocp.type_handlers.get_type_handler(jax.Array)
     if getattr(current, "_use_replica_parallel", None) == enabled:
         return
