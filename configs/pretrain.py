@@ -88,6 +88,10 @@ def get_config(arg=None):
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,
     ))
+    # Which backbones get that probe when pretraining ends: "both" (the pretrained one and the same
+    # architecture at random init), "pretrained", or "none". summary.json's linear_* fields are None
+    # for a backbone not probed.
+    config.final_probe = "both"
     # Every `eval_every` steps (0: never) a weighted kNN of the backbone's frozen features (test split
     # against train split) is logged as knn_top1 / knn_top5: the learning curve of the representation.
     config.eval_every = 0
@@ -178,6 +182,10 @@ def get_config(arg=None):
         # The official run normalised MoCo's BN per GPU: 8 videos on each of 64 GPUs. Keep
         # batch_size / moco.bn_groups = 8 when changing batch_size.
         config.moco.bn_groups = 64
+        # No probe at the end: it would extract 30-view features of Kinetics' ~240k train videos twice
+        # (pretrained, random init), and it is not the paper's protocol, which is
+        # `configs/eval.py:linear,data=k400_r50` on the finished run.
+        config.final_probe = "none"
         if config.framework == "moco":
             # ρMoCo: SGD (Nesterov momentum 0.9), lr 0.4 at 512 videos, weight decay 1e-4 (REFERENCE.md);
             # warm-up 35 epochs as for every framework. BYOL/SimCLR/SwAV keep the LARS block above.

@@ -8,8 +8,8 @@ Builds the dataset if it is missing (the synthetic set is rendered on first
 use), pretrains the configured framework (resuming from WORKDIR/checkpoints if
 a previous run stopped), trains a linear probe on frozen features of the
 pretrained backbone and, with the same recipe, of the same architecture at
-random initialisation, then prints a summary table and writes
-WORKDIR/summary.json and WORKDIR/report.png.
+random initialisation (`config.final_probe`: both, pretrained or none), then
+prints a summary table and writes WORKDIR/summary.json and WORKDIR/report.png.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# `config.final_probe`: which backbones get the linear probe after pretraining.
+FINAL_PROBES = {"both": ("pretrained", "random init"), "pretrained": ("pretrained",), "none": ()}
+
 
 def validate(config) -> None:
     """All settings checked before any work; errors name the field and the valid values."""
@@ -31,6 +34,7 @@ def validate(config) -> None:
     data_config.validate(config)
     configlib.require_choice("framework", config.framework, sorted(objectives.FRAMEWORKS))
     configlib.require_choice("model.backbone", config.model.backbone, sorted(models.BACKBONES))
+    configlib.require_choice("final_probe", config.get("final_probe", "both"), FINAL_PROBES)
     configlib.require_choice("model.dtype", config.model.get("dtype", "float32"), list(models.COMPUTE_DTYPES))
     init_from = config.model.get("init_from", "")
     configlib.require(not init_from or os.path.exists(init_from), "model.init_from", init_from,
@@ -106,13 +110,12 @@ def run(config, workdir: str) -> dict:
     if result.preempted:  # the checkpoint is saved; the same command continues (and then probes)
         raise pretrain_lib.Preempted(f"pretraining stopped at step {result.steps} of {total_steps}")
 
-    # Linear probe on frozen features: pretrained vs the same architecture at random init.
-
+    # Linear probes on frozen features: pretrained vs the same architecture at random init.
     probe_config = linear_probe.ProbeConfig(**config.probe.to_dict(), seed=config.seed)
     probes = {}
     started = time.time()
-    init_state = pretrain_lib.random_init_state(result, config.seed)
-    for name, state in (("pretrained", result.state), ("random init", init_state)):
+    for name in FINAL_PROBES[config.get("final_probe", "both")]:
+        state = result.state if name == "pretrained" else pretrain_lib.random_init_state(result, config.seed)
         variables = framework.backbone_variables(state.params, state.batch_stats)
         train_x, train_y = features(variables, config.data.train_split)
         test_x, test_y = features(variables, config.data.eval_split)
@@ -130,14 +133,14 @@ def run(config, workdir: str) -> dict:
         "batch_size": config.batch_size,
         "train_seconds": round(result.train_seconds, 1),
         "probe_seconds": round(probe_seconds, 1),
-        "linear_top1": probes["pretrained"]["top1"],
-        "random_init_linear_top1": probes["random init"]["top1"],
+        "linear_top1": probes.get("pretrained", {}).get("top1"),  # None: not probed (final_probe)
+        "random_init_linear_top1": probes.get("random init", {}).get("top1"),
         "chance_top1": 1.0 / len(class_names),
-        "linear_top5": probes["pretrained"]["top5"],
+        "linear_top5": probes.get("pretrained", {}).get("top5"),
         "per_class_linear_top1": {
             name: {c: None if math.isnan(a) else round(float(a), 3)  # None: no test video of that class
-                   for c, a in zip(class_names, probes[name]["per_class_top1"])}
-            for name in ("pretrained", "random init")
+                   for c, a in zip(class_names, probe["per_class_top1"])}
+            for name, probe in probes.items()
         },
         "final_loss": _last_loss(workdir),
         "num_devices": int(mesh.devices.size),
@@ -155,14 +158,16 @@ def run(config, workdir: str) -> dict:
                 title=f"weighted kNN (k={config.knn.k}) of the backbone during pretraining")
         report.write_report_png(
             os.path.join(workdir, "report.png"), history,
-            {"pretrained": probes["pretrained"], "random init": probes["random init"],
-             "chance": {"top1": summary["chance_top1"]}},
+            dict(probes, chance={"top1": summary["chance_top1"]}) if probes else {},
             title=f"ρ{config.framework.upper()}, ρ={config.rho}, on {config.data.dataset}: "
                   f"{result.steps} steps, {config.model.backbone}",
         )
         rows = [(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in summary.items()
                 if not isinstance(v, dict)]
         print(report.format_summary_table(rows))
+        if not probes:
+            print(f"no linear probe (final_probe=none); evaluate the run with `python -m stjax.main --config "
+                  f"configs/eval.py:linear[,data=k400_r50] --config.init_from={workdir} --workdir DIR`")
         print(f"wrote {os.path.join(workdir, 'summary.json')} and report.png")
     return summary
 

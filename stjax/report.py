@@ -7,7 +7,8 @@ Reads each run's `summary.json` (written by `python -m stjax.main` when a run fi
 sweep's `sweep.json` (the grid, for the order of the keys and values; without it, the runs'
 folder names `KEY=VALUE,KEY=VALUE` are parsed). A grid with more than two keys gives one table
 per combination of the others. Writes STUDY/report.md and STUDY/report.png and prints the Markdown.
-Cells of unfinished runs read "–".
+Cells of unfinished runs, and of runs whose summary holds None for the metric (linear_top1 of a run
+with `final_probe=none`), read "–".
 """
 from __future__ import annotations
 

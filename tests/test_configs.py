@@ -31,6 +31,8 @@ def test_presets_and_arguments():
     r50_16x4 = _get_config("k400_r50,sampling=16x4")  # Slow R-50 16×4: same network, other sampling
     assert (r50_16x4.model.backbone, r50_16x4.data.num_frames, r50_16x4.data.stride) == ("slow_r50", 16, 4)
     assert (paper.model.dtype, paper.model.remat, paper.model.init_from) == ("float32", False, "")
+    # the paper-scale run is evaluated afterwards (configs/eval.py), the demo probes both backbones itself
+    assert (demo.final_probe, paper.final_probe) == ("both", "none")
 
 
 @pytest.mark.parametrize("arg,message", [

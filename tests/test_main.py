@@ -100,6 +100,10 @@ def test_bad_config_fails_before_any_work(tmp_path):
     config.framework = "simclr2"
     with pytest.raises(ValueError, match="framework='simclr2' is invalid; valid values: byol, moco"):
         main_lib.run(config, str(tmp_path / "run"))
+    config = _demo_config(tmp_path)
+    config.final_probe = "random"
+    with pytest.raises(ValueError, match="final_probe='random' is invalid; valid values: both, pretrained, none"):
+        main_lib.run(config, str(tmp_path / "run"))
     config = _demo_config(tmp_path, "demo,framework=moco")
     config.moco.bn_groups = 5
     with pytest.raises(ValueError, match="moco.bn_groups=5 is invalid; valid values: divisors of the batch size"):

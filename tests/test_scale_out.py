@@ -112,7 +112,11 @@ def one_process_of_8(dataset, cache, tmp_path_factory):
     """The reference: 1 process, 8 devices, the data stream defined over 2 slices (as 2 processes read it)."""
     root = tmp_path_factory.mktemp("one_by_8")
     workdir = root / "run"
-    _finish(_start(workdir, dataset, cache, extra=["--config.data.num_shards=2"]))
+    output = _finish(_start(workdir, dataset, cache, extra=["--config.data.num_shards=2", "--config.final_probe=none"]))
+    summary = json.loads((workdir / "summary.json").read_text())  # only its backbone and losses are compared
+    assert summary["steps"] == TOTAL_STEPS and summary["probe_seconds"] < 1
+    assert summary["linear_top1"] is None and summary["random_init_linear_top1"] is None
+    assert summary["per_class_linear_top1"] == {} and "no linear probe (final_probe=none)" in output
     return workdir
 
 
@@ -227,12 +231,14 @@ def _tiny_settings(data, total_steps):
 def test_sweep_runs_every_grid_point_once_and_skips_finished_ones(dataset, cache, tmp_path):
     study = tmp_path / "study"
     args = ["--config", "configs/pretrain.py:demo", "--grid", "rho=1,2", *_tiny_settings(dataset, total_steps=4),
-            "--workdir", str(study)]
+            "--set", "config.final_probe=pretrained", "--workdir", str(study)]
     output = _sweep(cache, *args)
     assert "2 runs in" in output and "0 finished, 2 to do" in output
     for rho in (1, 2):
         summary = json.loads((study / f"rho={rho}" / "summary.json").read_text())
         assert summary["rho"] == rho and summary["steps"] == 4
+        assert 0 <= summary["linear_top1"] <= 1 and summary["random_init_linear_top1"] is None
+        assert list(summary["per_class_linear_top1"]) == ["pretrained"]
     table = (study / "report.md").read_text()
     assert "| rho | linear_top1 |" in table
     for rho in (1, 2):
