@@ -9,8 +9,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow must never grab an accelerator; it only runs tf.data.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# What the libraries under test leave in the temporary folder (TFDS an empty tmp*tfds folder for each
+# builder of a dataset not yet prepared, TensorFlow's autograph a module per converted function) goes
+# into one folder that the run removes at its end. The first process of a run (the xdist controller, or
+# the only one with -n 0) makes it; its workers and subprocesses inherit TMPDIR. pytest's own tmp_path
+# folders stay where pytest keeps them (its last 3 runs, in the system's temporary folder).
+_OWN_TMPDIR = "STJAX_TESTS_TMPDIR" not in os.environ
+if _OWN_TMPDIR:
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+    os.environ["STJAX_TESTS_TMPDIR"] = tempfile.mkdtemp(prefix="stjax-tests-")
+os.environ["TMPDIR"] = os.environ["STJAX_TESTS_TMPDIR"]
+tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def pytest_unconfigure(config):
+    if _OWN_TMPDIR:
+        shutil.rmtree(os.environ["STJAX_TESTS_TMPDIR"], ignore_errors=True)
 
 
 MAX_WORKERS = 4  # each worker is a process with 8 fake devices, 1.5–2.5 GB resident on the CI machine
