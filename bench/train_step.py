@@ -46,9 +46,11 @@ objects with a "name" and any of "config" (config fields by dotted name, e.g. {"
 that variant's process). The FLOPs are counted per variant (xla_flags aside), since a variant may
 change the network.
 
-With --max_batch the largest per-device batch (videos) that trains for each ρ in --rhos is found:
-a line through the peak memory at two batch sizes predicts it, and it is then confirmed by running
-it and failing one more (XLA_PYTHON_CLIENT_MEM_FRACTION=--mem_fraction).
+With --max_batch the largest per-device batch (videos) that trains for each ρ in --rhos is found,
+starting at --batch_per_device: a line through XLA's memory figures of the batches tried so far
+predicts where the device's memory runs out, and the prediction is confirmed by training it and
+failing one more (XLA_PYTHON_CLIENT_MEM_FRACTION=--mem_fraction; see search_largest_batch). Each try
+compiles the step anew, so a start near the answer saves time.
 
 Results go to stdout as tables, and with --out to OUT.md and OUT.json.
 """
@@ -70,6 +72,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_TAG = "RESULT "
@@ -392,12 +395,64 @@ def count_flops(spec: dict) -> dict:
     return dict(spec, **counted)
 
 
+def search_largest_batch(attempt: Callable[[int], int | None], start: int, bytes_limit: int | None,
+                         batch_limit: int) -> dict[int, int | None]:
+    """The largest batch for which `attempt(batch)` succeeds, and the one above it that fails.
+
+    `attempt(b)` returns the bytes a batch of b used (0 if unknown), or None if it does not fit. Returns every
+    try as {batch: bytes or None}; the answer is its largest fitting batch, with batch + 1 failing
+    (or equal to `batch_limit`). With the device's `bytes_limit`, the next try is the batch where a line
+    through the largest fitting tries' bytes (through 0 from one try) reaches the limit: the bytes
+    grow about linearly with the batch, so from a `start` that fits this is usually start, the
+    prediction, one more that fits or fails, and its neighbour. Without a limit (or where the
+    prediction is no help) the search doubles until a batch fails, then bisects. A `start` that does
+    not fit is halved until one does.
+    """
+    tried: dict[int, int | None] = {}
+
+    def bounds() -> tuple[int | None, int | None]:
+        fitting = [b for b, used in tried.items() if used is not None]
+        failing = [b for b, used in tried.items() if used is None]
+        return max(fitting, default=None), min(failing, default=None)
+
+    def predicted() -> int | None:
+        points = sorted((b, used) for b, used in tried.items() if used)
+        if not bytes_limit or not points:
+            return None
+        (b1, used1), (b0, used0) = points[-1], (points[-2] if len(points) > 1 else (0, 0))
+        if used1 <= used0:
+            return None
+        return b1 + int((bytes_limit - used1) * (b1 - b0) // (used1 - used0))
+
+    batch = start
+    while True:
+        tried[batch] = attempt(batch)
+        fits, fails = bounds()
+        if fits is None:
+            if batch == 1:
+                return tried
+            batch = max(1, batch // 2)
+            continue
+        upper = min(fails if fails is not None else batch_limit + 1, batch_limit + 1)
+        if upper - fits <= 1:
+            return tried
+        guess = predicted()
+        if guess is not None and fits < guess < upper and guess not in tried:
+            batch = guess
+        elif guess is not None and guess <= fits and fits + 1 not in tried:
+            batch = fits + 1  # the line says this is the largest: the next one should fail
+        elif fails is None:
+            batch = min(2 * fits, batch_limit)
+        else:
+            batch = (fits + upper) // 2
+
+
 def find_max_batch(spec: dict) -> dict:
     """Largest per-device batch that trains for `spec` (see the module docstring); runs in one process."""
     import jax
 
     def attempt(batch_per_device: int) -> int | None:
-        """Peak bytes of 2 steps at this batch, or None if it does not fit."""
+        """Bytes of 2 steps at this batch (XLA's arguments + temporaries), or None if it does not fit."""
         try:
             build, _, batch, sized = _stjax_setup(dict(spec, batch_per_device=batch_per_device))
             factory, step = build(spec["remat"])
@@ -409,18 +464,18 @@ def find_max_batch(spec: dict) -> dict:
             memory = compiled.memory_analysis()
             used = (memory.temp_size_in_bytes + memory.argument_size_in_bytes) if memory else 0
             del state, batch, compiled
-            return used
+            fits = True
         except Exception as error:  # noqa: BLE001 - XlaRuntimeError's class moved between jax versions
-            if "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower():
-                return None
-            raise
+            if "RESOURCE_EXHAUSTED" not in str(error) and "out of memory" not in str(error).lower():
+                raise
+            used, fits = None, False
+        tried[batch_per_device] = used
+        print(f"  ρ={spec['rho']}: {batch_per_device} videos/device {'fits' if fits else 'does not fit'}"
+              + (f" ({used / 2**30:.2f} GiB)" if used else ""), flush=True)
+        print(PARTIAL_TAG + json.dumps(so_far()), flush=True)
+        return used
 
     tried: dict[int, int | None] = {}
-
-    def record(b: int) -> None:
-        tried[b] = attempt(b)
-        print(f"  ρ={spec['rho']}: {b} videos/device {'fits' if tried[b] else 'does not fit'}", flush=True)
-        print(PARTIAL_TAG + json.dumps(so_far()), flush=True)
 
     def so_far() -> dict:
         """The search so far: the largest batch that fitted, the smallest that did not, every try."""
@@ -428,24 +483,8 @@ def find_max_batch(spec: dict) -> dict:
                     first_failing=min((b for b, v in tried.items() if v is None), default=None),
                     tried={str(k): v for k, v in tried.items()})
 
-    low, high = spec["batch_per_device"], 2 * spec["batch_per_device"]
-    record(low)
-    if tried[low] is None:
-        return dict(spec, **so_far())
-    record(high)
     limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-    queue = []
-    if tried[high] is not None and limit and tried[high] > tried[low]:
-        slope = (tried[high] - tried[low]) / (high - low)
-        guess = int(low + (limit - tried[low]) / slope)
-        queue = [guess, guess + 1]  # the prediction, then the one after it, which should fail
-    while True:
-        fits, fails = so_far()["max_batch_per_device"], so_far()["first_failing"]
-        if (fails is not None and fails - fits <= 1) or (fails is None and fits >= spec["max_batch_limit"]):
-            break
-        candidate = queue.pop(0) if queue else (2 * fits if fails is None else (fits + fails) // 2)
-        if candidate > fits and (fails is None or candidate < fails):
-            record(min(candidate, spec["max_batch_limit"]))
+    search_largest_batch(attempt, spec["batch_per_device"], limit, spec["max_batch_limit"])
     return dict(spec, **so_far(), memory_limit=limit)
 
 

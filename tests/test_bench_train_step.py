@@ -295,3 +295,42 @@ def test_step_program_counts_flops_and_reductions_by_origin():
     assert any(o[0] == "optimizer.py" and "squared_norms" in o[1] for o in origins)
     assert ("norm.py", "_stats", "res#/bn_a") in origins
     assert any(o[0] == "norm.py" and o[2].endswith("(backward)") for o in origins)
+
+
+def _memory_model(fixed, per_video, fits_up_to):
+    """attempt(b) for search_largest_batch: XLA's bytes grow linearly, and the device holds `fits_up_to`."""
+    calls = []
+
+    def attempt(batch):
+        calls.append(batch)
+        return fixed + per_video * batch if batch <= fits_up_to else None
+    return attempt, calls
+
+
+@pytest.mark.parametrize("start,expected_calls", [(8, [8, 97, 104, 105]), (103, [103, 104, 105]),
+                                                   (104, [104, 105]), (200, [200, 100, 104, 105])])
+def test_largest_batch_is_predicted_then_confirmed_by_its_failing_neighbour(start, expected_calls):
+    # H100-like: 0.5 GB of state, 0.72 GB per video, 76 GB the allocator may take: 104 videos fit
+    attempt, calls = _memory_model(5e8, 7.2e8, fits_up_to=104)
+    tried = bench.search_largest_batch(attempt, start, bytes_limit=76e9, batch_limit=512)
+    assert calls == expected_calls
+    assert max(b for b, used in tried.items() if used is not None) == 104 and tried[105] is None
+
+
+def test_largest_batch_when_the_prediction_is_wrong_or_missing():
+    # the device holds less than XLA's figures say (fragmentation, workspace): the prediction fails, bisection ends it
+    attempt, calls = _memory_model(5e8, 7.2e8, fits_up_to=90)
+    tried = bench.search_largest_batch(attempt, 8, bytes_limit=76e9, batch_limit=512)
+    assert calls == [8, 97, 52, 74, 85, 91, 88, 89, 90] and tried[90] and tried[91] is None
+    # no memory limit (a CPU): doubling, then bisection
+    attempt, calls = _memory_model(0, 1, fits_up_to=37)
+    tried = bench.search_largest_batch(attempt, 2, bytes_limit=None, batch_limit=512)
+    assert calls == [2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37] and tried[38] is None
+    # a start that does not fit is halved first; the batch limit caps the search
+    attempt, calls = _memory_model(0, 1, fits_up_to=20)
+    tried = bench.search_largest_batch(attempt, 64, None, 512)
+    assert calls == [64, 32, 16, 24, 20, 22, 21] and tried[20] == 20 and tried[21] is None
+    attempt, _ = _memory_model(0, 1, fits_up_to=20)
+    assert bench.search_largest_batch(attempt, 2, None, batch_limit=6) == {2: 2, 4: 4, 6: 6}
+    attempt, _ = _memory_model(0, 1, fits_up_to=0)
+    assert bench.search_largest_batch(attempt, 4, None, 512) == {4: None, 2: None, 1: None}
