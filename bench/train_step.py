@@ -399,14 +399,14 @@ def search_largest_batch(attempt: Callable[[int], int | None], start: int, bytes
                          batch_limit: int) -> dict[int, int | None]:
     """The largest batch for which `attempt(batch)` succeeds, and the one above it that fails.
 
-    `attempt(b)` returns the bytes a batch of b used (0 if unknown), or None if it does not fit. Returns every
-    try as {batch: bytes or None}; the answer is its largest fitting batch, with batch + 1 failing
-    (or equal to `batch_limit`). With the device's `bytes_limit`, the next try is the batch where a line
-    through the largest fitting tries' bytes (through 0 from one try) reaches the limit: the bytes
-    grow about linearly with the batch, so from a `start` that fits this is usually start, the
-    prediction, one more that fits or fails, and its neighbour. Without a limit (or where the
-    prediction is no help) the search doubles until a batch fails, then bisects. A `start` that does
-    not fit is halved until one does.
+    `attempt(b)` returns the bytes a batch of b used (0 if unknown), or None if it does not fit.
+    Returns every try as {batch: bytes or None}; the answer is its largest fitting batch, with
+    batch + 1 failing (or equal to `batch_limit`). With the device's `bytes_limit`, the next try is
+    the batch where a line through the two largest fitting tries' bytes (through 0 after one try)
+    reaches the limit: the bytes grow about linearly with the batch, so from a `start` that fits
+    this is usually start, the prediction, one more that fits or fails, and its neighbour. Without
+    a limit (or where the prediction is no help) the search doubles until a batch fails, then
+    bisects. A `start` that does not fit is halved until one does.
     """
     tried: dict[int, int | None] = {}
 
@@ -464,13 +464,12 @@ def find_max_batch(spec: dict) -> dict:
             memory = compiled.memory_analysis()
             used = (memory.temp_size_in_bytes + memory.argument_size_in_bytes) if memory else 0
             del state, batch, compiled
-            fits = True
         except Exception as error:  # noqa: BLE001 - XlaRuntimeError's class moved between jax versions
             if "RESOURCE_EXHAUSTED" not in str(error) and "out of memory" not in str(error).lower():
                 raise
-            used, fits = None, False
+            used = None
         tried[batch_per_device] = used
-        print(f"  ρ={spec['rho']}: {batch_per_device} videos/device {'fits' if fits else 'does not fit'}"
+        print(f"  ρ={spec['rho']}: {batch_per_device} videos/device {'does not fit' if used is None else 'fits'}"
               + (f" ({used / 2**30:.2f} GiB)" if used else ""), flush=True)
         print(PARTIAL_TAG + json.dumps(so_far()), flush=True)
         return used
