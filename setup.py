@@ -11,6 +11,7 @@ JAX_STACK = [
     "safetensors>=0.4",  # the safetensors export format (numpy API; no torch needed)
     "dm-pix>=0.4",  # adjust_hue for the augmentation on the accelerator (stjax.data.device_augment)
     "numpy",
+    "filelock",  # jax's persistent compilation cache evicts old entries under a file lock (stjax.main)
 ]
 DATA_STACK = [
     "tensorflow-cpu>=2.16; platform_machine=='x86_64'",

@@ -25,6 +25,8 @@ if _OWN_TMPDIR:
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
     os.environ["STJAX_TESTS_TMPDIR"] = tempfile.mkdtemp(prefix="stjax-tests-")
 os.environ["TMPDIR"] = os.environ["STJAX_TESTS_TMPDIR"]
+# `python -m stjax.main` in a subprocess keeps compiled programs there, not in ~/.cache
+os.environ.setdefault("STJAX_COMPILATION_CACHE", os.path.join(os.environ["TMPDIR"], "jax_compilation_cache"))
 tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 

@@ -60,7 +60,7 @@ def _env(devices_per_process, cache_dir):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("JAX_", "STJAX_", "SLURM_")) and k != "XLA_FLAGS"}
     env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
-               JAX_COMPILATION_CACHE_DIR=str(cache_dir), PYTHON=sys.executable, PYTHONUNBUFFERED="1",
+               STJAX_COMPILATION_CACHE=str(cache_dir), PYTHON=sys.executable, PYTHONUNBUFFERED="1",
                JAX_PLATFORMS="cpu")
     return env
 
@@ -117,6 +117,7 @@ def one_process_of_8(dataset, cache, tmp_path_factory):
     assert summary["steps"] == TOTAL_STEPS and summary["probe_seconds"] < 1
     assert summary["linear_top1"] is None and summary["random_init_linear_top1"] is None
     assert summary["per_class_linear_top1"] == {} and "no linear probe (final_probe=none)" in output
+    assert list(cache.glob("*-cache"))  # stjax.main kept its compiled programs there (the module's later runs load them)
     return workdir
 
 
