@@ -26,22 +26,25 @@ FINAL_PROBES = {"both": ("pretrained", "random init"), "pretrained": ("pretraine
 COMPILATION_CACHE_MAX_BYTES = 8 * 2**30
 
 
-def use_compilation_cache(environ=os.environ) -> str | None:
+def use_compilation_cache(environ=os.environ, backend: str | None = None) -> str | None:
     """Keeps XLA's compiled programs on disk, so a resumed, repeated or swept run loads them instead of
-    compiling again. Returns the folder, or None when turned off.
+    compiling again. Returns the folder, or None when off.
 
-    The folder is JAX_COMPILATION_CACHE_DIR if set (JAX's own variable), else STJAX_COMPILATION_CACHE,
-    else ~/.cache/stjax/jax_compilation_cache (under $XDG_CACHE_HOME if set). STJAX_COMPILATION_CACHE=off
-    turns it off. Programs that compiled in under a second are not kept (JAX's default), and the folder
-    is kept under 8 GiB by dropping the least recently used programs, unless
-    JAX_COMPILATION_CACHE_MAX_SIZE says otherwise. Only process 0 writes (JAX's rule).
+    STJAX_COMPILATION_CACHE=DIR keeps them in DIR, =off turns it off. Unset, it is on for GPUs and TPUs
+    (`backend`, default jax.default_backend()), in ~/.cache/stjax/jax_compilation_cache (under
+    $XDG_CACHE_HOME if set), and off on CPUs: XLA:CPU's programs are built for the host's instruction
+    set, and a home folder shared by hosts of several CPU kinds would fill with programs the others
+    reject. JAX_COMPILATION_CACHE_DIR (JAX's own variable) wins over all this. Programs that compiled in
+    under a second are not kept (JAX's default), and the folder is kept under 8 GiB by dropping the
+    least recently used programs, unless JAX_COMPILATION_CACHE_MAX_SIZE says otherwise. Only process 0
+    writes (JAX's rule).
     """
     import jax
 
-    setting = environ.get("STJAX_COMPILATION_CACHE", "")
     if environ.get("JAX_COMPILATION_CACHE_DIR"):
         return jax.config.jax_compilation_cache_dir
-    if setting.lower() == "off":
+    setting = environ.get("STJAX_COMPILATION_CACHE", "")
+    if setting.lower() == "off" or (not setting and (backend or jax.default_backend()) == "cpu"):
         return None
     directory = setting or os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                                         "stjax", "jax_compilation_cache")

@@ -115,13 +115,14 @@ def test_bad_config_fails_before_any_work(tmp_path):
 def test_compiled_programs_are_kept_where_the_environment_says(tmp_path):
     saved = {name: getattr(jax.config, name) for name in ("jax_compilation_cache_dir", "jax_compilation_cache_max_size")}
     try:
-        folder = main_lib.use_compilation_cache({"XDG_CACHE_HOME": str(tmp_path)})
+        assert main_lib.use_compilation_cache({"XDG_CACHE_HOME": str(tmp_path)}) is None  # a CPU: off unless asked
+        folder = main_lib.use_compilation_cache({"XDG_CACHE_HOME": str(tmp_path)}, backend="gpu")
         assert folder == str(tmp_path / "stjax" / "jax_compilation_cache")
         assert jax.config.jax_compilation_cache_dir == folder
         assert jax.config.jax_compilation_cache_max_size == 8 * 2**30
         assert main_lib.use_compilation_cache({"STJAX_COMPILATION_CACHE": str(tmp_path / "c"),
                                                "JAX_COMPILATION_CACHE_MAX_SIZE": "-1"}) == str(tmp_path / "c")
-        assert main_lib.use_compilation_cache({"STJAX_COMPILATION_CACHE": "off"}) is None
+        assert main_lib.use_compilation_cache({"STJAX_COMPILATION_CACHE": "off"}, backend="tpu") is None
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")  # off leaves JAX as it was
         jax.config.update("jax_compilation_cache_dir", "/from/jax")  # as JAX_COMPILATION_CACHE_DIR sets it
         assert main_lib.use_compilation_cache({"JAX_COMPILATION_CACHE_DIR": "/from/jax",
