@@ -48,6 +48,11 @@ def use_compilation_cache(environ=os.environ, backend: str | None = None) -> str
         return None
     directory = setting or os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                                         "stjax", "jax_compilation_cache")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:  # a read-only home, say: compile as usual
+        logging.warning("no compilation cache in %s (%s); set STJAX_COMPILATION_CACHE=DIR or =off", directory, error)
+        return None
     jax.config.update("jax_compilation_cache_dir", directory)
     if "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:
         jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)

@@ -123,6 +123,8 @@ def test_compiled_programs_are_kept_where_the_environment_says(tmp_path):
         assert main_lib.use_compilation_cache({"STJAX_COMPILATION_CACHE": str(tmp_path / "c"),
                                                "JAX_COMPILATION_CACHE_MAX_SIZE": "-1"}) == str(tmp_path / "c")
         assert main_lib.use_compilation_cache({"STJAX_COMPILATION_CACHE": "off"}, backend="tpu") is None
+        (tmp_path / "file").write_text("")  # a folder that cannot be made: no cache, and the run goes on
+        assert main_lib.use_compilation_cache({"STJAX_COMPILATION_CACHE": str(tmp_path / "file" / "c")}) is None
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")  # off leaves JAX as it was
         jax.config.update("jax_compilation_cache_dir", "/from/jax")  # as JAX_COMPILATION_CACHE_DIR sets it
         assert main_lib.use_compilation_cache({"JAX_COMPILATION_CACHE_DIR": "/from/jax",
