@@ -319,6 +319,21 @@ def test_report_names_the_commits_its_runs_come_from(tmp_path):
     assert "Code: commit aaa." in (tmp_path / "report.md").read_text()
 
 
+def test_report_of_runs_without_the_final_probe_says_how_to_evaluate_them(tmp_path):
+    from stjax import report
+
+    _write_study(tmp_path)
+    for path in tmp_path.glob("*/summary.json"):  # as k400_r50 leaves them (final_probe=none)
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), linear_top1=None, random_init_linear_top1=None)))
+    report.main([str(tmp_path)])
+    table = (tmp_path / "report.md").read_text()
+    assert "| byol | – | – | – |" in table and "random initialisation" not in table
+    assert "No finished run recorded linear_top1 (`final_probe=none`" in table and "configs/eval.py:linear" in table
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report.main([str(tmp_path), "--metric", "final_loss"])
+    assert "No finished run" not in (tmp_path / "report_final_loss.md").read_text()
+
+
 def test_distributed_is_joined_only_when_the_environment_describes_several_processes():
     from stjax.train import distributed
 
