@@ -137,8 +137,8 @@ def markdown(study_dir: str, grid, runs, metric: str, rows=None, cols=None) -> s
     if finished and all(s.get(metric) is None for s in finished):
         lines += [f"No finished run recorded {metric}"
                   + (" (`final_probe=none`, the default of `k400_r50`): evaluate each run with "
-                     "`python -m stjax.main --config configs/eval.py:linear,data=k400_r50 --config.init_from=RUN "
-                     "--workdir DIR`." if metric.startswith("linear") else "."), ""]
+                     "`python -m stjax.main --config configs/eval.py:linear[,data=k400_r50] "
+                     "--config.init_from=RUN --workdir DIR`." if metric.startswith("linear") else "."), ""]
     if finished:
         described = {k: v for k, v in finished[0].items() if k in ("backbone", "dataset", "steps", "batch_size")}
         lines.append("Runs: " + ", ".join(f"{k} {v}" for k, v in described.items()) + ".")
