@@ -396,7 +396,8 @@ def count_flops(spec: dict) -> dict:
 
 
 def search_largest_batch(attempt: Callable[[int], int | None], start: int, bytes_limit: int | None,
-                         batch_limit: int) -> dict[int, int | None]:
+                         batch_limit: int, after_each: Callable[[dict], None] | None = None
+                         ) -> dict[int, int | None]:
     """The largest batch for which `attempt(batch)` succeeds, and the one above it that fails.
 
     `attempt(b)` returns the bytes a batch of b used (0 if unknown), or None if it does not fit.
@@ -406,7 +407,8 @@ def search_largest_batch(attempt: Callable[[int], int | None], start: int, bytes
     reaches the limit: the bytes grow about linearly with the batch, so from a `start` that fits
     this is usually start, the prediction, one more that fits or fails, and its neighbour. Without
     a limit (or where the prediction is no help) the search doubles until a batch fails, then
-    bisects. A `start` that does not fit is halved until one does.
+    bisects. A `start` that does not fit is halved until one does. `after_each(tried)` sees every
+    try as it is recorded.
     """
     tried: dict[int, int | None] = {}
 
@@ -427,6 +429,8 @@ def search_largest_batch(attempt: Callable[[int], int | None], start: int, bytes
     batch = start
     while True:
         tried[batch] = attempt(batch)
+        if after_each is not None:
+            after_each(tried)
         fits, fails = bounds()
         if fits is None:
             if batch == 1:
@@ -468,23 +472,20 @@ def find_max_batch(spec: dict) -> dict:
             if "RESOURCE_EXHAUSTED" not in str(error) and "out of memory" not in str(error).lower():
                 raise
             used = None
-        tried[batch_per_device] = used
         print(f"  ρ={spec['rho']}: {batch_per_device} videos/device {'does not fit' if used is None else 'fits'}"
               + (f" ({used / 2**30:.2f} GiB)" if used else ""), flush=True)
-        print(PARTIAL_TAG + json.dumps(so_far()), flush=True)
         return used
 
-    tried: dict[int, int | None] = {}
-
-    def so_far() -> dict:
+    def so_far(tried: dict[int, int | None]) -> dict:
         """The search so far: the largest batch that fitted, the smallest that did not, every try."""
         return dict(max_batch_per_device=max((b for b, v in tried.items() if v is not None), default=None),
                     first_failing=min((b for b, v in tried.items() if v is None), default=None),
                     tried={str(k): v for k, v in tried.items()})
 
     limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-    search_largest_batch(attempt, spec["batch_per_device"], limit, spec["max_batch_limit"])
-    return dict(spec, **so_far(), memory_limit=limit)
+    tried = search_largest_batch(attempt, spec["batch_per_device"], limit, spec["max_batch_limit"],
+                                 after_each=lambda t: print(PARTIAL_TAG + json.dumps(so_far(t)), flush=True))
+    return dict(spec, **so_far(tried), memory_limit=limit)
 
 
 # ----------------------------------------------------------------------------- child: PyTorch
