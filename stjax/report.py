@@ -3,9 +3,13 @@
     python -m stjax.report runs/study                      # rows: the grid's first key; columns: the second
     python -m stjax.report runs/study --metric final_loss --rows rho --cols framework
 
-Reads each run's `summary.json` (written by `python -m stjax.main` when a run finishes) and the
-sweep's `sweep.json` (the grid, for the order of the keys and values; without it, the runs'
-folder names `KEY=VALUE,KEY=VALUE` are parsed). A grid with more than two keys gives one table
+Reads each run's `summary.json` (written by `python -m stjax.main` when a run finishes), the
+results of its evaluations (`RUN/eval/NAME/results.json`, made by `launch/sweep.py --eval`; their
+last checkpoint's metrics, named PROTOCOL_METRIC: `linear_top1`, `knn_top1`, `finetune_top1`,
+`retrieval_R@1`, with the dataset's name in front when it is not the run's: `ucf101_finetune_top1`;
+an evaluation's metric replaces the summary's field of the same name), and the sweep's `sweep.json`
+(the grid, for the order of the keys and values; without it, the runs' folder names
+`KEY=VALUE,KEY=VALUE` are parsed). A grid with more than two keys gives one table
 per combination of the others. Writes STUDY/report.md and STUDY/report.png and prints the Markdown.
 Cells of unfinished runs, and of runs whose summary holds None for the metric (linear_top1 of a run
 with `final_probe=none`), read "–".
@@ -53,8 +57,40 @@ def collect(study_dir: str) -> tuple[list[tuple[str, list[str]]], list[tuple[dic
         if os.path.exists(path):
             with open(path) as f:
                 summary = json.load(f)
+            evaluated = evaluation_metrics(run_dir, summary.get("dataset"))
+            summary.update({metric: value for metric, (value, _) in evaluated.items()})
+            summary[SOURCES] = {metric: source for metric, (_, source) in evaluated.items()}
         runs.append((params, summary))
     return grid, runs
+
+
+SOURCES = "_evaluated"  # the key under which a run's record names the evaluation each of its metrics comes from
+
+
+def evaluation_metrics(run_dir: str, run_dataset: str | None) -> dict[str, tuple[float, str]]:
+    """{PROTOCOL_METRIC: (value, 'eval/NAME')} from the last checkpoint of each `RUN/eval/NAME/results.json`
+    (the fold mean for several folds), the dataset's name in front when it is not the run's dataset; where
+    two evaluations give one name, the later folder in sorted order wins."""
+    metrics = {}
+    root = os.path.join(run_dir, "eval")
+    names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    for name in names:
+        path = os.path.join(root, name, "results.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            results = json.load(f)
+        records = results.get("mean") or results.get("checkpoints")
+        dataset = results.get("dataset") or next(iter(results.get("datasets", {}).values()), None)
+        if not records or not results.get("protocol"):
+            continue
+        prefix = results["protocol"] + "_"
+        if dataset and run_dataset and dataset.split("/")[0] != run_dataset.split("/")[0]:
+            prefix = dataset.split("/")[0] + "_" + prefix
+        for key, value in records[-1].items():
+            if isinstance(value, (int, float)) and key not in ("step", "num_train", "num_test"):
+                metrics[prefix + key] = (float(value), f"eval/{name}")
+    return metrics
 
 
 def _parse_run_name(name: str) -> dict[str, str]:
@@ -79,7 +115,7 @@ def _natural_order(values: list[str]) -> list[str]:
 def format_value(metric: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if metric in PERCENT_METRICS or metric.endswith("top1") or metric.endswith("top5"):
+    if metric in PERCENT_METRICS or metric.endswith(("top1", "top5")) or "_R@" in metric:
         return f"{100 * float(value):.1f}"
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -126,19 +162,27 @@ def markdown(study_dir: str, grid, runs, metric: str, rows=None, cols=None) -> s
             lines.append("| " + " | ".join([str(r)] + [format_value(metric, cells.get((r, c))) for c in col_values])
                          + " |")
         lines.append("")
+    evaluated = [s[SOURCES][metric] for s in finished if metric in s.get(SOURCES, {})]
+    sources = sorted(set(evaluated))
+    from_summaries = [s for s in finished if metric not in s.get(SOURCES, {}) and s.get(metric) is not None]
+    if sources:
+        lines += [f"{metric} of {len(evaluated)} run{'s' if len(evaluated) > 1 else ''} from their evaluation "
+                  + " or ".join(f"`{source}`" for source in sources) + " (results.json, last checkpoint)"
+                  + (f", of {len(from_summaries)} from summary.json" if from_summaries else "") + ".", ""]
     baselines = []
     for field, name in (("random_init_linear_top1", "the same backbone at random initialisation"),
                         ("chance_top1", "chance")):
         values = [s[field] for s in finished if s.get(field) is not None]
-        if values and metric == "linear_top1":
+        if values and metric == "linear_top1" and not sources:
             baselines.append(f"{name}: {100 * sum(values) / len(values):.1f}")
     if baselines:
         lines += ["Linear probe of " + "; ".join(baselines) + " (mean over the runs).", ""]
     if finished and all(s.get(metric) is None for s in finished):
         lines += [f"No finished run recorded {metric}"
-                  + (" (`final_probe=none`, the default of `k400_r50`): evaluate each run with "
-                     "`python -m stjax.main --config configs/eval.py:linear[,data=k400_r50] "
-                     "--config.init_from=RUN --workdir DIR`." if metric.startswith("linear") else "."), ""]
+                  + (" (`final_probe=none`, the default of `k400_r50`): evaluate the runs with `launch/sweep.py "
+                     "... --eval configs/eval.py:linear[,data=k400_r50]` (the same sweep command plus --eval), or "
+                     "each with `python -m stjax.main --config configs/eval.py:linear[,data=k400_r50] "
+                     "--config.init_from=RUN --workdir RUN/eval/linear`." if metric.startswith("linear") else "."), ""]
     if finished:
         described = {k: v for k, v in finished[0].items() if k in ("backbone", "dataset", "steps", "batch_size")}
         lines.append("Runs: " + ", ".join(f"{k} {v}" for k, v in described.items()) + ".")
@@ -186,7 +230,7 @@ def write_png(path: str, grid, runs, metric: str, rows=None, cols=None) -> None:
                 if not np.isnan(y):
                     ax.annotate(f"{y:.1f}" if scale == 100 else f"{y:.3g}", (bar.get_x() + bar.get_width() / 2, y),
                                 ha="center", va="bottom", fontsize=7)
-        if metric == "linear_top1":
+        if metric == "linear_top1" and not any(metric in s.get(SOURCES, {}) for s in finished):
             for field, style, name in (("random_init_linear_top1", "--", "random init"), ("chance_top1", ":", "chance")):
                 values = [s[field] for s in finished if s.get(field) is not None]
                 if values:
@@ -205,7 +249,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stjax.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("study_dir", help="the --workdir of launch/sweep.py")
     parser.add_argument("--metric", default="linear_top1",
-                        help="a field of the runs' summary.json (linear_top1, linear_top5, final_loss, train_seconds, ...)")
+                        help="a field of the runs' summary.json (linear_top1, linear_top5, final_loss, train_seconds, "
+                             "...) or a metric of their evaluations (knn_top1, finetune_top1, retrieval_R@1, ...)")
     parser.add_argument("--rows", default=None, help="the grid key down the side (default: the first)")
     parser.add_argument("--cols", default=None, help="the grid key across (default: the second)")
     args = parser.parse_args(argv)
@@ -214,8 +259,8 @@ def main(argv=None) -> int:
     grid, runs = collect(args.study_dir)
     finished = [s for _, s in runs if s is not None]
     if finished and all(args.metric not in s for s in finished):
-        fields = sorted(k for k, v in finished[0].items() if isinstance(v, (int, float)))
-        raise SystemExit(f"--metric {args.metric!r} is in no summary.json; valid choices: {', '.join(fields)}")
+        fields = sorted({k for s in finished for k, v in s.items() if isinstance(v, (int, float))})
+        raise SystemExit(f"--metric {args.metric!r} is in no summary.json or evaluation; valid choices: {', '.join(fields)}")
     text = markdown(args.study_dir, grid, runs, args.metric, args.rows, args.cols)
     stem = "report" if args.metric == "linear_top1" else f"report_{args.metric}"
     with open(os.path.join(args.study_dir, stem + ".md"), "w") as f:

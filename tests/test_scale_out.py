@@ -247,9 +247,26 @@ def test_sweep_runs_every_grid_point_once_and_skips_finished_ones(dataset, cache
         assert f"| {rho} | {100 * top1:.1f} |" in table
     assert (study / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = (study / "rho=1" / "summary.json").stat().st_mtime
-    again = _sweep(cache, *args)
-    assert "2 finished, 0 to do" in again
+    knn = ["--eval", "configs/eval.py:knn --config.knn.k=4 --config.eval_batch_size=8"]
+    again = _sweep(cache, *args, *knn)
+    assert "2 finished, 0 to do; 2 evaluations to do" in again
     assert (study / "rho=1" / "summary.json").stat().st_mtime == before
+    for rho in (1, 2):
+        results = json.loads((study / f"rho={rho}" / "eval" / "knn" / "results.json").read_text())
+        assert results["protocol"] == "knn" and results["init_from"] == str(study / f"rho={rho}")
+        assert results["checkpoints"][-1]["step"] == 4 and results["checkpoints"][-1]["num_test"] == 8
+    from stjax import report
+
+    report.main([str(study), "--metric", "knn_top1"])
+    knn_table = (study / "report_knn_top1.md").read_text()
+    assert "knn_top1 of 2 runs from their evaluation `eval/knn`" in knn_table
+    for rho in (1, 2):
+        top1 = json.loads((study / f"rho={rho}" / "eval" / "knn" / "results.json").read_text())["checkpoints"][-1]["top1"]
+        assert f"| {rho} | {100 * top1:.1f} |" in knn_table
+    pending = _sweep(cache, *args, *knn, "--eval", "configs/eval.py:retrieval", "--print", "--prefix", "sbatch x.sh")
+    lines = pending.strip().splitlines()  # knn is done: only the retrieval evaluations are left
+    assert lines == [f"sbatch x.sh --config=configs/eval.py:retrieval --config.init_from={study}/rho={rho} "
+                     f"--workdir={study}/rho={rho}/eval/retrieval" for rho in (1, 2)]
     printed = _sweep(cache, *args[:-2], "--grid", "framework=byol,simclr", "--workdir", str(study), "--print",
                      "--prefix", "sbatch launch/slurm.sh")
     lines = printed.strip().splitlines()
@@ -257,11 +274,35 @@ def test_sweep_runs_every_grid_point_once_and_skips_finished_ones(dataset, cache
 
 
 def test_sweep_checks_every_run_before_starting(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "sweep.py"), "--config",
-                             "configs/pretrain.py:demo", "--grid", "rho=2,0", "--workdir", str(tmp_path / "s")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "rho=0 is invalid" in result.stderr
+    def sweep(*args):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "sweep.py"), "--config",
+                                 "configs/pretrain.py:demo", *args, "--workdir", str(tmp_path / "s")],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0
+        return result.stderr
+
+    assert "rho=0 is invalid" in sweep("--grid", "rho=2,0")
+    assert ("--config.knn.kk: the config configs/pretrain.py:demo,rho=2 has no field knn.kk; valid choices: k, "
+            "temperature") in sweep("--grid", "rho=2", "--grid", "knn.kk=1")
+    assert "not an evaluation config" in sweep("--eval", "configs/pretrain.py:demo")
+    assert "valid presets: linear, knn, retrieval, finetune" in sweep("--eval", "configs/eval.py:linaer")
     assert not (tmp_path / "s").exists()
+
+
+def test_sweep_eta_counts_runs_and_evaluations_at_their_own_pace():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep", os.path.join(ROOT, "launch", "sweep.py"))
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert sweep.remaining_seconds({"run": [200.0, 300.0], "eval": [10.0]}, [False, True, False]) == 270.0
+    assert sweep.remaining_seconds({"run": [200.0], "eval": []}, [False, True]) == 400.0  # no evaluation timed yet
+    assert sweep.remaining_seconds({"run": [], "eval": [10.0]}, [True]) == 10.0
+    assert sweep.parse_eval("configs/eval.py:finetune,dataset=ucf101/fold1 --config.seed=1") == (
+        "finetune,dataset=ucf101-fold1", ["configs/eval.py:finetune,dataset=ucf101/fold1", "--config.seed=1"])
+    assert sweep.parse_eval("configs/eval.py")[0] == "eval"
+    with pytest.raises(SystemExit, match="--config.\\* flags"):
+        sweep.parse_eval("configs/eval.py:knn knn.k=3")
 
 
 def _write_study(root, with_sweep_json=True):
@@ -332,6 +373,49 @@ def test_report_of_runs_without_the_final_probe_says_how_to_evaluate_them(tmp_pa
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report.main([str(tmp_path), "--metric", "final_loss"])
     assert "No finished run" not in (tmp_path / "report_final_loss.md").read_text()
+
+
+def _write_results(run_dir, name, protocol, metrics_per_checkpoint, dataset="synthetic"):
+    folder = run_dir / "eval" / name
+    folder.mkdir(parents=True)
+    records = [{"checkpoint": f"step {s}", "step": s, "num_train": 16, "num_test": 8, **m}
+               for s, m in metrics_per_checkpoint]
+    (folder / "results.json").write_text(json.dumps({"protocol": protocol, "dataset": dataset, "checkpoints": records}))
+
+
+def test_report_reads_the_runs_evaluations(tmp_path, capsys):
+    from stjax import report
+
+    _write_study(tmp_path)
+    for path in tmp_path.glob("*/summary.json"):
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), linear_top1=None, random_init_linear_top1=None)))
+    _write_results(tmp_path / "framework=byol,rho=1", "linear,data=k400_r50", "linear",
+                   [(400, {"top1": 0.5, "top5": 0.9}), (500, {"top1": 0.625, "top5": 0.95})])
+    _write_results(tmp_path / "framework=byol,rho=2", "linear,data=k400_r50", "linear", [(500, {"top1": 0.75})])
+    _write_results(tmp_path / "framework=byol,rho=2", "retrieval", "retrieval", [(500, {"R@1": 0.25, "R@5": 0.5})])
+    (tmp_path / "framework=byol,rho=2" / "eval" / "finetune,dataset=ucf101").mkdir(parents=True)  # unfinished
+    folds = {"protocol": "finetune", "datasets": {"1": "ucf101/fold1", "2": "ucf101/fold2"},
+             "mean": [{"checkpoint": "step 500", "step": 500, "top1": 0.875}], "per_fold": {}}
+    (tmp_path / "framework=byol,rho=4" / "eval" / "finetune,folds=all").mkdir(parents=True)
+    (tmp_path / "framework=byol,rho=4" / "eval" / "finetune,folds=all" / "results.json").write_text(json.dumps(folds))
+
+    report.main([str(tmp_path)])
+    table = (tmp_path / "report.md").read_text()
+    assert "| byol | 62.5 | 75.0 | – |" in table and "| simclr | – | – | – |" in table
+    assert "linear_top1 of 2 runs from their evaluation `eval/linear,data=k400_r50`" in table
+    assert "random initialisation" not in table and "No finished run" not in table
+    report.main([str(tmp_path), "--metric", "retrieval_R@1"])
+    assert "| byol | – | 25.0 | – |" in (tmp_path / "report_retrieval_R@1.md").read_text()
+    report.main([str(tmp_path), "--metric", "ucf101_finetune_top1"])
+    assert "| byol | – | – | 87.5 |" in (tmp_path / "report_ucf101_finetune_top1.md").read_text()
+    with pytest.raises(SystemExit, match="valid choices:.* knn_top1|valid choices:.*retrieval_R@5"):
+        report.main([str(tmp_path), "--metric", "knn_top1"])
+    # a summary's own figure stays where no evaluation gives one
+    summary = tmp_path / "framework=simclr,rho=1" / "summary.json"
+    summary.write_text(json.dumps(dict(json.loads(summary.read_text()), linear_top1=0.2)))
+    report.main([str(tmp_path)])
+    table = (tmp_path / "report.md").read_text()
+    assert "| simclr | 20.0 | – | – |" in table and "of 1 from summary.json" in table
 
 
 def test_distributed_is_joined_only_when_the_environment_describes_several_processes():
