@@ -108,38 +108,19 @@ def load_run_config(command: list[str]):
     from absl import flags
     from ml_collections import config_flags
 
+    from stjax import configlib
+
     argv = [command[2], *command[3:]]
+    configlib.check_config_flags(argv[1:])
     flag_values = flags.FlagValues()
     try:
         config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values, sys_argv=argv)
         flags.DEFINE_string("workdir", None, "where the run writes", flag_values=flag_values)
         flag_values(argv)
-    except (flags.Error, AttributeError, KeyError) as e:  # AttributeError(KeyError): a field the config does not have
-        missing = next((x for x in (e, *e.args, e.__context__) if isinstance(x, KeyError)), None)
-        if missing is not None:
-            key = str(missing.args[0]).splitlines()[0].strip("'\"")  # ConfigDict may add "Did you mean ..."
-            raise ValueError(_unknown_field_message(argv, key)) from None
+    except (flags.Error, AttributeError) as e:
         message = str(e).strip().strip("'").replace("\\n", " ").replace("\\'", "'")
         raise ValueError(message.splitlines()[-1] if "Traceback" in message else message) from None
     return flag_values.config
-
-
-def _unknown_field_message(argv: list[str], key: str) -> str:
-    """For the override naming a missing `key`: '--config.knn.kk: the config configs/eval.py:knn has no field knn.kk;
-    valid choices: k, temperature'."""
-    from stjax import configlib
-
-    overrides = [a.removeprefix("--config.").split("=", 1)[0] for a in argv if a.startswith("--config.")]
-    path = next((p for p in overrides if key in p.split(".")), None)
-    spec = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
-    if path is None:
-        return f"the config {spec} has no field {key!r}"
-    parts = path.split(".")
-    parent = configlib.load_config_file(*spec.split(":", 1)) if ":" in spec else configlib.load_config_file(spec)
-    for part in parts[:parts.index(key)]:
-        parent = parent[part]
-    return (f"--config.{path}: the config {spec} has no field {'.'.join(parts[:parts.index(key) + 1])}; "
-            f"valid choices: {', '.join(sorted(parent.keys()))}")
 
 
 def check_runs(plan: list[tuple[dict, str, list[str]]], evals: list[tuple[str, list[str]]] = ()) -> None:

@@ -85,6 +85,21 @@ def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     require(value in choices, field, value, ", ".join(map(str, choices)))
 
 
+def _parent_of(config, dotted: str):
+    """The group holding field `dotted` ("optimizer.name" → config.optimizer); KeyError naming the field and the
+    valid names at the level where the name is missing."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for depth, key in enumerate([*parents, leaf]):
+        if not hasattr(node, "keys") or key not in node.keys():
+            where = ".".join([*parents, leaf][:depth]) or "the top level"
+            valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group of fields)"
+            raise KeyError(f"{dotted}: no field {key!r} under {where}; valid names: {valid}")
+        if depth < len(parents):
+            node = node[key]
+    return node
+
+
 def set_fields(config, fields: dict[str, Any]) -> None:
     """Sets existing fields of a ConfigDict by dotted name, e.g. {"optimizer.name": "sgd"}, in place.
 
@@ -92,13 +107,30 @@ def set_fields(config, fields: dict[str, Any]) -> None:
     (KeyError naming the field and the valid names at that level), not a new field; values keep the
     field's type checks (TypeError)."""
     for dotted, value in fields.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for depth, key in enumerate([*parents, leaf]):
-            if not hasattr(node, "keys") or key not in node.keys():
-                where = ".".join([*parents, leaf][:depth]) or "the top level"
-                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group of fields)"
-                raise KeyError(f"{dotted}: no field {key!r} under {where}; valid names: {valid}")
-            if depth < len(parents):
-                node = node[key]
-        node[leaf] = value
+        _parent_of(config, dotted)[dotted.split(".")[-1]] = value
+
+
+def check_config_flags(argv: list[str]) -> None:
+    """ValueError naming the first `--config.a.b=VALUE` of `argv` whose field the config of `--config=PATH[:ARG]`
+    does not have, and the valid names there.
+
+    For a command line before absl parses it: ml_collections' flags fail on such a name with a bare
+    `AttributeError: "'b'"` and a traceback. A config file that does not exist is left to them."""
+    spec, names = None, []
+    for i, item in enumerate(argv):
+        flag, sep, value = item.partition("=")
+        if flag == "--config":
+            spec = value if sep else (argv[i + 1] if i + 1 < len(argv) else None)
+        elif flag.startswith("--config."):
+            names.append(flag.removeprefix("--config."))
+    if spec is None or not names:
+        return
+    path, sep, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        return
+    config = load_config_file(path, arg if sep else None)
+    for name in names:
+        try:
+            _parent_of(config, name)
+        except KeyError as e:
+            raise ValueError(f"--config.{e.args[0]}") from None

@@ -242,4 +242,12 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo or configs/eval.py:knn")
     flags.DEFINE_string("workdir", None, "where checkpoints, metrics and reports go")
     flags.mark_flags_as_required(["config", "workdir"])
+    import sys
+
+    from stjax import configlib
+
+    try:
+        configlib.check_config_flags(sys.argv[1:])
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     app.run(main)

@@ -84,6 +84,19 @@ def test_set_fields_sets_existing_fields_by_dotted_name_and_refuses_new_ones():
         configlib.set_fields(config, {"optimizer.base_lr": "fast"})
     assert "nme" not in config.optimizer and config.optimizer.name == "sgd"
 
+def test_config_flags_with_a_misspelt_field_name_it_and_the_valid_names():
+    pretrain = os.path.join(ROOT, "configs", "pretrain.py")
+    configlib.check_config_flags([f"--config={pretrain}:demo", "--config.knn.k=5", "--config.rho=4"])
+    configlib.check_config_flags(["--config", f"{pretrain}:k400_r50", "--config.data.augmentation.crop_size", "64"])
+    with pytest.raises(ValueError, match="^--config.knn.kk: no field 'kk' under knn; valid names: k, temperature$"):
+        configlib.check_config_flags([f"--config={pretrain}:demo", "--config.knn.kk=5"])
+    with pytest.raises(ValueError, match="--config.init_from: no field 'init_from' under the top level; valid names: "
+                                         "batch_size, byol,"):
+        configlib.check_config_flags(["--config", pretrain, "--workdir=x", "--config.init_from=runs/a"])
+    configlib.check_config_flags([f"--config={os.path.join(ROOT, 'configs', 'eval.py')}:knn", "--config.init_from=a"])
+    configlib.check_config_flags(["--config=no/such/file.py", "--config.kk=1"])  # left to ml_collections' error
+
+
 @pytest.mark.parametrize("preset", ["demo", "k400_r50"])
 def test_every_framework_has_its_recipe_and_builds(preset):
     names = sorted(set(objectives.FRAMEWORKS) - {"supervised"})  # supervised: the fine-tuning objective

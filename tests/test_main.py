@@ -1,6 +1,8 @@
 """The demo's code path end to end at a tiny size: synthetic videos → build → pretrain → probe → summary."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -110,6 +112,17 @@ def test_bad_config_fails_before_any_work(tmp_path):
         main_lib.run(config, str(tmp_path / "run"))
     assert not os.path.exists(str(tmp_path / "videos"))  # nothing was rendered or built
 
+
+
+def test_a_misspelt_config_field_on_the_command_line_is_named_with_the_valid_ones(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "stjax.main", "--config=configs/pretrain.py:demo",
+                             "--config.data.augmentation.cropsize=48", f"--workdir={tmp_path / 'run'}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert ("error: --config.data.augmentation.cropsize: no field 'cropsize' under data.augmentation; valid names: "
+            "area_range, aspect_range, blur_prob, blur_sigma_range, brightness, color_jitter_prob, contrast, crop_size,"
+            in result.stderr)
+    assert not (tmp_path / "run").exists()
 
 
 def test_compiled_programs_are_kept_where_the_environment_says(tmp_path):

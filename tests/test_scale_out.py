@@ -282,8 +282,8 @@ def test_sweep_checks_every_run_before_starting(tmp_path):
         return result.stderr
 
     assert "rho=0 is invalid" in sweep("--grid", "rho=2,0")
-    assert ("--config.knn.kk: the config configs/pretrain.py:demo,rho=2 has no field knn.kk; valid choices: k, "
-            "temperature") in sweep("--grid", "rho=2", "--grid", "knn.kk=1")
+    assert ("run rho=2,knn.kk=1: --config.knn.kk: no field 'kk' under knn; valid names: k, temperature"
+            in sweep("--grid", "rho=2", "--grid", "knn.kk=1"))
     assert "not an evaluation config" in sweep("--eval", "configs/pretrain.py:demo")
     assert "valid presets: linear, knn, retrieval, finetune" in sweep("--eval", "configs/eval.py:linaer")
     assert not (tmp_path / "s").exists()
