@@ -21,8 +21,8 @@ Resumable: a run with a `summary.json` is finished and never redone, nor is an e
 `results.json`; an unfinished run resumes from its checkpoints. Every run and evaluation is checked
 (config loaded and validated) before the first starts.
 Locally the runs go one after another, each process's output in `RUN/log.txt` (and on the
-console with `--verbose`), and at the end `python -m stjax.report WORKDIR` writes the results
-table. With `--print` nothing runs: the command of every unfinished run is printed, one per
+console with `--verbose`), and at the end `python -m stjax.report` writes the results tables
+(linear_top1, and each evaluation's top-1 or R@1). With `--print` nothing runs: the command of every unfinished run is printed, one per
 line; with `--prefix` (a launcher, e.g. `--prefix "sbatch launch/slurm.sh"`) the line is the prefix
 and then the flags of `stjax.main`, which every script in launch/ takes. An evaluation is printed once
 its run has finished: print again when the runs are done.
@@ -280,7 +280,8 @@ def main(argv=None) -> int:
 
     from stjax import report
 
-    report.main([workdir])
+    for metric in report.headline_metrics(report.collect(workdir)[1]):
+        report.main([workdir, "--metric", metric])
     if failed:
         print(f"{len(failed)} runs or evaluations failed or stopped early: {', '.join(failed)}; the same command "
               "retries or continues them", file=sys.stderr)

@@ -93,6 +93,17 @@ def evaluation_metrics(run_dir: str, run_dataset: str | None) -> dict[str, tuple
     return metrics
 
 
+def headline_metrics(runs) -> list[str]:
+    """The metrics a study's tables show by default: linear_top1, then each evaluation's top-1 (R@1 for
+    retrieval), in the order the runs' records name them."""
+    metrics = ["linear_top1"]
+    for _, summary in runs:
+        for metric in (summary or {}).get(SOURCES, {}):
+            if metric.endswith(("_top1", "_R@1")) and not metric.endswith("train_top1") and metric not in metrics:
+                metrics.append(metric)
+    return metrics
+
+
 def _parse_run_name(name: str) -> dict[str, str]:
     params = {}
     for item in name.split(","):

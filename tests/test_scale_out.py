@@ -257,8 +257,8 @@ def test_sweep_runs_every_grid_point_once_and_skips_finished_ones(dataset, cache
         assert results["checkpoints"][-1]["step"] == 4 and results["checkpoints"][-1]["num_test"] == 8
     from stjax import report
 
-    report.main([str(study), "--metric", "knn_top1"])
-    knn_table = (study / "report_knn_top1.md").read_text()
+    assert report.headline_metrics(report.collect(str(study))[1]) == ["linear_top1", "knn_top1"]
+    knn_table = (study / "report_knn_top1.md").read_text()  # the sweep's tables: one per headline metric
     assert "knn_top1 of 2 runs from their evaluation `eval/knn`" in knn_table
     for rho in (1, 2):
         top1 = json.loads((study / f"rho={rho}" / "eval" / "knn" / "results.json").read_text())["checkpoints"][-1]["top1"]
@@ -402,6 +402,8 @@ def test_report_reads_the_runs_evaluations(tmp_path, capsys):
     report.main([str(tmp_path)])
     table = (tmp_path / "report.md").read_text()
     assert "| byol | 62.5 | 75.0 | – |" in table and "| simclr | – | – | – |" in table
+    assert report.headline_metrics(report.collect(str(tmp_path))[1]) == [
+        "linear_top1", "retrieval_R@1", "ucf101_finetune_top1"]
     assert "linear_top1 of 2 runs from their evaluation `eval/linear,data=k400_r50`" in table
     assert "random initialisation" not in table and "No finished run" not in table
     report.main([str(tmp_path), "--metric", "retrieval_R@1"])
