@@ -37,6 +37,7 @@ import shlex
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -167,6 +168,14 @@ def run_locally(command: list[str], run_dir: str, verbose: bool) -> int:
         return process.wait()
 
 
+class Job(NamedTuple):
+    """A pretraining run (`needs` None) or an evaluation of the run in folder `needs`."""
+    label: str
+    command: list[str]
+    out_dir: str
+    needs: str | None
+
+
 def remaining_seconds(durations: dict[str, list[float]], runs_left: list[bool]) -> float:
     """Seconds the jobs left take (`runs_left`: True for a run, False for an evaluation) at the mean duration of
     the finished ones of their kind (evaluations at the runs' mean until one has finished)."""
@@ -223,25 +232,25 @@ def main(argv=None) -> int:
         plan.append((params, run_dir, command_for(args.config, params, fixed, run_dir, python)))
     if not args.no_check:
         check_runs(plan, evals)
-    jobs = []  # (label, command, output folder, run folder its evaluation needs or None), runs before their evals
+    jobs = []  # each run's evaluations right after it
     for params, run_dir, command in plan:
         label = run_name(params) or "run"
         if not is_finished(run_dir):
-            jobs.append((label, command, run_dir, None))
+            jobs.append(Job(label, command, run_dir, None))
         for name, tokens in evals:
             if not is_evaluated(run_dir, name):
-                jobs.append((f"{label} eval {name}", eval_command_for(tokens, run_dir, name, python),
-                             eval_dir(run_dir, name), run_dir))
-    num_runs = sum(1 for job in jobs if job[3] is None)
+                jobs.append(Job(f"{label} eval {name}", eval_command_for(tokens, run_dir, name, python),
+                                eval_dir(run_dir, name), run_dir))
+    num_runs = sum(1 for job in jobs if job.needs is None)
 
     if args.print_only:
-        printable = [job for job in jobs if job[3] is None or is_finished(job[3])]
-        for _, command, _, _ in printable:
-            print(f"{args.prefix} {shlex.join(command[3:])}" if args.prefix else shlex.join(command))
+        printable = [job for job in jobs if job.needs is None or is_finished(job.needs)]
+        for job in printable:
+            print(f"{args.prefix} {shlex.join(job.command[3:])}" if args.prefix else shlex.join(job.command))
         waiting = len(jobs) - len(printable)
         print(f"# {num_runs} of {len(plan)} runs to do"
-              + (f", {len(jobs) - num_runs} evaluations ({waiting} wait for their runs: print again when they "
-                 "have finished)" if evals else "")
+              + (f", {len(jobs) - num_runs} evaluation{'s' * (len(jobs) - num_runs != 1)}" if evals else "")
+              + (f" ({waiting} wait for their runs: print again when they have finished)" if waiting else "")
               + f"; `python -m stjax.report {args.workdir}` makes the table", file=sys.stderr)
         return 0
 
@@ -268,7 +277,7 @@ def main(argv=None) -> int:
         code = run_locally(command, out_dir, args.verbose)
         elapsed = time.time() - started
         durations["run" if needs is None else "eval"].append(time.time() - job_started)
-        eta = remaining_seconds(durations, [job[3] is None for job in jobs[i + 1:]])
+        eta = remaining_seconds(durations, [job.needs is None for job in jobs[i + 1:]])
         if code == 0 and os.path.exists(os.path.join(out_dir, "summary.json" if needs is None else "results.json")):
             outcome = "done"
         else:
