@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from stjax import configlib
 
 # `config.final_probe`: which backbones get the linear probe after pretraining.
 FINAL_PROBES = {"both": ("pretrained", "random init"), "pretrained": ("pretrained",), "none": ()}
@@ -61,7 +64,7 @@ def use_compilation_cache(environ=os.environ, backend: str | None = None) -> str
 
 def validate(config) -> None:
     """All settings checked before any work; errors name the field and the valid values."""
-    from stjax import configlib, models, objectives
+    from stjax import models, objectives
     from stjax.data import config as data_config
     from stjax.train import optimizer
 
@@ -200,8 +203,10 @@ def run(config, workdir: str) -> dict:
                 if not isinstance(v, dict)]
         print(report.format_summary_table(rows))
         if not probes:
-            print(f"no linear probe (final_probe=none); evaluate the run with `python -m stjax.main --config "
-                  f"configs/eval.py:linear[,data=k400_r50] --config.init_from={workdir} --workdir DIR`")
+            from stjax import report as study_report
+
+            print(f"no linear probe (final_probe=none); evaluate the run with "
+                  f"`{study_report.linear_evaluation_command(workdir)}`")
         print(f"wrote {os.path.join(workdir, 'summary.json')} and report.png")
     return summary
 
@@ -242,10 +247,6 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo or configs/eval.py:knn")
     flags.DEFINE_string("workdir", None, "where checkpoints, metrics and reports go")
     flags.mark_flags_as_required(["config", "workdir"])
-    import sys
-
-    from stjax import configlib
-
     try:
         configlib.check_config_flags(sys.argv[1:])
     except ValueError as e:

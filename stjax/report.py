@@ -23,7 +23,9 @@ import math
 import os
 import sys
 
-PERCENT_METRICS = ("linear_top1", "linear_top5", "random_init_linear_top1", "knn_top1", "knn_top5")
+def is_accuracy(metric: str) -> bool:
+    """Whether `metric` is a share of test videos (top-1/5 accuracy, retrieval recall), shown in %."""
+    return metric.endswith(("top1", "top5")) or "R@" in metric
 
 
 def collect(study_dir: str) -> tuple[list[tuple[str, list[str]]], list[tuple[dict, dict | None]]]:
@@ -93,6 +95,12 @@ def evaluation_metrics(run_dir: str, run_dataset: str | None) -> dict[str, tuple
     return metrics
 
 
+def linear_evaluation_command(run_dir: str) -> str:
+    """The command that gives the run in `run_dir` the linear protocol, where this report finds its results."""
+    return (f"python -m stjax.main --config configs/eval.py:linear[,data=k400_r50] --config.init_from={run_dir} "
+            f"--workdir {os.path.join(run_dir, 'eval', 'linear')}")
+
+
 def headline_metrics(runs) -> list[str]:
     """The metrics a study's tables show by default: linear_top1, then each evaluation's top-1 (R@1 for
     retrieval), in the order the runs' records name them."""
@@ -126,7 +134,7 @@ def _natural_order(values: list[str]) -> list[str]:
 def format_value(metric: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if metric in PERCENT_METRICS or metric.endswith(("top1", "top5")) or "_R@" in metric:
+    if is_accuracy(metric):
         return f"{100 * float(value):.1f}"
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -161,7 +169,7 @@ def markdown(study_dir: str, grid, runs, metric: str, rows=None, cols=None) -> s
     finished = [s for _, s in runs if s is not None]
     lines = [f"# {os.path.basename(os.path.abspath(study_dir))}: {metric}", ""]
     lines.append(f"{len(finished)} of {len(runs)} runs finished"
-                 + (" (in %, test split)" if metric in PERCENT_METRICS else "") + ".")
+                 + (" (in %, test split)" if is_accuracy(metric) else "") + ".")
     lines.append("")
     for title, row_key, row_values, col_key, col_values, cells in tables(grid, runs, metric, rows, cols):
         if title:
@@ -192,8 +200,7 @@ def markdown(study_dir: str, grid, runs, metric: str, rows=None, cols=None) -> s
         lines += [f"No finished run recorded {metric}"
                   + (" (`final_probe=none`, the default of `k400_r50`): evaluate the runs with `launch/sweep.py "
                      "... --eval configs/eval.py:linear[,data=k400_r50]` (the same sweep command plus --eval), or "
-                     "each with `python -m stjax.main --config configs/eval.py:linear[,data=k400_r50] "
-                     "--config.init_from=RUN --workdir RUN/eval/linear`." if metric.startswith("linear") else "."), ""]
+                     f"each with `{linear_evaluation_command('RUN')}`." if metric.startswith("linear") else "."), ""]
     if finished:
         described = {k: v for k, v in finished[0].items() if k in ("backbone", "dataset", "steps", "batch_size")}
         lines.append("Runs: " + ", ".join(f"{k} {v}" for k, v in described.items()) + ".")
@@ -225,7 +232,7 @@ def write_png(path: str, grid, runs, metric: str, rows=None, cols=None) -> None:
     from matplotlib.figure import Figure
 
     panels = tables(grid, runs, metric, rows, cols)
-    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    scale = 100.0 if is_accuracy(metric) else 1.0
     fig = Figure(figsize=(max(6.0, 1.6 * len(panels[0][2]) + 2), 3.6 * len(panels)), dpi=100)
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(len(panels), 1, squeeze=False)[:, 0])
