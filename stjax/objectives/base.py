@@ -51,6 +51,14 @@ class Framework(abc.ABC):
         del batch
         return {}
 
+    def updates_params(self, step) -> jnp.ndarray | bool:
+        """Whether the optimiser update of this step is applied: True (always, the default) or a traced bool
+        of the int32 `step`. On a skipped step the parameters and the optimiser's momentum stay as they
+        were (`stjax.train.step.skip_update_unless`); batch_stats and `extra` change as `loss` returns them,
+        then `after_update` runs as usual."""
+        del step
+        return True
+
     def after_update(self, params, batch_stats, extra, step) -> PyTree:
         """`extra` after the optimiser step (e.g. the EMA target); default: unchanged."""
         del params, batch_stats, step

@@ -52,11 +52,28 @@ def train_step(framework, tx: optax.GradientTransformation, state: TrainState, b
     (loss, (batch_stats, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    applied = framework.updates_params(state.step)
+    if applied is not True:  # the framework may skip the optimiser update on some steps (MoCo's queue fill)
+        params, opt_state = skip_update_unless(applied, (params, opt_state), (state.params, state.opt_state))
+        metrics = dict(metrics, params_updated=jnp.asarray(applied, jnp.float32))
     extra = framework.after_update(params, batch_stats, extra, state.step)
     metrics = dict(metrics, loss=loss, grad_norm=optimizer.global_norm(grads))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               extra=extra, opt_state=opt_state)
     return new_state, metrics
+
+
+def skip_update_unless(applied: jax.Array, updated, previous):
+    """`updated` where `applied` (a traced bool), else `previous`, except integer leaves: those (optax's step
+    counts, which drive the learning-rate schedule) always take the updated value, so the schedule follows
+    the global step as PySlowFast's does when it skips `optimizer.step()`; float leaves (parameters,
+    momentum) keep their previous values."""
+    def pick(new, old):
+        if jnp.issubdtype(new.dtype, jnp.integer):
+            return new
+        return jnp.where(applied, new, old)
+
+    return jax.tree.map(pick, updated, previous)
 
 
 def jit_train_step(framework, tx, state_shardings, batch_sharding, replicated,
