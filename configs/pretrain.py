@@ -53,6 +53,9 @@ def get_config(arg=None):
     config.model = ml_collections.ConfigDict(dict(dtype="float32", remat=False, remat_policy="blocks", lowering="auto",
                                                    batch_norm="fused", init_from=""))
     config.model.stem_pad_channels = placeholder(int)  # None: 8 on GPUs, none elsewhere (ResNet3D.stem_pad_channels)
+    # The last BN scale of each residual branch starts at 0 (every block the identity at step 0). PySlowFast's
+    # contrastive configs keep RESNET.ZERO_INIT_FINAL_BN at its default, False: so does k400_r50.
+    config.model.zero_init_residual = True
     config.log_every = 20
     config.checkpoint_every = 500
     config.keep_checkpoints = 3
@@ -73,7 +76,12 @@ def get_config(arg=None):
         projector_hidden=(2048, 2048), projector_out=128, temperature=0.1, base_momentum=0.994,
         queue_size=65536, bn_groups=8, pairing="all",
     ))
-    # ρSimCLR, the paper recipe: 3-layer MLP with BN, NT-Xent over the global batch.
+    # No optimiser update in the first steps while the queue fills with real keys; None: PySlowFast's rule,
+    # queue_size // batch_size steps within the first epoch (128 at 65536 keys and 512 videos); 0: none.
+    config.moco.queue_fill_steps = placeholder(int)
+    # ρSimCLR, the paper recipe: 3-layer MLP with BN, NT-Xent over the global batch. pairing: "all" is the
+    # paper's general form, "consecutive" PySlowFast's (one 2B-sample NT-Xent per pair (k, k+1), summed);
+    # the same at ρ = 2. Likewise for ρSwAV. ρBYOL and ρMoCo's official form is "all".
     config.simclr = ml_collections.ConfigDict(dict(
         projector_hidden=(2048, 2048), projector_out=128, temperature=0.1, pairing="all",
     ))
@@ -186,9 +194,14 @@ def get_config(arg=None):
         # (pretrained, random init), and it is not the paper's protocol, which is
         # `configs/eval.py:linear,data=k400_r50` on the finished run.
         config.final_probe = "none"
+        # PySlowFast's choices: no zero-initialised last BN; SimCLR and SwAV pair consecutive clips.
+        config.model.zero_init_residual = False
+        config.simclr.pairing = config.swav.pairing = "consecutive"
         if config.framework == "moco":
             # ρMoCo: SGD (Nesterov momentum 0.9), lr 0.4 at 512 videos, weight decay 1e-4 (REFERENCE.md);
-            # warm-up 35 epochs as for every framework. BYOL/SimCLR/SwAV keep the LARS block above.
+            # warm-up 35 epochs as for every framework. BYOL/SimCLR/SwAV keep the LARS block above. The loss
+            # is PySlowFast's (summed over the ρ query clips, losses.info_nce_loss), so this rate and decay
+            # meet the gradient they were tuned with.
             config.optimizer.update(name="sgd", base_lr=0.4, weight_decay=1e-4)
     data.max_timespan = math.inf      # seconds; 0 = all clips start together
 

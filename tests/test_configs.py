@@ -103,7 +103,12 @@ def test_every_framework_has_its_recipe_and_builds(preset):
     assert names == ["byol", "moco", "simclr", "swav"]  # the config's own list, see the bad-arguments test
     for name in names:
         config = _get_config(f"{preset},framework={name}")
-        assert config.framework == name and config[name].pairing == "all"
+        # PySlowFast's pairing in the recipe: every other clip for BYOL/MoCo, consecutive clips for SimCLR/SwAV
+        official = "consecutive" if preset == "k400_r50" and name in ("simclr", "swav") else "all"
+        assert config.framework == name and config[name].pairing == official
+        # PySlowFast's contrastive configs keep ZERO_INIT_FINAL_BN off; the demo keeps it on
+        assert config.model.zero_init_residual == (preset == "demo")
+        assert objectives.base.backbone_from_config(config).zero_init_residual == (preset == "demo")
         objectives.create_framework(config, total_steps=100, steps_per_epoch=10)  # validates the block
         opt = config.optimizer
         assert opt.base_batch_size == 512 and opt.momentum == 0.9 and opt.nesterov
@@ -121,6 +126,8 @@ def test_every_framework_has_its_recipe_and_builds(preset):
         assert (swav.swav.freeze_prototypes_epochs, swav.swav.queue_size) == (1.0, 0)  # the recipe: no queue
         assert moco.optimizer.base_lr == 0.4 and moco.optimizer.warmup_epochs == 35.0
         assert moco.moco.queue_size == 65536 and moco.batch_size // moco.moco.bn_groups == 8
+        # PySlowFast's queue fill: no update in the first 65536 // 512 = 128 steps
+        assert objectives.create_framework(moco, total_steps=93600, steps_per_epoch=468.0).queue_fill_steps == 128
         for block in (moco.moco, simclr.simclr, swav.swav):
             assert (tuple(block.projector_hidden), block.projector_out) == ((2048, 2048), 128)
     else:

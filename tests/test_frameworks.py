@@ -310,3 +310,24 @@ def test_swav_queue_is_a_fifo_of_projections_used_once_full():
 
 def _sinkhorn(scores):
     return np.asarray(losses.sinkhorn(jnp.asarray(scores), 0.05, 3))
+
+
+def test_moco_applies_no_update_while_its_queue_fills():
+    """PySlowFast's rule: queue_size // batch_size = 40 // 8 = 5 steps without an optimiser step (within the first
+    epoch); the queue, the key encoder's BN statistics and the online BN statistics still move."""
+    mesh = mesh_lib.create_mesh()
+    framework, state, step = _train_setup(_config("moco"), mesh, steps_per_epoch=10, total_steps=20)
+    assert framework.queue_fill_steps == 5
+    initial = jax.device_get(state)
+    for i in range(6):
+        previous = jax.device_get(state)
+        state, metrics = step(state, _on(mesh, _batch(i)), _key(1))
+        now = jax.device_get(state)
+        assert float(metrics["params_updated"]) == (1.0 if i == 5 else 0.0)
+        assert not np.allclose(now.extra["queue"], previous.extra["queue"])
+        assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(now.batch_stats),
+                                                          jax.tree.leaves(previous.batch_stats)))
+        if i < 5:
+            _assert_trees_close(now.params, initial.params, rtol=0, atol=0)
+            _assert_trees_close(now.extra["target"]["params"], initial.params, rtol=0, atol=0)
+    assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(now.params), jax.tree.leaves(initial.params)))

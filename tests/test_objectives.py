@@ -103,20 +103,25 @@ def _log_sum_exp(values):
 
 
 def _numpy_info_nce(q, k, queue, pairs, temperature):
-    """Mean over videos and positive pairs (i, j) of −log softmax([q_i·k_j, q_i·n_1, …]/T)[0]; the negatives n
-    are the queue, or (queue None) every clip's key of the other videos."""
-    terms = []
+    """Mean over videos of: for each query clip i the mean over its positives j of
+    −log softmax([q_i·k_j, q_i·n_1, …]/T)[0], summed over i; the negatives n are the queue, or (queue None)
+    every clip's key of the other videos."""
+    per_video = []
     for b in range(q.shape[0]):
         negatives = queue if queue is not None else [k[c, l] for c in range(q.shape[0]) if c != b
                                                      for l in range(q.shape[1])]
+        total = 0.0
         for i in range(q.shape[1]):
+            terms = []
             for j in range(q.shape[1]):
                 if pairs[i, j]:
                     query = _unit(q[b, i])
                     logits = [query @ _unit(k[b, j])] + [query @ _unit(n) for n in negatives]
                     logits = np.array(logits) / temperature
                     terms.append(_log_sum_exp(logits) - logits[0])
-    return np.mean(terms)
+            total += np.mean(terms)
+        per_video.append(total)
+    return np.mean(per_video)
 
 
 def _numpy_nt_xent(z, pairs, temperature):
@@ -225,14 +230,14 @@ def test_rho2_losses_are_the_image_framework_losses():
         classic = np.mean(-np.log(np.concatenate([positive, positive]) / denominator))
         np.testing.assert_allclose(_nt_xent(z, pairs, t), classic, rtol=1e-5)
 
-        # MoCo: the mean of the two one-sided InfoNCE losses, q₁ against k₂ and q₂ against k₁.
+        # MoCo: the sum of the two one-sided InfoNCE losses, q₁ against k₂ and q₂ against k₁ (PySlowFast's).
         def one_sided(q_view, k_view):
             q_, k_, n_ = (unit(v.astype(np.float64)) for v in (q_view, k_view, queue))
             logits = np.concatenate([np.sum(q_ * k_, axis=1, keepdims=True), q_ @ n_.T], axis=1) / t
             log_prob = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
             return -np.mean(log_prob[:, 0])
 
-        symmetric = (one_sided(z[:, 0], k[:, 1]) + one_sided(z[:, 1], k[:, 0])) / 2
+        symmetric = one_sided(z[:, 0], k[:, 1]) + one_sided(z[:, 1], k[:, 0])
         np.testing.assert_allclose(_info_nce(z, k, queue, pairs, t), symmetric, rtol=1e-5)
 
         # SwAV: the two-crop swapped prediction ½(ℓ(s₁, q₂) + ℓ(s₂, q₁)).

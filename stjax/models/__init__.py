@@ -34,7 +34,8 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def backbone_options(model_config) -> dict:
     """ResNet3D overrides from a `config.model` block: `dtype` (name in COMPUTE_DTYPES), `remat`,
     `remat_policy` (one of REMAT_POLICIES), `lowering` (of the 3D convolutions, one of LOWERINGS), `batch_norm`
-    (one of BATCH_NORMS), `stem_pad_channels` (None: auto) and `overrides` (any other ResNet3D field)."""
+    (one of BATCH_NORMS), `stem_pad_channels` (None: auto), `zero_init_residual` (the last BN scale of each
+    residual branch starts at 0; default True) and `overrides` (any other ResNet3D field)."""
     options = dict(model_config.get("overrides", {}) or {})
     lowering = model_config.get("lowering", "auto")
     if lowering not in LOWERINGS:
@@ -56,6 +57,7 @@ def backbone_options(model_config) -> dict:
     stem_pad = model_config.get("stem_pad_channels")
     resolve_input_channel_padding(stem_pad, field="model.stem_pad_channels")  # validates
     options.setdefault("stem_pad_channels", stem_pad)
+    options.setdefault("zero_init_residual", bool(model_config.get("zero_init_residual", True)))
     return options
 
 

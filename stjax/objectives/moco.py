@@ -4,7 +4,11 @@ Per the paper recipe: query encoder = backbone + projector MLP
 2048→2048→ReLU→2048→ReLU→128 without BN; key encoder = EMA of both, momentum
 cosine-scheduled from 0.994 to 1; InfoNCE at temperature 0.1 against the
 positive key and a queue of 65536 past keys (`losses.info_nce_loss`, over the
-positive pairs of the ρ clips); all ρ keys of every step are enqueued.
+positive pairs of the ρ clips: per query clip the mean over its positive keys,
+summed over the ρ queries, exactly PySlowFast's ρMoCo); all ρ keys of every step
+are enqueued. As in PySlowFast, the first `moco.queue_fill_steps` steps (default:
+queue_size // batch_size, within the first epoch; 128 in the recipe) apply no
+optimiser update while the queue fills with real keys (`updates_params`).
 
 `moco.queue_size=0` drops the queue: the negatives are then the keys of the
 other videos of the (global) batch, MoCo v3's form. The demo uses it: in a
@@ -47,6 +51,8 @@ in both encoders with no shuffle, i.e. no guard.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -69,7 +75,6 @@ class MoCo(base.Framework):
     name = "moco"
 
     def __init__(self, config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: float | None = None):
-        del steps_per_epoch
         cfg = config.moco
         configlib.require_choice("moco.pairing", cfg.pairing, losses.PAIRINGS)
         configlib.require(cfg.temperature > 0, "moco.temperature", cfg.temperature, "numbers > 0")
@@ -88,6 +93,24 @@ class MoCo(base.Framework):
         self.bn_groups = cfg.bn_groups
         self.pairing = cfg.pairing
         self.total_steps = total_steps
+        self.queue_fill_steps = self._queue_fill_steps(cfg.get("queue_fill_steps"), cfg.queue_size,
+                                                       config.get("batch_size"), steps_per_epoch)
+
+    @staticmethod
+    def _queue_fill_steps(setting, queue_size, batch_size, steps_per_epoch) -> int:
+        """Steps at the start without an optimiser update, while the queue fills with real keys.
+
+        None: PySlowFast's rule (`contrastive_parameter_surgery`), queue_size // batch_size steps (it counts
+        videos, not the ρ keys each enqueues), only within the first epoch; 0 without a queue."""
+        if setting is not None:
+            configlib.require(setting >= 0, "moco.queue_fill_steps", setting,
+                              "None (PySlowFast's rule: queue_size // batch_size steps of the first epoch) "
+                              "or integers >= 0")
+            return int(setting)
+        if not queue_size or not batch_size:
+            return 0
+        steps = queue_size // batch_size
+        return steps if steps_per_epoch is None else min(steps, math.ceil(steps_per_epoch))
 
     @staticmethod
     def _check_batch(batch_size: int, rho: int, queue_size: int, bn_groups: int) -> None:
@@ -164,6 +187,11 @@ class MoCo(base.Framework):
         else:
             negative = jnp.mean(q @ jnp.mean(losses.l2_normalize(queue), axis=0))
         return {"positive_cosine": positive, "negative_cosine": negative}
+
+    def updates_params(self, step):
+        """False for the first `queue_fill_steps` steps (the queue's random initial keys are not negatives
+        worth learning from); the key encoder, the queue and the BN statistics still advance."""
+        return True if not self.queue_fill_steps else step >= self.queue_fill_steps
 
     def after_update(self, params, batch_stats, extra, step):
         momentum = schedules.cosine_momentum(self.base_momentum, step, self.total_steps)

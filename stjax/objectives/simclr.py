@@ -1,8 +1,14 @@
 """ρSimCLR: every clip of the batch against every other, NT-Xent over the global batch.
 
 Per the paper recipe: projector MLP 2048→2048→BN→ReLU→2048→BN→ReLU→128 with
-(Sync)BN over the global batch, temperature 0.1; loss `losses.nt_xent_loss`
-over the positive pairs of the ρ clips, every other clip of the batch a negative.
+(Sync)BN over the global batch, temperature 0.1. `simclr.pairing` picks the loss:
+
+  all          the paper's general form, `losses.nt_xent_loss`: every other clip of
+               the video a positive, every other clip of the batch in the denominator;
+  consecutive  PySlowFast's form (its SimCLR config: ρ = 4), `losses.nt_xent_consecutive_loss`:
+               one 2B-sample NT-Xent per pair of consecutive clips (k, k+1), summed.
+
+Both are the classic SimCLR loss at ρ = 2.
 """
 from __future__ import annotations
 
@@ -40,7 +46,10 @@ class SimCLR(base.Framework):
         feats, bb = base.apply_with_stats(self.backbone, params["backbone"], batch_stats["backbone"],
                                           base.flatten_clips(clips), True)
         proj, pj = base.apply_with_stats(self.projector, params["projector"], batch_stats["projector"], feats, True)
-        loss = losses.nt_xent_loss(proj.reshape(b, rho, -1), losses.positive_pairs(rho, self.pairing),
-                                   self.temperature)
+        proj = proj.reshape(b, rho, -1)
+        if self.pairing == "consecutive":
+            loss = losses.nt_xent_consecutive_loss(proj, self.temperature)
+        else:
+            loss = losses.nt_xent_loss(proj, losses.positive_pairs(rho, self.pairing), self.temperature)
         return loss, ({"backbone": bb, "projector": pj}, extra, {"loss": loss})
 

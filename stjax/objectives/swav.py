@@ -6,9 +6,11 @@ codes by Sinkhorn-Knopp over the global batch (ε = 0.05, 3 iterations, float32,
 no gradient), swapped prediction at temperature 0.1 (`losses.swav_loss`) over
 the positive pairs of the ρ clips; prototypes frozen for the first
 `freeze_prototypes_epochs` epochs (`inf`: kept at their random initialisation
-for the whole run); no queue. (The official code assigns codes
-to the first two clips only; here every clip gets a code and the pairing says
-which clips predict it, as for the other frameworks.)
+for the whole run); no queue. Every clip gets a code and `swav.pairing` says
+which clips predict it: `consecutive` is PySlowFast's form (one two-clip loss
+½(ℓ(s_k, q_{k+1}) + ℓ(s_{k+1}, q_k)) per consecutive pair, summed over the ρ − 1
+pairs), `all` the paper's general form (the mean over all ordered pairs); they
+coincide at ρ = 2, the official config's ρ.
 
 Queue (optional, `swav.queue_size` > 0; the recipe has none). SwAV's remedy for
 small batches: Sinkhorn partitions N samples over K prototypes, and with
@@ -76,6 +78,8 @@ class SwAV(base.Framework):
         self.epsilon = cfg.epsilon
         self.sinkhorn_iterations = cfg.sinkhorn_iterations
         self.pairing = cfg.pairing
+        # PySlowFast sums one two-clip loss per consecutive pair; the paper's general form averages all pairs.
+        self.reduction = "per_pair" if cfg.pairing == "consecutive" else "mean"
         self.freeze_steps = self._epochs_to_steps(cfg.freeze_prototypes_epochs, steps_per_epoch)
         self.queue_size = cfg.get("queue_size", 0)
         self.queue_start_step = self._epochs_to_steps(cfg.get("queue_start_epochs", 0), steps_per_epoch)
@@ -131,7 +135,7 @@ class SwAV(base.Framework):
         else:
             codes = losses.swav_codes(scores, self.epsilon, self.sinkhorn_iterations)
         loss = losses.swapped_prediction_loss(scores, codes, losses.positive_pairs(rho, self.pairing),
-                                              self.temperature)
+                                              self.temperature, reduction=self.reduction)
         # Collapse monitors (nats): both tend to ln K when the predictions become uniform.
         metrics = {"loss": loss, "code_entropy": losses.mean_entropy(codes),
                    "prediction_entropy": losses.mean_entropy(jax.nn.softmax(scores / self.temperature))}
