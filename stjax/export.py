@@ -17,7 +17,9 @@ not part of a backbone, so load them with ``strict=False``.
 
 `load_backbone(path)` reads any of these back (and PySlowFast's own released checkpoints, including
 contrastive ones whose online network sits under ``backbone.``), with ``torch.load(weights_only=True)``:
-no pickled code runs. A name or shape mismatch is an error that lists the offending keys.
+no pickled code runs. A name or shape mismatch is an error that lists the offending keys. It also takes a
+pretraining run's workdir (its latest checkpoint's backbone), so `model.init_from=RUN` works as evaluation's
+`init_from=RUN` does.
 """
 from __future__ import annotations
 
@@ -269,6 +271,25 @@ def run_backbone(workdir: str, step: int | None = None) -> tuple[dict, dict, int
     return spec, _to_numpy(variables), int(step)
 
 
+def is_run(path: str) -> bool:
+    """Whether `path` is a pretraining run's workdir (it has config.json and checkpoints/)."""
+    return os.path.isdir(os.path.join(path, "checkpoints")) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def _load_run_backbone(workdir: str, backbone: str | None) -> tuple[dict, dict]:
+    """`load_backbone` of a run's workdir: its latest checkpoint's backbone, said on process 0."""
+    import jax
+
+    spec, variables, step = run_backbone(workdir)
+    if backbone is not None and spec["backbone"] != backbone:
+        raise ValueError(f"{workdir} is a pretraining run whose backbone is {spec['backbone']} (checkpoint step "
+                         f"{step}), not {backbone}: configure backbone {spec['backbone']} to start from this run, "
+                         f"or start the {backbone} from a run or checkpoint of a {backbone}")
+    if jax.process_index() == 0:
+        print(f"pretraining run {workdir}: backbone {spec['backbone']}, checkpoint step {step}", flush=True)
+    return spec, variables
+
+
 def _run_spec(workdir: str) -> dict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
@@ -316,15 +337,27 @@ def save_backbone(variables: dict, spec: dict, fmt: str, out: str) -> str:
 
 
 def load_backbone(path: str, backbone: str | None = None) -> tuple[dict, dict]:
-    """(spec, variables) from a file written by `save_backbone`, or a PySlowFast / torchvision checkpoint.
+    """(spec, variables) from a file written by `save_backbone`, a PySlowFast / torchvision checkpoint, or a
+    pretraining run's workdir (the online backbone of its latest checkpoint, see `run_backbone`).
 
     `backbone` names the stjax backbone when the file does not say (third-party PyTorch files); by default
-    it is inferred from the PyTorch names.
+    it is inferred from the PyTorch names. When the file or run says, a different `backbone` is an error
+    naming both.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
+    if is_run(path):
+        return _load_run_backbone(path, backbone)
     if os.path.isdir(path):
         import orbax.checkpoint as ocp
+
+        missing = [item for item in ("variables", "backbone") if not os.path.isdir(os.path.join(path, item))]
+        if missing:
+            raise ValueError(
+                f"{path} is neither a pretraining run's workdir (no checkpoints/) nor an Orbax export of "
+                f"`python -m stjax.export --format orbax` (no {' or '.join(f'{m}/' for m in missing)}); valid: "
+                "a run's workdir, a file or folder written by `python -m stjax.export`, or a PySlowFast / "
+                "torchvision checkpoint")
 
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
             restored = checkpointer.restore(os.path.abspath(path), ocp.args.Composite(

@@ -285,3 +285,65 @@ def test_torchvision_models_import_and_export(tmp_path, name):
     out = export.save_backbone(variables, spec, "torchvision", str(tmp_path / f"{name}_export.pth"))
     _torchvision("features", name, out, tmp_path / "x.npy", tmp_path / "exported.npy", cwd=tmp_path)
     _assert_close(np.load(tmp_path / "exported.npy"), reference, tol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# model.init_from=RUN_FOLDER (issue 26).
+
+
+def _tiny_pretraining_run(workdir, backbone="r3d_micro", seed=0):
+    """A real pretraining run, one step, as `stjax.main` leaves it: config.json and a checkpoint."""
+    from stjax import objectives
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import pretrain as pretrain_lib
+
+    from test_train import CLIPS_SHAPE, _config, _make_batches
+
+    config = _config(seed=seed)
+    config.model.backbone = backbone
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=1))
+    result = pretrain_lib.pretrain(config, str(workdir), objectives.create_framework(config, total_steps=1),
+                                   _make_batches, CLIPS_SHAPE, 1, steps_per_epoch=2, mesh=mesh_lib.create_mesh())
+    state = jax.device_get(result.state)
+    return {"params": state.params["backbone"], "batch_stats": state.batch_stats["backbone"]}
+
+
+def test_init_from_a_run_folder_starts_from_its_latest_backbone(tmp_path, capsys):
+    """model.init_from=RUN (as evaluation's init_from accepts) loads the run's latest checkpoint, not an Orbax
+    KeyError; a run of another backbone is refused with both names."""
+    from stjax import objectives
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import pretrain as pretrain_lib
+
+    from test_train import CLIPS_SHAPE, _config, _make_batches
+
+    first = _tiny_pretraining_run(tmp_path / "first", seed=1)
+    spec, variables = export.load_backbone(str(tmp_path / "first"))
+    assert spec["backbone"] == "r3d_micro"
+    _assert_trees_equal(variables, first)
+    assert f"pretraining run {tmp_path / 'first'}: backbone r3d_micro, checkpoint step 1" in capsys.readouterr().out
+
+    config = _config(seed=2)  # another seed: a random init would differ from the first run's weights
+    config.model.init_from = str(tmp_path / "first")
+    result = pretrain_lib.pretrain(config, str(tmp_path / "second"), objectives.create_framework(config, total_steps=1),
+                                   _make_batches, CLIPS_SHAPE, 1, steps_per_epoch=2, mesh=mesh_lib.create_mesh(),
+                                   stop_after=0)
+    state = jax.device_get(result.state)
+    _assert_trees_equal({"params": state.params["backbone"], "batch_stats": state.batch_stats["backbone"]}, first)
+
+    config.model.backbone = "r3d_tiny"
+    with pytest.raises(ValueError, match=r"first is a pretraining run whose backbone is r3d_micro \(checkpoint step 1\), "
+                                         r"not r3d_tiny"):
+        pretrain_lib.pretrain(config, str(tmp_path / "third"), objectives.create_framework(config, total_steps=1),
+                              _make_batches, CLIPS_SHAPE, 1, steps_per_epoch=2, mesh=mesh_lib.create_mesh(),
+                              stop_after=0)
+
+
+def test_a_folder_that_is_neither_a_run_nor_an_export_is_a_clear_error(tmp_path):
+    (tmp_path / "run_without_checkpoints").mkdir()
+    (tmp_path / "run_without_checkpoints" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"neither a pretraining run's workdir \(no checkpoints/\) nor an Orbax "
+                                         r"export of `python -m stjax.export --format orbax`"):
+        export.load_backbone(str(tmp_path / "run_without_checkpoints"))
