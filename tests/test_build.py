@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -101,3 +102,116 @@ def test_rebuild_with_other_storage_options_is_refused(tiny_video_dataset):
     data_dir, manual_dir = tiny_video_dataset
     with pytest.raises(ValueError, match="was built with"):
         build.build("video_folder", manual_dir=manual_dir, data_dir=data_dir, config="tiny", short_side=64)
+
+
+# --- a changed video folder (issue 26) ---------------------------------------------------------------------------
+
+
+def _all_examples(data_dir, name):
+    """{split: {video id: example}}, frames as lists of JPEG bytes."""
+    builder = builders.load_builder(name, data_dir)
+    out = {}
+    for split in builder.info.splits:
+        ds = builder.as_dataset(split=split, decoders={"frames": tfds.decode.SkipDecoding()})
+        out[split] = {ex["video_id"].decode(): dict(ex, frames=list(ex["frames"])) for ex in tfds.as_numpy(ds)}
+    return out
+
+
+def _same_example(a, b):
+    return a.keys() == b.keys() and all(a[k] == b[k] if k == "frames" else bool(np.all(a[k] == b[k])) for k in a)
+
+
+def _count_decodes(monkeypatch, root, fail=lambda rel: False):
+    """Records which videos get decoded (relative paths); `fail(rel)` raises `Killed` instead of decoding."""
+    real, calls = video_io.decode_video, []
+
+    def decode(path, **kwargs):
+        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        if fail(rel):
+            raise Killed
+        calls.append(rel)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(video_io, "decode_video", decode)
+    return calls
+
+
+class Killed(BaseException):
+    pass
+
+
+def _tree(root):
+    for c, name in enumerate("ab"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            write_video(root / name / f"v{i}.mp4", num_frames=10 + i, seed=10 * c + i)
+    (root / "train.txt").write_text("a/v0.mp4\na/v1.mp4\nb/v0.mp4\nb/v1.mp4\n")
+    (root / "test.txt").write_text("a/v2.mp4\nb/v2.mp4\n")
+    return str(root)
+
+
+def test_a_changed_video_folder_is_rebuilt_from_its_unchanged_videos(tmp_path, monkeypatch, capsys):
+    """A build of a folder that changed since it was built used to be a no-op on the stale dataset."""
+    root = tmp_path / "videos"
+    kwargs = dict(manual_dir=_tree(root), data_dir=str(tmp_path / "tfds"), config="t", fps=25, short_side=32,
+                  workers=1)
+    build.build("video_folder", verbose=False, **kwargs)
+    before = _all_examples(kwargs["data_dir"], "video_folder/t")
+    decoded = _count_decodes(monkeypatch, root)
+    build.build("video_folder", **kwargs)  # unchanged: nothing to do
+    assert decoded == [] and f"is already built in {tmp_path / 'tfds'}" in capsys.readouterr().out
+
+    write_video(root / "a" / "v3.mp4", num_frames=8, seed=77)                # added
+    write_video(root / "a" / "v0.mp4", num_frames=20, seed=78)               # modified
+    (root / "b" / "v2.mp4").unlink()                                         # removed
+    (root / "train.txt").write_text("a/v0.mp4\na/v1.mp4\na/v3.mp4\nb/v0.mp4\nb/v1.mp4\n")
+    (root / "test.txt").write_text("a/v2.mp4\n")
+    report = build.build("video_folder", **kwargs)
+    out = capsys.readouterr().out
+    assert ("changed since it was built: 1 added (a/v3.mp4), 1 removed (b/v2.mp4), 3 modified (a/v0.mp4, test.txt, "
+            "train.txt)") in out
+    assert "reusing the stored frames of 4 unchanged videos" in out
+    assert sorted(decoded) == ["a/v0.mp4", "a/v3.mp4"]  # only the new and the modified video
+    assert report["reused_from_previous_build"] == 4
+    assert report["source_changes"] == {"added": 1, "removed": 1, "modified": 3}
+    assert report["written_per_split"] == {"train": 5, "test": 1}
+    after = _all_examples(kwargs["data_dir"], "video_folder/t")
+    assert sorted(after["train"]) == ["a/v0.mp4", "a/v1.mp4", "a/v3.mp4", "b/v0.mp4", "b/v1.mp4"]
+    assert sorted(after["test"]) == ["a/v2.mp4"]
+    assert after["train"]["a/v0.mp4"]["num_frames"] == 20
+    for split, vid in [("train", "a/v1.mp4"), ("train", "b/v0.mp4"), ("train", "b/v1.mp4"), ("test", "a/v2.mp4")]:
+        assert _same_example(after[split][vid], before[split][vid]), vid
+    assert sorted(os.listdir(tmp_path / "tfds" / "video_folder" / "t")) == ["1.0.0"]  # no cache, no old build
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "a/v0.mp4", "a/v1.mp4", "a/v2.mp4", "a/v3.mp4", "b/v0.mp4", "b/v1.mp4", "test.txt", "train.txt"]
+
+    decoded.clear()  # --rebuild builds an unchanged folder again, from its stored frames
+    build.main(["--dataset", "video_folder", "--manual_dir", str(root), "--data_dir", kwargs["data_dir"],
+                "--config", "t", "--workers", "1", "--rebuild"])
+    out = capsys.readouterr().out
+    assert "as asked (--rebuild)" in out and "reusing the stored frames of 6 unchanged videos" in out
+    assert decoded == [] and out.strip().splitlines()[-1] == "written 6, skipped 0"
+
+
+def test_a_rebuild_that_fails_keeps_the_previous_build_and_resumes(tmp_path, monkeypatch):
+    root = tmp_path / "videos"
+    kwargs = dict(manual_dir=_tree(root), data_dir=str(tmp_path / "tfds"), config="t", fps=25, short_side=32,
+                  workers=1, verbose=False)
+    build.build("video_folder", **kwargs)
+    before = _all_examples(kwargs["data_dir"], "video_folder/t")
+    write_video(root / "b" / "v3.mp4", num_frames=8, seed=5)
+    (root / "train.txt").write_text("a/v0.mp4\na/v1.mp4\nb/v0.mp4\nb/v1.mp4\nb/v3.mp4\n")
+    _count_decodes(monkeypatch, root, fail=lambda rel: rel == "b/v3.mp4")
+    with pytest.raises(Killed):
+        build.build("video_folder", **kwargs)
+    kept = _all_examples(kwargs["data_dir"], "video_folder/t")  # the previous build, as it was
+    assert kept.keys() == before.keys()
+    assert all(kept[s].keys() == before[s].keys() and all(_same_example(kept[s][v], before[s][v]) for v in before[s])
+               for s in before)
+    assert not (tmp_path / "tfds" / "video_folder" / "t" / f"{build.REPLACED_PREFIX}1.0.0").exists()
+
+    monkeypatch.undo()
+    decoded = _count_decodes(monkeypatch, root)
+    report = build.build("video_folder", **kwargs)
+    assert decoded == ["b/v3.mp4"] and report["written_per_split"] == {"train": 5, "test": 2}
+    assert sorted(os.listdir(tmp_path / "tfds" / "video_folder" / "t")) == ["1.0.0"]

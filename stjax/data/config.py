@@ -4,12 +4,17 @@ from __future__ import annotations
 import ml_collections
 
 from stjax import configlib
-from stjax.data import augment, builders, pipeline
+from stjax.data import augment, builders, inputs, pipeline
 from stjax.data import augment_config as augment_config_lib
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Fails with a message naming the field unless the data settings are usable."""
+def validate(config: ml_collections.ConfigDict, splits: list[inputs.Needed] | None = None) -> None:
+    """Fails with a message naming the field unless the data settings are usable.
+
+    Also checks the dataset as it is prepared or will be built on first use (`inputs`): every split the
+    job reads exists (`splits`, default `inputs.required_splits(config)`), the crop fits the stored
+    frames, and a prepared dataset's manual dir did not change since it was built.
+    """
     name, _ = builders.split_name(config.data.dataset)
     configlib.require_choice("data.dataset", name, sorted(builders.BUILDERS))
     clip_spec(config)
@@ -18,6 +23,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     configlib.require(config.data.get("num_shards", 0) >= 0, "data.num_shards", config.data.get("num_shards"),
                       "0 (one per process) or a multiple of the number of processes")
     view_spec(config)
+    check_dataset(config, splits)
+
+
+def check_dataset(config, splits: list[inputs.Needed] | None = None) -> None:
+    """The dataset part of `validate`: `config.data.dataset` as prepared, or as it will be built on first use,
+    has the splits the job reads (`splits`, default `inputs.required_splits(config)`: for an evaluation config
+    the train and eval splits), frames the crop fits, and a manual dir unchanged since it was built; nothing
+    when it is neither prepared nor buildable (`ensure_built` says how to build it)."""
+    inputs.check(config, inputs.plan(config), splits)
 
 
 def clip_spec(config) -> pipeline.ClipSpec:
@@ -85,27 +99,33 @@ def view_spec(config) -> pipeline.ViewSpec:
         raise ValueError(f"config.data.test_views: {e}") from None
 
 
-def ensure_built(config, verbose: bool = True) -> str:
+def ensure_built(config, verbose: bool = True, splits: list[inputs.Needed] | None = None) -> str:
     """Prepared directory of `config.data.dataset`, building it first when possible.
 
     The synthetic set is rendered and built on first use; another dataset is
     built when `config.data.manual_dir` names its videos; otherwise the error
     says how to build it. A dataset prepared by another version of its builder
     (e.g. the synthetic set of an older generator) is rebuilt the same way, into
-    its own version folder; the old one is left in place.
+    its own version folder; the old one is left in place. A prepared dataset whose
+    manual dir changed since it was built is refused with what changed and the
+    command that rebuilds it (`inputs.plan`). The splits the job reads (`splits`,
+    default `inputs.required_splits(config)`) and the crop are checked before
+    building (as the layout will build them) and after (as built).
     """
     from stjax.data import build
 
     dataset, data_dir = config.data.dataset, config.data.data_dir
     name, config_name = builders.split_name(dataset)
     current = str(builders.builder_class(name).VERSION)
-    path = builders.prepared_dir(dataset, data_dir, version=current)
-    if path is not None:
-        return path
+    plan = inputs.plan(config)
+    inputs.check(config, plan, splits)
+    if plan is not None and plan.prepared is not None:
+        return plan.prepared
     if name == "synthetic" or config.data.get("manual_dir"):
         build.build(name, manual_dir=config.data.get("manual_dir"), data_dir=data_dir,
                     config=config_name, verbose=verbose,
                     generator_kwargs=dict(config.data.get("synthetic", {})) or None)
+        inputs.check(config, inputs.plan(config), splits)
         return builders.prepared_dir(dataset, data_dir, version=current)
     builders.load_builder(dataset, data_dir)  # raises with the build command
-    return path
+    return builders.prepared_dir(dataset, data_dir, version=current)

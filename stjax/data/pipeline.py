@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from stjax import configlib
-from stjax.data import augment, sampling
+from stjax.data import augment, inputs, sampling
 from stjax.data.augment_config import AUGMENT_ON, CLIP_PARAM_NAMES
 from stjax.data.builders import load_builder
 
@@ -137,14 +137,19 @@ def _options(deterministic: bool) -> tf.data.Options:
     return options
 
 
-def check_crop_fits(builder: tfds.core.DatasetBuilder, crop_size: int, field: str = "crop_size"):
-    """A crop larger than the stored frames is an error before any work."""
-    short_side = builder.info.metadata.get("storage", {}).get("short_side")
-    if short_side is not None and crop_size > short_side:
-        raise ValueError(
-            f"{field}={crop_size} is larger than the stored short side ({short_side}) of "
-            f"{builder.info.full_name}; valid values: 1..{short_side}"
-        )
+def check_crop_fits(builder: tfds.core.DatasetBuilder, crop_size: int, field: str = "crop_size",
+                    split: str | None = None):
+    """A crop larger than the stored frames (of every video of `split`, when sizes vary) is an error before
+    any work; larger than only some videos', a warning (`inputs.check_crop`)."""
+    info = builder.info
+    plan = inputs.DatasetPlan(
+        "/".join(info.full_name.split("/")[:2]), f"prepared in {builder.data_dir}", builder.data_dir,
+        {name: s.num_examples for name, s in info.splits.items()},
+        short_side=info.metadata.get("storage", {}).get("short_side"))
+    recorded = inputs.read_report(builder.data_dir).get("stored_short_sides")
+    if recorded is not None:
+        plan.short_sides = {s: {int(side): n for side, n in counts.items()} for s, counts in recorded.items()}
+    inputs.check_crop(crop_size, field, plan, [split] if split else list(plan.splits))
 
 
 def pretrain_dataset(
@@ -184,7 +189,7 @@ def pretrain_dataset(
     """
     configlib.require_choice("data.augment_on", augment_on, AUGMENT_ON)
     ds, builder, _ = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=seed)
-    check_crop_fits(builder, augmentation.crop_size, "augmentation.crop_size")
+    check_crop_fits(builder, augmentation.crop_size, "augmentation.crop_size", split)
     base_seed = tf.constant([seed, process_index], tf.int64)
     span = sampling.clip_span(clips.num_frames, clips.stride)
 
@@ -251,7 +256,7 @@ def eval_dataset(
     with masked examples) so that global batches line up across hosts.
     """
     ds, builder, _ = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=None)
-    check_crop_fits(builder, views.crop_size, "views.crop_size")
+    check_crop_fits(builder, views.crop_size, "views.crop_size", split)
     total = builder.info.splits[split].num_examples
     largest_slice = math.ceil(total / process_count)
     num_batches = max(1, math.ceil(largest_slice / batch_size))

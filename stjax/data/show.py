@@ -44,11 +44,12 @@ def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> No
 
 def show_clips(config, out_path: str, num_videos: int = 4, split: str | None = None) -> str:
     """Builds the data if needed, samples `num_videos` training examples, writes the PNG."""
-    from stjax.data import builders, pipeline
+    from stjax.data import builders, inputs, pipeline
     from stjax.data import config as data_config
 
-    data_config.validate(config)
-    data_config.ensure_built(config)
+    needed = [inputs.Needed("split", split or config.data.train_split, "show_clips reads it")]
+    data_config.validate(config, needed)
+    data_config.ensure_built(config, splits=needed)
     clips = data_config.clip_spec(config)
     ds = pipeline.pretrain_dataset(
         config.data.dataset, batch_size=num_videos, clips=clips,

@@ -112,8 +112,9 @@ class BuildReport:
     """What a build wrote and skipped; saved as JSON next to the dataset.
 
     `missing` counts skipped videos that the annotations list but that are not on disk;
-    `decoded` / `reused` count videos decoded in this run / taken from the decode cache of
-    an earlier, interrupted run.
+    `decoded` / `reused` count videos decoded in this run / taken from the decode cache (of
+    an earlier, interrupted run, or of the previous build of a changed source);
+    `short_sides` counts the written videos of each split by stored short side in pixels.
     """
 
     written: dict[str, int] = dataclasses.field(default_factory=lambda: collections.Counter())
@@ -123,6 +124,8 @@ class BuildReport:
     missing: int = 0
     decoded: int = 0
     reused: int = 0
+    short_sides: dict[str, collections.Counter] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
 
     def as_dict(self) -> dict:
         return {
@@ -135,6 +138,8 @@ class BuildReport:
             "skipped_files": self.skipped,
             "warnings": self.warnings,
             "ignored_files": self.ignored_files,
+            "stored_short_sides": {split: {str(side): n for side, n in sorted(counts.items())}
+                                   for split, counts in self.short_sides.items()},
         }
 
 
@@ -198,6 +203,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         self._use_beam = use_beam
         self._annotations = None
         self.report = BuildReport()
+        self.videos: dict[str, dict[str, str]] = {}  # split -> {video id: path}, once the splits are planned
+        self._beam_plan = None
         super().__init__(**kwargs)
         self.cache_dir = os.path.join(os.path.dirname(self.data_dir), PARTIAL_DIR)
 
@@ -257,8 +264,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             from stjax.data.builders import beam_split
 
             beam_split.clear_report(os.path.join(self.cache_dir, beam_split.REPORT_DIR))
-            return {split: self._generate_examples(split, entries, tasks)
-                    for split, entries in by_split.items() if self._writable(split, entries)}
+            writable = {split: entries for split, entries in by_split.items() if self._writable(split, entries)}
+            self.videos = {split: {e.video_id: e.path for e in entries} for split, entries in writable.items()}
+            self._beam_plan = (writable, tasks)
+            return {split: self._generate_examples(split, entries, tasks) for split, entries in writable.items()}
         results = self._decode_all(list(tasks.values()))
         generators = {}
         for split, entries in by_split.items():
@@ -271,8 +280,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 for warning in result.warnings:
                     self.report.warnings.append({"path": entry.path, "split": split, "warning": warning})
                 usable.append(entry)
+                self.report.short_sides[split][min(result.height, result.width)] += 1
             if self._writable(split, usable):
                 generators[split] = self._generate_examples(split, usable, tasks)
+                self.videos[split] = {e.video_id: e.path for e in usable}
         return generators
 
     def _generate_examples(self, split: str, entries: list[VideoEntry], tasks: dict):
@@ -354,7 +365,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def finish_report(self) -> dict:
         """The build report, after `download_and_prepare`: with the Beam path, the per-video
-        problems its workers recorded and the written counts."""
+        problems its workers recorded, the written counts, and the stored sizes (from the
+        decode cache's headers)."""
         if self._use_beam:
             from stjax.data.builders import beam_split
 
@@ -364,6 +376,15 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             self.report.written = collections.Counter(
                 {name: split.num_examples for name, split in self.info.splits.items()}
             )
+            failed = {(r["split"], r["path"]) for r in skipped}
+            by_split, tasks = self._beam_plan or ({}, {})
+            for split, entries in by_split.items():
+                for entry in entries:
+                    if (split, entry.path) in failed:
+                        self.videos[split].pop(entry.video_id, None)
+                        continue
+                    header = decode_cache.read(tasks[entry.path].cache_file, frames=False)
+                    self.report.short_sides[split][min(header.height, header.width)] += 1
         return self.report.as_dict()
 
     def remove_cache(self) -> None:

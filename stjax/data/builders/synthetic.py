@@ -1,6 +1,7 @@
 """The built-in synthetic video set (see `stjax.data.make_synthetic`) as a TFDS dataset."""
 from __future__ import annotations
 
+import json
 import os
 
 import tensorflow_datasets as tfds
@@ -32,10 +33,16 @@ class Synthetic(VideoFolder):
 
     def __init__(self, *, manual_dir: str | None = None, generate_if_missing: bool = False,
                  generator_kwargs: dict | None = None, **kwargs):
-        """With `generate_if_missing`, renders the videos into `manual_dir` first."""
+        """With `generate_if_missing`, renders the videos into `manual_dir` first (missing ones only), with
+        `generator_kwargs` (`make_synthetic.generate`'s arguments), or, without them, with those the folder's
+        videos were made with (the generator's defaults for a new folder)."""
         if generate_if_missing:
             from stjax.data import make_synthetic
 
             manual_dir = manual_dir or DEFAULT_VIDEO_DIR
+            meta_path = os.path.join(manual_dir, make_synthetic.META_NAME)
+            if generator_kwargs is None and os.path.isfile(meta_path):
+                with open(meta_path) as f:
+                    generator_kwargs = json.load(f).get("args")
             make_synthetic.generate(manual_dir, **(generator_kwargs or {}))
         super().__init__(manual_dir=manual_dir, **kwargs)
