@@ -67,10 +67,12 @@ def build(
     `split_fold` picks the official split of ucf101/hmdb51 (alone: config
     `fold<N>`). Building a dataset that is already prepared (at the builder's
     current version) does nothing and returns the report of the earlier build,
-    unless `manual_dir` changed since that build (`builders.source`) or `rebuild`:
-    then it is built again, from the decoded frames of the unchanged videos and by
-    decoding the others; the previous build is replaced once the new one is written
-    (restored if the build fails). Other versions are left alone. A build interrupted
+    unless its videos changed since that build (`builders.source`; in `manual_dir`,
+    default: the folder it was built from) or `rebuild`: then it is built again, from
+    the stored frames of the unchanged videos and by decoding the others; the previous
+    build is replaced once the new one is written (restored if the build fails), so a
+    rebuild needs room for the previous build, the decode cache and the new build at
+    once. Other versions are left alone. A build interrupted
     before it finished reuses the videos it decoded (see `builders.decode_cache`).
 
     With `beam_runner` (e.g. `DirectRunner`, `DataflowRunner`) the splits are
@@ -99,7 +101,8 @@ def build(
         if config_obj.name not in {c.name for c in cls.BUILDER_CONFIGS}:  # a custom config: rebuilt as it was
             config_obj = _resolve_config(cls, config_obj.name, stored | requested)
         record = source.load(existing)
-        source_dir = source_dir_of(cls, manual_dir)
+        # the folder it is rebuilt from: the one given, else the one it was built from
+        source_dir = os.path.expanduser(manual_dir) if manual_dir else (record or {}).get("manual_dir")
         changes = changes_since_build(existing, source_dir)
         if not changes and not rebuild:
             report = _read_report(existing)
@@ -115,6 +118,7 @@ def build(
                    else "as asked (--rebuild)")
             print(f"rebuilding {full_name} in {existing} {why}; the previous build stays in place until the "
                   "new one is written")
+        manual_dir = source_dir
 
     kwargs = dict(manual_dir=manual_dir, workers=workers, config=config_obj, data_dir=data_dir,
                   use_beam=beam_runner is not None)
@@ -193,7 +197,7 @@ def _unchecked_note(record: dict | None, source_dir: str | None) -> str:
     if record is None:
         return " (by a version of stjax that kept no record of its videos, so changes to them are not detected)"
     if source_dir is None or not os.path.isdir(source_dir):
-        return f" (from {record['manual_dir']}; no videos in {source_dir or '--manual_dir'} to compare with)"
+        return f" (from {record['manual_dir']}, which is not there to compare with)"
     return f" from {source_dir}, unchanged since"
 
 

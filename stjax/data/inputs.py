@@ -100,9 +100,8 @@ def plan(config) -> DatasetPlan | None:
     """`config.data.dataset` as prepared or as it will be built on first use; None when it is neither
     prepared nor buildable (`ensure_built` then says how to build it).
 
-    Raises SourceChangedError when it is prepared but `config.data.manual_dir` (for the synthetic set,
-    also its default folder) changed since, and ValueError naming `data.manual_dir` when a dataset to be
-    built has no usable layout there.
+    Raises SourceChangedError when it is prepared but `config.data.manual_dir` changed since, and
+    ValueError naming `data.manual_dir` when a dataset to be built has no usable layout there.
     """
     from stjax.data import build
 
@@ -113,8 +112,8 @@ def plan(config) -> DatasetPlan | None:
     given = config.data.get("manual_dir")
     manual_dir = build.source_dir_of(cls, given)
     prepared = builders.prepared_dir(full, data_dir, version=str(cls.VERSION))
-    if prepared is not None:
-        changes = build.changes_since_build(prepared, manual_dir)
+    if prepared is not None:  # compared with the folder the config names (a run reads none of it)
+        changes = build.changes_since_build(prepared, manual_dir if given else None)
         report = read_report(prepared)
         if not (manual_dir and os.path.isdir(manual_dir)):
             manual_dir = report.get("manual_dir")  # where it was built from, for messages
