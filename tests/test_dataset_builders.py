@@ -314,3 +314,23 @@ def test_missing_annotations_say_what_layout_is_expected(tmp_path, dataset, expe
     (tmp_path / "videos").mkdir()
     with pytest.raises(FileNotFoundError, match=expected):
         build.build(dataset, manual_dir=str(tmp_path / "videos"), data_dir=str(tmp_path / "tfds"), verbose=False)
+
+
+def test_an_official_layout_to_be_built_is_checked_for_the_splits_a_run_reads(tmp_path):
+    """Before building on first use, the splits come from the layout's annotations (issue 26): Kinetics' CSVs give
+    train, validation and test; a CSV that is not there gives no split."""
+    from stjax import configlib
+    from stjax.data import config as data_config
+
+    root = _kinetics_tree(tmp_path / "k400")
+    config = configlib.load_config_file(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
+                                                     "pretrain.py"), "demo,dataset=kinetics400")
+    config.data.update(data_dir=str(tmp_path / "tfds"), manual_dir=str(root), eval_split="validation")
+    config.data.augmentation.crop_size = 24
+    data_config.validate(config)
+    (root / "validate.csv").unlink()
+    with pytest.raises(ValueError, match=r"data.eval_split='validation' is invalid: kinetics400/default \(to be built "
+                                         r"from .*k400\) has no split 'validation'.*its splits: test, train\..*the "
+                                         r"layout is described at the top of stjax/data/builders/kinetics.py"):
+        data_config.validate(config)
+    assert not (tmp_path / "tfds").exists()

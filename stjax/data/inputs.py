@@ -258,8 +258,9 @@ def _add_split_hint(plan_: DatasetPlan, split: str) -> str | None:
     """How to give the dataset the split, for the layouts whose splits are the user's own files."""
     name = plan_.dataset.split("/")[0]
     if name not in builders.GENERIC_BUILDERS or not plan_.manual_dir:
+        module = builders.builder_class(name).__module__.replace(".", "/")
         return (f"build {plan_.dataset} from annotations that define split {split!r} (the layout is described "
-                f"at the top of stjax/data/builders/{name}.py)")
+                f"at the top of {module}.py)")
     split_files = sorted(e for e in os.listdir(plan_.manual_dir) if e.endswith(".txt")) \
         if os.path.isdir(plan_.manual_dir) else []
     hint = (f"list its videos in {os.path.join(plan_.manual_dir, split + '.txt')}, one `class/file.mp4` per line "
