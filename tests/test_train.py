@@ -303,3 +303,153 @@ def test_checkpoint_restores_whichever_way_its_replicated_arrays_were_written(tm
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
         assert a.sharding == b.sharding
         np.testing.assert_array_equal(jax.device_get(a), jax.device_get(b))
+
+
+# --- non-finite steps: found on the device at every step, never saved ------------------------------------------
+
+def _poisoned(framework, loss_nan_at=None, grad_nan_at=None):
+    """`framework` whose loss and gradients are NaN at 0-based step `loss_nan_at`, or whose loss stays finite
+    while its gradients are NaN at `grad_nan_at` (so the update, not the loss, makes the weights non-finite)."""
+    original = framework.loss
+
+    @jax.custom_vjp
+    def nan_gradient_if(x, bad):
+        return x
+
+    nan_gradient_if.defvjp(lambda x, bad: (x, bad),
+                           lambda bad, g: (jnp.where(bad > 0, jnp.nan, g), jnp.zeros_like(bad)))
+
+    def loss(params, batch_stats, extra, clips, rng, step):
+        value, aux = original(params, batch_stats, extra, clips, rng, step)
+        if loss_nan_at is not None:
+            value = value * jnp.where(step == loss_nan_at, jnp.nan, 1.0)
+        if grad_nan_at is not None:
+            value = nan_gradient_if(value, (step == grad_nan_at).astype(jnp.float32))
+        return value, aux
+
+    framework.loss = loss
+    return framework
+
+
+def test_the_first_non_finite_step_is_named_though_it_was_not_logged(tmp_path):
+    """A NaN at step 5, logged every 2 steps: named as step 5 (the loop used to name step 6, where it looked)."""
+    from stjax.train import metrics as metrics_lib
+
+    config = _config(log_every=2, checkpoint_every=3)
+    framework = _poisoned(objectives.create_framework(config, total_steps=8), loss_nan_at=4)  # the 5th step only
+    with pytest.raises(pretrain_lib.NonFiniteLossError,
+                       match=r"^loss is nan at step 5; stopping. Last good checkpoint: step 3 in .*checkpoints "
+                             r"\(seen at step 6; the steps after 5 changed nothing\)$"):
+        pretrain_lib.pretrain(config, str(tmp_path), framework, _make_batches, CLIPS_SHAPE, 8, steps_per_epoch=2,
+                              mesh=mesh_lib.create_mesh())
+    assert [r["step"] for r in metrics_lib.read_metrics(str(tmp_path))] == [2, 3, 4]
+
+
+def test_a_state_made_non_finite_by_its_update_is_never_checkpointed(tmp_path):
+    """NaN gradients at a checkpoint step (4) with a finite loss: nothing is saved at 4, and the good checkpoint
+    of step 2 survives `keep_checkpoints=1` (the loop used to save step 4's NaN weights over it, calling them good)."""
+    from stjax.train import checkpoint as checkpoint_lib
+
+    config = _config(log_every=100, checkpoint_every=2, keep_checkpoints=1)
+    framework = _poisoned(objectives.create_framework(config, total_steps=8), grad_nan_at=3)
+    with pytest.raises(pretrain_lib.NonFiniteLossError,
+                       match=r"^the gradient norm is nan at step 4 \(loss [0-9.]+\); stopping. Last good checkpoint: "
+                             r"step 2 in .*checkpoints$"):
+        pretrain_lib.pretrain(config, str(tmp_path), framework, _make_batches, CLIPS_SHAPE, 8, steps_per_epoch=2,
+                              mesh=mesh_lib.create_mesh())
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2]
+    # the good checkpoint is what the same command resumes from; a diverged one is refused there, not trained on
+    factory = StateFactory(framework, optimizer_lib.create_optimizer(config, 8, 8, 2)[0], CLIPS_SHAPE,
+                           mesh_lib.create_mesh())
+    checkpointer = checkpoint_lib.Checkpointer(str(tmp_path), max_to_keep=2)
+    state, meta = checkpointer.restore(factory.abstract)
+    assert bool(step_lib.all_finite(state))
+    poisoned = state.replace(step=state.step + 1,
+                             params=jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.inf), state.params))
+    checkpointer.save(poisoned, meta, force=True)  # as an older stjax could leave it
+    checkpointer.close()
+    with pytest.raises(pretrain_lib.NonFiniteLossError,
+                       match=r"the checkpoint of step 3 in .*checkpoints holds non-finite values"):
+        pretrain_lib.pretrain(config, str(tmp_path), objectives.create_framework(config, total_steps=8),
+                              _make_batches, CLIPS_SHAPE, 8, steps_per_epoch=2, mesh=mesh_lib.create_mesh())
+
+
+def test_the_guarded_step_keeps_the_state_from_the_first_non_finite_step_on():
+    config = _config()
+    framework = objectives.create_framework(config, total_steps=10)
+    original = framework.loss
+
+    def nan_on_white_clips(params, batch_stats, extra, clips, rng, step):
+        value, aux = original(params, batch_stats, extra, clips, rng, step)
+        return jnp.where(jnp.mean(clips) > 2.0, jnp.nan, value), aux  # all-255 clips normalise to 2.44
+
+    framework.loss = nan_on_white_clips
+    mesh = mesh_lib.create_mesh(1)
+    tx, _ = optimizer_lib.create_optimizer(config, config.batch_size, 10, steps_per_epoch=2)
+    factory = StateFactory(framework, tx, CLIPS_SHAPE, mesh)
+    step = step_lib.jit_guarded_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
+                                           mesh_lib.replicated_sharding(mesh))
+    state = factory.create(jax.random.key(0))
+    divergence = step_lib.no_divergence()
+    white = dict(_batch(1), clips=np.full(CLIPS_SHAPE, 255, np.uint8))
+    seen = []
+    for batch in (_batch(0), white, _batch(2)):  # finite, NaN, then a finite loss again: the state stays at step 1
+        state, metrics = step(state, divergence, jax.device_put(batch, mesh_lib.batch_sharding(mesh)),
+                              jax.random.key(1))
+        divergence = metrics["divergence"]
+        seen.append(jax.device_get((state, divergence, metrics["loss"])))
+    (after_1, ok, _), (after_2, bad, _), (after_3, still, loss_3) = seen
+    assert int(ok["step"]) == 0 and int(bad["step"]) == 2 and np.isnan(bad["loss"]) and int(still["step"]) == 2
+    assert np.isfinite(loss_3)
+    assert int(after_1.step) == int(after_2.step) == int(after_3.step) == 1
+    for a, b, c in zip(jax.tree.leaves(after_1), jax.tree.leaves(after_2), jax.tree.leaves(after_3)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+# --- metrics.jsonl: atomic lines, a torn tail tolerated, one record per step ----------------------------------
+
+def test_metrics_with_torn_lines_are_read_and_repaired(tmp_path, capsys):
+    from stjax import main as main_lib
+    from stjax.train import metrics as metrics_lib
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "lo\n{"step": 2, "loss": 2.5}\n'
+                    '{"step": 3, "loss": 2.0}\n{"step": 4, "loss": 1.5}\n{"step": 5, "lo')
+    assert [r["step"] for r in metrics_lib.read_metrics(str(tmp_path))] == [1, 2, 3, 4]
+    err = capsys.readouterr().err
+    assert f"warning: {path}, line 2: not a complete record; skipped" in err
+    assert f"warning: {path}, line 6: its last line, torn by an interrupted write; skipped" in err
+    assert main_lib._last_loss(str(tmp_path)) == 1.5  # what the end of a run reads (it used to fail on the tail)
+
+    # a session resuming from step 3: the records of steps 4.. (trained again) and the torn lines go
+    writer = metrics_lib.MetricWriter(str(tmp_path), tensorboard=False, start_step=3)
+    assert writer.dropped == 3  # step 4, and the two torn lines
+    assert "dropped 1 records of steps after 3" in capsys.readouterr().out
+    writer.write(4, {"loss": 1.25})
+    writer.close()
+    assert path.read_text() == ('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 3, "loss": 2.0}\n'
+                                '{"step": 4, "loss": 1.25}\n')
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # no temporary file left
+
+    writer = metrics_lib.MetricWriter(str(tmp_path), tensorboard=False, start_step=4)
+    assert writer.dropped == 0  # nothing to drop: the file is not rewritten
+    writer.close()
+
+
+def test_each_record_is_one_write_of_a_whole_line(tmp_path, monkeypatch):
+    import os
+
+    from stjax.train import metrics as metrics_lib
+
+    import fcntl
+
+    writer = metrics_lib.MetricWriter(str(tmp_path), tensorboard=False, start_step=0)
+    assert fcntl.fcntl(writer._fd, fcntl.F_GETFL) & os.O_APPEND  # every write lands at the end of the file
+    writes = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(bytes(data)) or real_write(fd, data))
+    writer.write(7, {"loss": 0.5, "grad_norm": 2.0})
+    writer.close()
+    assert writes == [b'{"step": 7, "loss": 0.5, "grad_norm": 2.0}\n']
+    assert (tmp_path / "metrics.jsonl").read_bytes() == writes[0]

@@ -8,11 +8,19 @@ imports TensorFlow.
 A SIGTERM (a scheduler's preemption notice) stops the loop at the next step
 boundary, on every process at the same step, after a checkpoint: the same
 command started again continues from there and ends with the same state as a
-run that was never interrupted.
+run that was never interrupted. One that comes while the loop starts up
+(restoring, compiling) stops it before its first step, having written nothing.
+
+Every step is checked for a non-finite loss, gradient norm or state on the
+device (`step.guarded_train_step`, which keeps the state from the first such
+step on); the host reads the verdict with the metrics it fetches to log or
+save, and stops with `NonFiniteLossError` naming that first step and the last
+checkpoint saved, which is always of a finite state.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Callable, Iterator
@@ -32,11 +40,11 @@ from stjax.train.state import StateFactory, TrainState
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+    """The loss, the gradients or the state became NaN or infinite; the message names the first such step and
+    the last good checkpoint (one of a finite state)."""
 
 
-class Preempted(Exception):
-    """A run stopped on a SIGTERM after saving its checkpoint (`python -m stjax.main` exits 0 on it)."""
+Preempted = preemption_lib.Preempted  # a SIGTERM stopped the run (`python -m stjax.main` exits 0 on it)
 
 
 @dataclasses.dataclass
@@ -50,6 +58,22 @@ class PretrainResult:
     preempted: bool = False       # stopped early on a SIGTERM, after saving a checkpoint at `steps`
 
 
+def _watching_preemption(train):
+    """`train(..., watch=PreemptionWatch)` with the watch from its first line: a SIGTERM while it restores or
+    compiles is caught too (and stops it before its first step)."""
+
+    @functools.wraps(train)
+    def watched(*args, **kwargs):
+        watch = preemption_lib.PreemptionWatch()
+        try:
+            return train(*args, watch=watch, **kwargs)
+        finally:
+            watch.close()
+
+    return watched
+
+
+@_watching_preemption
 def pretrain(
     config,
     workdir: str,
@@ -62,6 +86,8 @@ def pretrain(
     stop_after: int | None = None,
     evaluate: Callable[[TrainState], dict] | None = None,
     data_shards: int | None = None,
+    *,
+    watch: preemption_lib.PreemptionWatch,
 ) -> PretrainResult:
     """Trains `framework` for `total_steps`, resuming from WORKDIR/checkpoints if present.
 
@@ -79,7 +105,14 @@ def pretrain(
         e.g. to test resuming; None runs to the end.
       evaluate: state -> {name: float}, run every `config.eval_every` steps (if > 0) and
         written to the metrics beside the loss (e.g. a kNN monitor of the backbone).
+      watch: given by `_watching_preemption` (not by callers).
+
+    Raises:
+      Preempted: a SIGTERM came before the first step (while starting up; nothing written).
+      NonFiniteLossError: a step's loss, gradient norm or state was not finite (or the checkpoint resumed
+        from holds non-finite values).
     """
+    _stop_if_requested(watch, "before restoring or creating the state")
     mesh = mesh or mesh_lib.create_mesh()
     tx, schedule = create_optimizer(config, config.batch_size, total_steps, steps_per_epoch)
     factory = StateFactory(framework, tx, clips_shape, mesh)
@@ -100,41 +133,71 @@ def pretrain(
             state = _with_imported_backbone(state, framework, config.model.init_from, config.model.backbone,
                                             factory.shardings)
         start = 0
+    if start > 0 and not bool(jax.jit(step_lib.all_finite)(state)):
+        ckpt.close()
+        raise NonFiniteLossError(
+            f"the checkpoint of step {start} in {ckpt.directory} holds non-finite values: it was saved after the "
+            f"run diverged (by an older stjax, which checked only the logged losses); steps saved: "
+            f"{', '.join(map(str, ckpt.manager.all_steps()))}. Move {ckpt.directory}/{start} out of the way to "
+            "resume from the one before it")
+    last_good = start if start > 0 else None  # the newest checkpoint of a finite state
     on_device = (config.get("data") or {}).get("augment_on") == "device"
     augmentation = augment_config.from_config(config) if on_device else None
-    step_fn = step_lib.jit_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
-                                      mesh_lib.replicated_sharding(mesh), augmentation=augmentation)
-    writer = metrics_lib.MetricWriter(workdir)
-    progress = metrics_lib.Progress(total_steps, clips_shape[0] * clips_shape[1], start_step=start)
-    batches = device_lib.prefetch_to_mesh(make_batches(start, data_shards), mesh_lib.batch_sharding(mesh))
+    replicated = mesh_lib.replicated_sharding(mesh)
+    step_fn = step_lib.jit_guarded_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
+                                              replicated, augmentation=augmentation)
+    divergence = jax.device_put(step_lib.no_divergence(), replicated)
     end = total_steps if stop_after is None else min(total_steps, start + stop_after)
-    last_good = start if start > 0 else None
+    writer = None
+
+    def raise_if_diverged(step, fetched):
+        """NonFiniteLossError if a step up to `step` was not finite (`fetched`: its metrics, on the host)."""
+        bad = int(fetched["divergence"]["step"])
+        if bad == 0:
+            return
+        loss, grad_norm = float(fetched["divergence"]["loss"]), float(fetched["divergence"]["grad_norm"])
+        if not math.isfinite(loss):
+            what = f"loss is {loss} at step {bad}"
+        elif not math.isfinite(grad_norm):
+            what = f"the gradient norm is {grad_norm} at step {bad} (loss {loss:.4g})"
+        else:
+            what = f"the state is not finite after step {bad} (loss {loss:.4g}, gradient norm {grad_norm:.4g})"
+        where = f"step {last_good} in {ckpt.directory}" if last_good else "none (no checkpoint yet)"
+        later = f" (seen at step {step}; the steps after {bad} changed nothing)" if step > bad else ""
+        raise NonFiniteLossError(f"{what}; stopping. Last good checkpoint: {where}{later}")
 
     def check_and_log(step, metrics):
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(values["loss"]):
-            where = f"step {last_good} in {ckpt.directory}" if last_good else "none (no checkpoint yet)"
-            raise NonFiniteLossError(
-                f"loss is {values['loss']} at step {step}; stopping. Last good checkpoint: {where}"
-            )
+        fetched = jax.device_get(metrics)
+        raise_if_diverged(step, fetched)
+        values = {k: float(v) for k, v in fetched.items() if k != "divergence"}
         values["learning_rate"] = float(schedule(step - 1))
         writer.write(step, values)
         progress.report(step, values)
 
     def save(step, metrics):
         nonlocal last_good
-        check_and_log(step, metrics)  # a checkpoint is only written after a finite loss
+        check_and_log(step, metrics)  # a checkpoint is only written of a state that is finite at every step
         ckpt.save(state, {"train_seconds": previous_seconds + time.time() - started,
                           "data_batches_consumed": step, "data_shards": data_shards}, force=True)
+        writer.flush(durable=True)
         last_good = step
 
-    started = time.time()
-    pending = None  # (step number after the update, metrics on device): fetched one step late
-    watch = preemption_lib.PreemptionWatch()
     preempted = False
     try:
+        batches = device_lib.prefetch_to_mesh(make_batches(start, data_shards), mesh_lib.batch_sharding(mesh))
+        if start < end:  # compiled before the first step, so that a SIGTERM meanwhile stops before it
+            batch = next(batches)
+            step_fn = step_fn.lower(state, divergence, batch, step_rng).compile()
+        _stop_if_requested(watch, f"before step {start + 1}")
+        writer = metrics_lib.MetricWriter(workdir, start_step=start)
+        progress = metrics_lib.Progress(total_steps, clips_shape[0] * clips_shape[1], start_step=start)
+        started = time.time()
+        pending = None  # (step number after the update, metrics on device): fetched one step late
         for step in range(start, end):
-            state, metrics = step_fn(state, next(batches), step_rng)
+            if step > start:
+                batch = next(batches)
+            state, metrics = step_fn(state, divergence, batch, step_rng)
+            divergence = metrics["divergence"]
             if pending is not None:
                 check_and_log(*pending)
                 pending = None
@@ -153,6 +216,7 @@ def pretrain(
                 pending = (done, metrics)
             eval_every = config.get("eval_every", 0)
             if evaluate is not None and eval_every > 0 and (done % eval_every == 0 or done == end):
+                raise_if_diverged(done, jax.device_get({"divergence": divergence}))  # not a diverged state's
                 values = evaluate(state)
                 writer.write(done, values)
                 if jax.process_index() == 0:
@@ -161,12 +225,19 @@ def pretrain(
             check_and_log(*pending)
         jax.block_until_ready(state)
     finally:
-        watch.close()
         ckpt.close()
-        writer.flush()
+        if writer is not None:
+            writer.close()
     return PretrainResult(state=state, framework=framework, state_factory=factory, steps=end,
                           train_seconds=previous_seconds + time.time() - started,
                           resumed_from=start if start else None, preempted=preempted)
+
+
+def _stop_if_requested(watch: preemption_lib.PreemptionWatch, where: str) -> None:
+    """Preempted (no checkpoint written) if a SIGTERM came while this process was starting up."""
+    if watch.requested_by is not None:
+        raise Preempted(f"stopped on {watch.requested_by} during start-up, {where}: no step trained, nothing "
+                        "saved", checkpoint_saved=False)
 
 
 def _with_imported_backbone(state: TrainState, framework: Framework, path: str, backbone: str,

@@ -85,3 +85,49 @@ def jit_train_step(framework, tx, state_shardings, batch_sharding, replicated,
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,),
     )
+
+
+def no_divergence() -> dict:
+    """The `divergence` of a run whose steps were all finite so far (see `guarded_train_step`)."""
+    return {"step": jnp.zeros((), jnp.int32), "loss": jnp.zeros((), jnp.float32),
+            "grad_norm": jnp.zeros((), jnp.float32)}
+
+
+def all_finite(tree) -> jax.Array:
+    """bool scalar: every element of the floating-point leaves of `tree` is finite."""
+    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
+
+
+def guarded_train_step(framework, tx, state: TrainState, divergence: dict, batch: dict, rng: jax.Array,
+                       augmentation: AugmentConfig | None = None):
+    """`train_step`, stopped on device at the first step whose loss, gradient norm or new state is not finite:
+    from that step on the state stays as it was before it (step count included), and `divergence` says which.
+
+    Args:
+      divergence: {'step': int32, 'loss': float32, 'grad_norm': float32} scalars; step 0 while every step was
+        finite (`no_divergence()`), else the first non-finite step's number (1-based: the state's step after
+        it) with its loss and gradient norm.
+    Returns (state, metrics): `train_step`'s metrics plus 'divergence', the value to pass to the next step.
+    The host reads it with the metrics it fetches anyway (when it logs or saves): no extra synchronisation.
+    """
+    new_state, metrics = train_step(framework, tx, state, batch, rng, augmentation)
+    healthy = divergence["step"] == 0
+    finite = healthy & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"]) & all_finite(new_state)
+    now = {"step": new_state.step.astype(jnp.int32), "loss": metrics["loss"].astype(jnp.float32),
+           "grad_norm": metrics["grad_norm"].astype(jnp.float32)}
+    divergence = jax.tree.map(lambda a, b: jnp.where(healthy & ~finite, a, b), now, divergence)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    return new_state, dict(metrics, divergence=divergence)
+
+
+def jit_guarded_train_step(framework, tx, state_shardings, batch_sharding, replicated,
+                           augmentation: AugmentConfig | None = None):
+    """`guarded_train_step` compiled for the mesh, the state donated: (state, divergence, batch, rng) →
+    (state, metrics). What the training loop runs."""
+    return jax.jit(
+        functools.partial(guarded_train_step, framework, tx, augmentation=augmentation),
+        in_shardings=(state_shardings, replicated, batch_sharding, replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
