@@ -83,13 +83,34 @@ def validate(config) -> None:
                       "a number > 0 (or total_steps > 0)")
     for field in ("log_every", "checkpoint_every", "eval_batch_size"):
         configlib.require(config[field] >= 1, field, config[field], "integers >= 1")
+    configlib.require(config.keep_checkpoints >= 1, "keep_checkpoints", config.keep_checkpoints,
+                      "integers >= 1 (how many of the newest checkpoints are kept; resuming needs one)")
 
 
 def run(config, workdir: str) -> dict:
     """Pretrain + probe; returns the summary dict (also written to WORKDIR/summary.json).
 
-    Raises `stjax.train.pretrain.Preempted` when a SIGTERM stopped the pretraining (after a checkpoint).
+    The run holds WORKDIR throughout (`stjax.train.workdir.hold`: a second run there stops with
+    WorkdirBusyError naming this one); a resumed run's config is checked against WORKDIR/config.json, the
+    config that wrote its checkpoints, first (`stjax.train.workdir.check_config`: ConfigMismatchError naming
+    the fields that may not change). Raises `stjax.train.pretrain.Preempted` when a SIGTERM stopped the
+    pretraining (after a checkpoint).
     """
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import workdir as workdir_lib
+
+    validate(config)
+    mesh = mesh_lib.create_mesh()
+    per_process = mesh_lib.check_batch_size(config.batch_size, mesh)
+    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    with workdir_lib.hold(workdir):
+        # config.json: what `python -m stjax.export` and later evaluations rebuild the run from
+        workdir_lib.check_config(workdir, config, workdir_lib.PRETRAIN_MAY_CHANGE)
+        return _pretrain_and_probe(config, workdir, mesh, per_process, eval_per_process)
+
+
+def _pretrain_and_probe(config, workdir: str, mesh, per_process: int, eval_per_process: int) -> dict:
+    """`run` once the workdir is held and its config checked."""
     import jax
 
     from stjax import objectives, provenance
@@ -97,18 +118,9 @@ def run(config, workdir: str) -> dict:
     from stjax.data import config as data_config
     from stjax.eval import features as eval_features
     from stjax.eval import knn, linear_probe, report
-    from stjax.train import mesh as mesh_lib
     from stjax.train import metrics as metrics_lib
     from stjax.train import pretrain as pretrain_lib
 
-    validate(config)
-    mesh = mesh_lib.create_mesh()
-    per_process = mesh_lib.check_batch_size(config.batch_size, mesh)
-    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:  # what `python -m stjax.export` and later evaluations rebuild the run from
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=1))
     data_config.ensure_built(config)
     builder = builders.load_builder(config.data.dataset, config.data.data_dir)
     num_train = builder.info.splits[config.data.train_split].num_examples

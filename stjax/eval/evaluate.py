@@ -205,11 +205,18 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     from stjax.eval import features as eval_features
     from stjax.train import mesh as mesh_lib
     from stjax.train import pretrain as pretrain_lib
+    from stjax.train import workdir as workdir_lib
 
     os.makedirs(directory, exist_ok=True)
     init_path = os.path.join(directory, "init.npz")
-    if not os.path.exists(init_path):  # a resumed fine-tune keeps the file it started from
+    if os.path.exists(init_path):  # a resumed fine-tune: it must start from these weights too
+        _check_same_start(init_path, variables, directory)
+    elif jax.process_index() == 0:
         export.save_backbone(variables, spec, "npz", init_path)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"stjax: {init_path} written")
     c = finetune_config(spec, init_path, config, num_classes, num_train, frozen)
     per_process = mesh_lib.check_batch_size(c.batch_size, mesh, "finetune.batch_size")
     eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
@@ -223,6 +230,9 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
         return data_config.pretrain_batches(c, per_process, start_batch, num_shards)
 
     framework = objectives.create_framework(c, c.total_steps, steps_per_epoch)
+    # resumed only with the settings that wrote its checkpoints (DIRECTORY/config.json; `evaluate.run` holds
+    # the evaluation's workdir)
+    workdir_lib.check_config(directory, c, workdir_lib.PRETRAIN_MAY_CHANGE)
     result = pretrain_lib.pretrain(c, directory, framework, make_batches, clips_shape, c.total_steps,
                                    steps_per_epoch, mesh=mesh)
     if result.preempted:
@@ -235,6 +245,21 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     return metrics, num_train, len(test_y)
 
 
+def _check_same_start(init_path: str, variables: dict, directory: str) -> None:
+    """ConfigMismatchError unless `init_path` (the weights a fine-tuning in `directory` started from) holds
+    `variables`: its checkpoints continue only that fine-tuning."""
+    from stjax import export
+    from stjax.train import workdir as workdir_lib
+
+    _, started = export.load_backbone(init_path)
+    before, now = export.flatten_variables(started), export.flatten_variables(variables)
+    if sorted(before) != sorted(now) or any(not np.array_equal(before[k], np.asarray(now[k])) for k in before):
+        raise workdir_lib.ConfigMismatchError(
+            f"{directory} holds a fine-tuning that started from other backbone weights ({init_path}) than this "
+            "evaluation's checkpoint (another init_from or step?); nothing was written. Give this evaluation "
+            "another --workdir, or the init_from and steps that started it.")
+
+
 def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (float, int, np.floating))}
 
@@ -245,28 +270,29 @@ def run(config, workdir: str) -> dict:
 
     from stjax import configlib
     from stjax.data import builders
+    from stjax.train import workdir as workdir_lib
 
     configlib.require_choice("protocol", config.protocol, PROTOCOLS)
     targets = resolve_targets(config.init_from, config.steps)
     if config.data_from_run and is_run(config.init_from):
-        with open(os.path.join(config.init_from, "config.json")) as f:
-            run_data = json.load(f)["data"]
-        config.data = type(config.data)(run_data)  # the clips, crops and test views the run was made for
+        # the clips, crops and test views the run was made for (where its data is now, if it moved)
+        config.data = type(config.data)(workdir_lib.run_config(config.init_from)["data"])
     configlib.require_choice("data.dataset", builders.split_name(config.data.dataset)[0], sorted(builders.BUILDERS))
     folds = fold_datasets(config.data.dataset, config.get("folds", ""))
-    if not folds:
-        return _evaluate(config, targets, workdir)
-    per_fold = {}
-    for k, dataset in folds:
-        fold_config = config.copy_and_resolve_references()
-        fold_config.data.dataset = dataset
+    with workdir_lib.hold(workdir):  # one evaluation per workdir (fine-tuning resumes from its checkpoints)
+        if not folds:
+            return _evaluate(config, targets, workdir)
+        per_fold = {}
+        for k, dataset in folds:
+            fold_config = config.copy_and_resolve_references()
+            fold_config.data.dataset = dataset
+            if jax.process_index() == 0:
+                print(f"fold {k} of {len(folds)}: {dataset}", flush=True)
+            per_fold[k] = _evaluate(fold_config, targets, os.path.join(workdir, f"fold{k}"))
+        results = fold_mean(per_fold)
         if jax.process_index() == 0:
-            print(f"fold {k} of {len(folds)}: {dataset}", flush=True)
-        per_fold[k] = _evaluate(fold_config, targets, os.path.join(workdir, f"fold{k}"))
-    results = fold_mean(per_fold)
-    if jax.process_index() == 0:
-        _write_fold_outputs(workdir, results)
-    return results
+            _write_fold_outputs(workdir, results)
+        return results
 
 
 def _evaluate(config, targets: list[Target], workdir: str) -> dict:

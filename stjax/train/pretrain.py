@@ -118,11 +118,13 @@ def pretrain(
     factory = StateFactory(framework, tx, clips_shape, mesh)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    start = ckpt.latest_step()
+    # the newest checkpoint that reads back (an unreadable one is set aside, and the step before restored)
+    restored = ckpt.restore_latest(factory.abstract)
+    start = None if restored is None else restored[0]
     previous_seconds = 0.0
     data_shards = data_shards or jax.process_count()
     if start is not None:
-        state, meta = ckpt.restore(factory.abstract)
+        _, state, meta = restored
         previous_seconds = float(meta.get("train_seconds", 0.0))
         data_shards = int(meta.get("data_shards", data_shards))
         if jax.process_index() == 0:
