@@ -231,30 +231,61 @@ def _last_loss(workdir):
 
 
 def main(argv):
+    """The command: the settings checked (a bad one: `error: ...` on stderr, exit status 1, no traceback), then the
+    job. A SIGTERM at any moment of start-up or training ends it cleanly, exit status 0 (`Preempted`): the same
+    command continues it."""
     del argv
+    from stjax.train import preemption
+
+    preemption.defer_from_start()  # from here on a SIGTERM is a request to stop cleanly, not death by signal (143)
     logging.set_verbosity(logging.WARNING)
+    import jax
+
     from stjax.train import distributed
 
-    distributed.initialize()  # a no-op unless launched as one of several processes (launch/)
-    use_compilation_cache()
-    from stjax.train import pretrain as pretrain_lib
+    def fail(error):
+        if not jax.distributed.is_initialized() or jax.process_index() == 0:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
-    config = flags.FLAGS.config
-    try:
-        if config.get("job", "pretrain") == "eval":  # configs/eval.py
-            from stjax.eval import evaluate
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    evaluation = config.get("job", "pretrain") == "eval"  # configs/eval.py
+    try:  # every setting, before any work: ValueErrors here are the command line's, named by field
+        if distributed.initialize():  # a no-op unless launched as one of several processes (launch/)
+            preemption.hand_over_to_jax()
+        use_compilation_cache()
+        from stjax.eval import evaluate
+        from stjax.train import mesh as mesh_lib
+        from stjax.train import pretrain as pretrain_lib
+        from stjax.train import workdir as workdir_lib
 
-            evaluate.run(config, flags.FLAGS.workdir)
+        if evaluation:
+            evaluate.validate(config)
         else:
-            run(config, flags.FLAGS.workdir)
+            validate(config)
+            mesh = mesh_lib.create_mesh()
+            mesh_lib.check_batch_size(config.batch_size, mesh)
+            mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    except ValueError as error:
+        fail(error)
+    try:
+        signal_name = preemption.requested_at_start()
+        if signal_name is not None:
+            raise pretrain_lib.Preempted(f"stopped on {signal_name} during start-up, before any work",
+                                         checkpoint_saved=False)
+        (evaluate.run if evaluation else run)(config, workdir)
     except pretrain_lib.Preempted as e:  # a clean stop, exit status 0: the scheduler restarts the same command
-        import jax
-
         if jax.process_index() == 0:
-            print(f"{e}; checkpoint saved, run the same command to continue", flush=True)
+            saved = "checkpoint saved, " if e.checkpoint_saved else ""
+            print(f"{e}; {saved}run the same command to continue", flush=True)
+    except (workdir_lib.WorkdirBusyError, workdir_lib.ConfigMismatchError) as error:  # before any work, too
+        fail(error)
 
 
 if __name__ == "__main__":
+    from stjax.train import preemption
+
+    preemption.defer_from_start()  # first: a SIGTERM while the flags and the config file load stops cleanly too
     # Defined here, not at import, so that importing this module (tests, other tools) defines no flags.
     config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain.py:demo or configs/eval.py:knn")
     flags.DEFINE_string("workdir", None, "where checkpoints, metrics and reports go")

@@ -145,3 +145,17 @@ def test_compiled_programs_are_kept_where_the_environment_says(tmp_path):
     finally:
         for name, value in saved.items():
             jax.config.update(name, value)
+
+
+@pytest.mark.parametrize("job, flags, message", [
+    ("pretraining", ["--config=configs/pretrain.py:demo", "--config.rho=0"], "error: config: rho must be >= 1, got 0"),
+    ("evaluation", ["--config=configs/eval.py:knn", "--config.init_from=/no/such/run"],
+     "error: init_from='/no/such/run' does not exist"),
+])
+def test_an_invalid_setting_on_the_command_line_is_one_error_line_and_status_1(tmp_path, job, flags, message):
+    """(It used to end in a Python traceback.)"""
+    result = subprocess.run([sys.executable, "-m", "stjax.main", *flags, f"--workdir={tmp_path / 'run'}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, (job, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr and message + "\n" in result.stderr
+    assert not (tmp_path / "run").exists()

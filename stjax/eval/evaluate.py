@@ -264,6 +264,36 @@ def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (float, int, np.floating))}
 
 
+def _trains(config) -> bool:
+    """Whether the protocol trains through the generic train loop (fine-tuning, the augmented linear protocol)."""
+    return config.protocol == "finetune" or (config.protocol == "linear" and config.linear.augmented)
+
+
+def validate(config) -> None:
+    """The settings `run` checks, all checked before any work (`python -m stjax.main` does, to print them as
+    `error: ...`): protocol, init_from and steps, the dataset and folds, test views, and the batch sizes on this
+    mesh. ValueError naming the field and the valid values; `config` is left as it was."""
+    from stjax import configlib
+    from stjax.data import builders
+    from stjax.data import config as data_config
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import workdir as workdir_lib
+
+    configlib.require_choice("protocol", config.protocol, PROTOCOLS)
+    resolve_targets(config.init_from, config.steps)
+    config = config.copy_and_resolve_references()
+    if config.data_from_run and is_run(config.init_from):
+        config.data = type(config.data)(workdir_lib.run_config(config.init_from)["data"])
+    configlib.require_choice("data.dataset", builders.split_name(config.data.dataset)[0], sorted(builders.BUILDERS))
+    fold_datasets(config.data.dataset, config.get("folds", ""))
+    data_config.view_spec(config)
+    mesh = mesh_lib.create_mesh()
+    mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    if _trains(config):
+        field = "finetune" if config.protocol == "finetune" else "linear"
+        mesh_lib.check_batch_size(config[field].batch_size, mesh, f"{field}.batch_size")
+
+
 def run(config, workdir: str) -> dict:
     """Evaluates every target of `config.init_from`; returns the results dict (also WORKDIR/results.json)."""
     import jax
@@ -305,6 +335,7 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
     from stjax.eval import features as eval_features
     from stjax.eval import report
     from stjax.train import mesh as mesh_lib
+    from stjax.train import preemption
 
     data_config.view_spec(config)
     mesh = mesh_lib.create_mesh()
@@ -314,6 +345,11 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
     builder = builders.load_builder(config.data.dataset, config.data.data_dir)
     class_names = builder.info.features["label"].names
     num_classes = len(class_names)
+    if not _trains(config):  # (the train loop of one that trains watches SIGTERM itself, from its start)
+        signal_name = preemption.end_start_up()  # a SIGTERM from here on ends the process (status 143)
+        if signal_name is not None:
+            raise preemption.Preempted(f"stopped on {signal_name} during start-up, before evaluating any "
+                                       "checkpoint", checkpoint_saved=False)
 
     records, last_metrics = [], None
     started = time.time()
