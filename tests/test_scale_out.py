@@ -52,6 +52,7 @@ def dataset(tmp_path_factory):
     config.data.data_dir = str(root / "tfds")
     config.data.manual_dir = str(root / "videos")
     config.data.synthetic.update(num_train=16, num_test=8, size=32, seconds=1.0)
+    config.data.augmentation.crop_size = 24  # the runs' crop: the demo's 56 is larger than these 32-px videos
     data_config.ensure_built(config, verbose=False)
     return config.data.data_dir, config.data.manual_dir
 
