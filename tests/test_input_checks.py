@@ -110,6 +110,14 @@ def test_a_built_dataset_without_the_split_is_refused_for_pretraining_and_evalua
                                          "eval splits"):
         data_config.ensure_built(_eval_config(tmp_path))
     assert data_config.ensure_built(_eval_config(tmp_path, **{"data.eval_split": "train"})).endswith("1.0.0")
+    # and so does the evaluation's own validation, which `python -m stjax.main` runs before anything else
+    from stjax.eval import evaluate
+
+    weights = tmp_path / "backbone.npz"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match="data.eval_split='test' is invalid: .*the knn evaluation reads"):
+        evaluate.validate(_eval_config(tmp_path, init_from=str(weights)))
+    evaluate.validate(_eval_config(tmp_path, init_from=str(weights), **{"data.eval_split": "train"}))
 
 
 def test_the_synthetic_set_is_checked_before_it_is_rendered(tmp_path):

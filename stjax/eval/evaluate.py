@@ -285,8 +285,12 @@ def validate(config) -> None:
     if config.data_from_run and is_run(config.init_from):
         config.data = type(config.data)(workdir_lib.run_config(config.init_from)["data"])
     configlib.require_choice("data.dataset", builders.split_name(config.data.dataset)[0], sorted(builders.BUILDERS))
-    fold_datasets(config.data.dataset, config.get("folds", ""))
+    folds = fold_datasets(config.data.dataset, config.get("folds", ""))
     data_config.view_spec(config)
+    for dataset in [d for _, d in folds] or [config.data.dataset]:  # its splits, frames and source folder
+        fold = config.copy_and_resolve_references()
+        fold.data.dataset = dataset
+        data_config.check_dataset(fold)
     mesh = mesh_lib.create_mesh()
     mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if _trains(config):
