@@ -256,6 +256,7 @@ def main(argv):
         use_compilation_cache()
         from stjax.eval import evaluate
         from stjax.train import mesh as mesh_lib
+        from stjax.train import checkpoint as checkpoint_lib
         from stjax.train import pretrain as pretrain_lib
         from stjax.train import workdir as workdir_lib
 
@@ -279,6 +280,9 @@ def main(argv):
             saved = "checkpoint saved, " if e.checkpoint_saved else ""
             print(f"{e}; {saved}run the same command to continue", flush=True)
     except (workdir_lib.WorkdirBusyError, workdir_lib.ConfigMismatchError) as error:  # before any work, too
+        fail(error)
+    except (checkpoint_lib.CheckpointSaveError, checkpoint_lib.CorruptCheckpointError,
+            checkpoint_lib.IncompatibleCheckpointError) as error:  # their messages say what to do; no traceback
         fail(error)
 
 
