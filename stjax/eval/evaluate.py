@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from stjax import provenance
+from stjax.export import is_run  # a pretraining run's workdir: config.json and checkpoints/
 from stjax.eval import knn as knn_lib
 
 PROTOCOLS = ("linear", "knn", "retrieval", "finetune")
@@ -38,10 +39,6 @@ class Target:
     name: str
     step: int | None
     load: Callable[[], tuple[dict, dict]]
-
-
-def is_run(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, "checkpoints")) and os.path.exists(os.path.join(path, "config.json"))
 
 
 def parse_steps(steps: str) -> str | list[int]:
