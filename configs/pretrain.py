@@ -113,7 +113,7 @@ def get_config(arg=None):
     data.shuffle_buffer = 1024
     data.deterministic = True
     # The training stream is defined over this many slices of the split (0: one per process), each process
-    # reading its share: the same batches on any number of processes that divides it (see README, multi-host).
+    # reading its share: the same batches on any number of processes that divides it (see docs/scale-out.md).
     data.num_shards = 0
     # Where the per-clip flip / colour jitter / grayscale / blur run: "host" (tf.data) or "device" (in the
     # train step, from draws the pipeline sends along; the same clips within one uint8 level, half the host's

@@ -1,7 +1,7 @@
 """Where a result came from: the code's git commit and the library versions, recorded next to every result.
 
 A 500-step run on one machine repeats exactly, but a change that only reorders float sums moves its
-linear top-1 by about ±0.02 (README, the demo), so a figure is only comparable with another from the same
+linear top-1 by about ±0.02 (docs/results.md), so a figure is only comparable with another from the same
 commit. `describe()` is written into `summary.json` (pretraining), `results.json` (evaluation) and the
 header of `bench/train_step.py`. It imports neither TensorFlow nor jax.
 """
