@@ -129,6 +129,11 @@ def _read(dataset: str, data_dir, split: str, process_index: int, process_count:
     return ds, builder, host_split
 
 
+def examples_per_epoch(builder: tfds.core.DatasetBuilder, host_split) -> int:
+    """Examples in `host_split` (a split name or a `tfds.even_splits` slice of one)."""
+    return builder.info.splits[host_split].num_examples
+
+
 def _options(deterministic: bool) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = deterministic
@@ -180,15 +185,15 @@ def pretrain_dataset(
       seed: data seed (file order, shuffle, sampling and augmentation).
       process_index, process_count: this host's slice of the split.
       start_batch: batches already consumed (resuming): the stream continues
-        exactly where an uninterrupted one would be; skipped examples are read
-        but never decoded.
+        exactly where an uninterrupted one would be; only the current epoch's
+        earlier examples are read again (never decoded), no earlier epoch.
       augment_on: "host" augments here; "device" only crops and resizes here and adds
         each clip's draws as `augment` (float32 [b, ρ, 13]) for the train step to apply
         on the accelerator (`stjax.data.device_augment`): the same clips within one
         uint8 level, at about half the host's work per clip.
     """
     configlib.require_choice("data.augment_on", augment_on, AUGMENT_ON)
-    ds, builder, _ = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=seed)
+    ds, builder, host_split = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=seed)
     check_crop_fits(builder, augmentation.crop_size, "augmentation.crop_size", split)
     base_seed = tf.constant([seed, process_index], tf.int64)
     span = sampling.clip_span(clips.num_frames, clips.stride)
@@ -229,11 +234,22 @@ def pretrain_dataset(
             return dict(example, clips=decoded)
         return dict(example, clips=decoded[0], augment=decoded[1])
 
+    # Epoch e: the slice in its read order, positions e·n … (e+1)·n - 1, shuffled with a seed of its own.
     # Shuffle after the frames are selected, so the buffer holds ρ·T frames per video instead of all of them
     # (Kinetics at 30 fps: ~16 of 300 JPEGs; a 1024-video buffer then takes ~0.5 GB instead of ~8 GB).
-    ds = ds.repeat().enumerate()
-    ds = ds.map(select_frames, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    ds = ds.shuffle(shuffle_buffer, seed=seed).skip(start_batch * batch_size)
+    # Resuming at element i reads from epoch i // n on and skips i % n of it: no earlier epoch is read.
+    n = examples_per_epoch(builder, host_split)
+    configlib.require(n >= 1, "data.num_shards", process_count,
+                      f"at most the {builder.info.splits[split].num_examples} examples of split {split!r}")
+
+    def epoch(e):
+        one = tf.data.Dataset.zip((tf.data.Dataset.range(e * n, (e + 1) * n), ds))
+        one = one.map(select_frames, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, -1 - e)[0]
+        return one.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+
+    start = start_batch * batch_size
+    ds = tf.data.Dataset.range(start // n, tf.int64.max).flat_map(epoch).skip(start % n)
     ds = ds.map(decode_clips, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(prefetch).with_options(_options(deterministic))
