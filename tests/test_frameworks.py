@@ -281,7 +281,7 @@ def test_swav_queue_is_a_fifo_of_projections_used_once_full():
     config.swav.update(queue_size=24, queue_start_epochs=0.5)
     mesh = mesh_lib.create_mesh()
     framework, state, step = _train_setup(config, mesh)
-    embed = jax.jit(lambda p, s, clips: framework.embed(p, s, step_lib.normalize_clips(clips))[0])
+    embed = jax.jit(lambda p, s, clips: framework.project(p, s, step_lib.normalize_clips(clips))[0])
     loss_at = jax.jit(lambda st, clips, i: framework.loss(st.params, st.batch_stats, st.extra,
                                                           step_lib.normalize_clips(clips), None, i)[0])
     rng, pushed = _key(3), []

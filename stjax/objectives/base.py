@@ -78,6 +78,15 @@ class Framework(abc.ABC):
                                 "backbone": jax.tree.map(jnp.copy, variables["batch_stats"])}}}
         return params, batch_stats, extra
 
+    def embed(self, params, batch_stats, extra, clips, rng, train: bool) -> tuple[jnp.ndarray, PyTree]:
+        """Pooled online-backbone features [B, ρ, D] float32 (before any projector) of float clips
+        [B, ρ, T, H, W, 3], and batch_stats with the backbone's updated in train mode (unchanged otherwise)."""
+        del extra, rng
+        b, rho = clips.shape[:2]
+        feats, bb = apply_with_stats(self.backbone, params["backbone"], batch_stats["backbone"],
+                                     flatten_clips(clips), train)
+        return feats.astype(jnp.float32).reshape(b, rho, -1), {**batch_stats, "backbone": bb}
+
     def backbone_variables(self, params, batch_stats) -> dict:
         """Variables of the online backbone, for `self.backbone.apply`."""
         return {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}

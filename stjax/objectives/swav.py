@@ -112,7 +112,7 @@ class SwAV(base.Framework):
         return ({"backbone": bb_params, "projector": pj_params, "prototypes": pt_params},
                 {"backbone": bb_stats, "projector": pj_stats}, extra)
 
-    def embed(self, params, batch_stats, clips):
+    def project(self, params, batch_stats, clips):
         """Unit-norm projections [B, ρ, D] of clips [B, ρ, T, H, W, 3] (BN in training mode), and the
         new batch_stats."""
         b, rho = clips.shape[:2]
@@ -124,7 +124,7 @@ class SwAV(base.Framework):
     def loss(self, params, batch_stats, extra, clips, rng, step):
         del rng
         b, rho = clips.shape[:2]
-        embeddings, new_stats = self.embed(params, batch_stats, clips)
+        embeddings, new_stats = self.project(params, batch_stats, clips)
         prototypes = params["prototypes"]
         if self.freeze_steps:
             frozen = True if math.isinf(self.freeze_steps) else step < self.freeze_steps
