@@ -34,7 +34,7 @@ setup(
     python_requires=">=3.10",
     install_requires=JAX_STACK + DATA_STACK,
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3"],  # the suite runs in parallel workers (pytest.ini)
+        "test": ["pytest>=7", "pytest-xdist>=3", "scikit-learn"],  # parallel workers (pytest.ini); sklearn: metrics reference
         "torch": ["torch", "torchvision"],  # PyTorch export formats and the parity tests
         "beam": ["apache-beam>=2.50"],  # dataset builds on a Beam runner (python -m stjax.data.build --beam_runner)
     },
