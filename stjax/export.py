@@ -245,30 +245,13 @@ def infer_spec(state: dict[str, Any], layout: str) -> dict:
 
 
 def run_backbone(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
-    """(spec, variables as NumPy, step) of the online backbone in a pretraining run's checkpoint."""
-    import jax
-    import orbax.checkpoint as ocp
+    """(spec, variables as NumPy, step) of the online backbone in a pretraining run's checkpoint at `step`
+    (None: the latest); read by `stjax.train.checkpoint.restore_backbone`."""
+    from stjax.train import checkpoint
 
     spec = _run_spec(workdir)
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"no checkpoints in {directory}: is {workdir!r} a pretraining run's workdir?")
-    manager = ocp.CheckpointManager(
-        directory, item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
-    steps = manager.all_steps()
-    if not steps:
-        raise FileNotFoundError(f"no finished checkpoint in {directory}")
-    step = max(steps) if step is None else step
-    if step not in steps:
-        raise ValueError(f"step={step} has no checkpoint in {directory}; valid choices: {sorted(steps)}")
-    # Onto this process's first device whatever mesh wrote it (8 GPUs, a pod's hosts): shapes from the metadata.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          manager.item_metadata(step)["state"])
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-    manager.close()
-    variables = {"params": restored["params"]["backbone"], "batch_stats": restored["batch_stats"]["backbone"]}
-    return spec, _to_numpy(variables), int(step)
+    variables, step = checkpoint.restore_backbone(workdir, step)
+    return spec, variables, step
 
 
 def is_run(path: str) -> bool:

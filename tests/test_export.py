@@ -158,6 +158,27 @@ def test_cli_exports_a_runs_backbone(tmp_path, capsys):
         export.run_backbone(str(tmp_path / "run"), step=3)
 
 
+def test_one_reader_of_a_runs_checkpoints(tmp_path):
+    """checkpoint.latest_step / restore_backbone read a run folder; export and evaluation go through them."""
+    from stjax.eval import evaluate
+
+    assert checkpoint_lib.latest_step(str(tmp_path / "none")) is None
+    saved = _fake_run(tmp_path / "run")
+    run = str(tmp_path / "run")
+    assert checkpoint_lib.latest_step(run) == 5
+    variables, step = checkpoint_lib.restore_backbone(run)
+    assert step == 5
+    _assert_trees_equal(variables, saved[5])
+    _assert_trees_equal(checkpoint_lib.restore_backbone(run, 2)[0], saved[2])
+    with pytest.raises(ValueError, match=r"step=4 has no checkpoint .*valid choices: \[2, 5\]"):
+        checkpoint_lib.restore_backbone(run, 4)
+    with pytest.raises(FileNotFoundError, match="no checkpoints in"):
+        checkpoint_lib.restore_backbone(str(tmp_path))
+    targets = evaluate.resolve_targets(run, "all")
+    assert [t.step for t in targets] == [2, 5]
+    _assert_trees_equal(targets[0].load()[1], saved[2])
+
+
 def test_init_from_starts_the_backbone_and_its_target(tmp_path):
     """model.init_from: a pretraining run starts from exported weights, online and momentum target alike."""
     from stjax import objectives

@@ -62,11 +62,9 @@ def resolve_targets(init_from: str, steps: str) -> list[Target]:
         raise ValueError(f"init_from={init_from!r} does not exist")
     wanted = parse_steps(steps)
     if is_run(init_from):
-        import orbax.checkpoint as ocp
+        from stjax.train import checkpoint
 
-        manager = ocp.CheckpointManager(os.path.join(os.path.abspath(init_from), "checkpoints"))
-        available = sorted(manager.all_steps())
-        manager.close()
+        available = checkpoint.saved_steps(init_from)
         if not available:
             raise ValueError(f"init_from={init_from!r} has no finished checkpoint")
         chosen = available[-1:] if wanted == "last" else available if wanted == "all" else wanted

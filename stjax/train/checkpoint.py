@@ -57,6 +57,38 @@ def saved_steps(workdir: str) -> list[int]:
     return sorted(ocp.path.step.checkpoint_steps(directory)) if os.path.isdir(directory) else []
 
 
+def latest_step(workdir: str) -> int | None:
+    """The newest finished checkpoint's step in WORKDIR/checkpoints (None: none)."""
+    steps = saved_steps(workdir)
+    return steps[-1] if steps else None
+
+
+def restore_backbone(workdir: str, step: int | None = None) -> tuple[dict, int]:
+    """({'params', 'batch_stats'} of the online backbone as NumPy arrays, step) from a run's checkpoint at
+    `step` (None: the latest), onto this process's first device whatever mesh wrote it. The one reader of a
+    run's checkpoints outside the train loop (export, evaluation, `model.init_from=RUN`)."""
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoints in {directory}: is {workdir!r} a pretraining run's workdir?")
+    steps = saved_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f"no finished checkpoint in {directory}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"step={step} has no checkpoint in {directory}; valid choices: {steps}")
+    manager = ocp.CheckpointManager(
+        directory, item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+    try:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              manager.item_metadata(step)["state"])
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    finally:
+        manager.close()
+    variables = {"params": restored["params"]["backbone"], "batch_stats": restored["batch_stats"]["backbone"]}
+    return jax.tree.map(np.asarray, variables), int(step)
+
+
 def use_replica_parallel_saving(enabled: bool) -> None:
     """Sets whether Orbax splits the writing of a replicated array among its replicas (its default off on GPUs,
     when JAX_PLATFORMS names them, and on elsewhere).
