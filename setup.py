@@ -6,6 +6,7 @@ JAX_STACK = [
     "flax>=0.8",
     "optax>=0.2",
     "orbax-checkpoint>=0.6",
+    "etils[epath]",  # epath: the file-system paths stjax.train.checkpoint measures and moves (Orbax uses it too)
     "chex>=0.1.86",
     "ml-collections>=0.1.1",
     "safetensors>=0.4",  # the safetensors export format (numpy API; no torch needed)
