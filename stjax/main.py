@@ -93,7 +93,7 @@ def run(config, workdir: str) -> dict:
     The run holds WORKDIR throughout (`stjax.train.workdir.hold`: a second run there stops with
     WorkdirBusyError naming this one); a resumed run's config is checked against WORKDIR/config.json, the
     config that wrote its checkpoints, first (`stjax.train.workdir.check_config`: ConfigMismatchError naming
-    the fields that may not change). Raises `stjax.train.pretrain.Preempted` when a SIGTERM stopped the
+    the fields that may not change). Raises `stjax.train.loop.Preempted` when a SIGTERM stopped the
     pretraining (after a checkpoint).
     """
     from stjax.train import mesh as mesh_lib
@@ -101,46 +101,33 @@ def run(config, workdir: str) -> dict:
 
     validate(config)
     mesh = mesh_lib.create_mesh()
-    per_process = mesh_lib.check_batch_size(config.batch_size, mesh)
+    mesh_lib.check_batch_size(config.batch_size, mesh)  # before any work (`setup.build` gives the Run)
     eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     with workdir_lib.hold(workdir):
         # config.json: what `python -m stjax.export` and later evaluations rebuild the run from
         workdir_lib.check_config(workdir, config, workdir_lib.PRETRAIN_MAY_CHANGE)
-        return _pretrain_and_probe(config, workdir, mesh, per_process, eval_per_process)
+        return _pretrain_and_probe(config, workdir, mesh, eval_per_process)
 
 
-def _pretrain_and_probe(config, workdir: str, mesh, per_process: int, eval_per_process: int) -> dict:
+def _pretrain_and_probe(config, workdir: str, mesh, eval_per_process: int) -> dict:
     """`run` once the workdir is held and its config checked."""
     import jax
 
-    from stjax import objectives, provenance
-    from stjax.data import builders
+    from stjax import provenance
     from stjax.data import config as data_config
     from stjax.eval import features as eval_features
     from stjax.eval import knn, linear_probe, report
+    from stjax.train import loop, setup
     from stjax.train import metrics as metrics_lib
-    from stjax.train import pretrain as pretrain_lib
 
     data_config.ensure_built(config)
-    builder = builders.load_builder(config.data.dataset, config.data.data_dir)
-    num_train = builder.info.splits[config.data.train_split].num_examples
-    class_names = builder.info.features["label"].names
-
-    steps_per_epoch = num_train / config.batch_size
-    total_steps = config.total_steps or max(1, round(config.num_epochs * steps_per_epoch))
-    clips = data_config.clip_spec(config)
-    augmentation = data_config.augment_config(config)
-    crop = augmentation.crop_size
-    clips_shape = (config.batch_size, clips.num_clips, clips.num_frames, crop, crop, 3)
-
-    def make_batches(start_batch, num_shards):
-        return data_config.pretrain_batches(config, per_process, start_batch, num_shards)
-
-    framework = objectives.create_framework(config, total_steps, steps_per_epoch)
+    assembled = setup.build(config, mesh)
+    framework, class_names, clips = assembled.framework, assembled.class_names, assembled.clips
+    total_steps = assembled.total_steps
     if jax.process_index() == 0:
         print(f"{config.framework} on {config.data.dataset}: rho={clips.rho}, {total_steps} steps "
-              f"({steps_per_epoch:.1f}/epoch), batch {config.batch_size} videos on {mesh.devices.size} devices",
-              flush=True)
+              f"({assembled.steps_per_epoch:.1f}/epoch), batch {config.batch_size} videos on "
+              f"{mesh.devices.size} devices", flush=True)
     features = eval_features.make_feature_extractor(framework.backbone, config, mesh, eval_per_process)
 
     def knn_monitor(state) -> dict:
@@ -152,19 +139,16 @@ def _pretrain_and_probe(config, workdir: str, mesh, per_process: int, eval_per_p
         metrics = knn.accuracy_metrics(scores, test_y, len(class_names))
         return {"knn_top1": metrics["top1"], "knn_top5": metrics["top5"]}
 
-    result = pretrain_lib.pretrain(config, workdir, framework, make_batches, clips_shape, total_steps,
-                                   steps_per_epoch, mesh=mesh,
-                                   evaluate=knn_monitor if config.get("eval_every", 0) > 0 else None,
-                                   data_shards=config.data.get("num_shards", 0) or None)
+    result = loop.train(assembled, workdir, evaluate=knn_monitor if config.get("eval_every", 0) > 0 else None)
     if result.preempted:  # the checkpoint is saved; the same command continues (and then probes)
-        raise pretrain_lib.Preempted(f"pretraining stopped at step {result.steps} of {total_steps}")
+        raise loop.Preempted(f"pretraining stopped at step {result.steps} of {total_steps}")
 
     # Linear probes on frozen features: pretrained vs the same architecture at random init.
     probe_config = linear_probe.ProbeConfig(**config.probe.to_dict(), seed=config.seed)
     probes = {}
     started = time.time()
     for name in FINAL_PROBES[config.get("final_probe", "both")]:
-        state = result.state if name == "pretrained" else pretrain_lib.random_init_state(result, config.seed)
+        state = result.state if name == "pretrained" else loop.random_init_state(result, config.seed)
         variables = framework.backbone_variables(state.params, state.batch_stats)
         train_x, train_y = features(variables, config.data.train_split)
         test_x, test_y = features(variables, config.data.eval_split)
@@ -198,7 +182,7 @@ def _pretrain_and_probe(config, workdir: str, mesh, per_process: int, eval_per_p
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
-        history = pretrain_lib.stack_loss_history(workdir)
+        history = loop.stack_loss_history(workdir)
         knn_history = [r for r in metrics_lib.read_metrics(workdir) if "knn_top1" in r]
         if knn_history:
             report.write_metrics_vs_step_png(
@@ -257,7 +241,7 @@ def main(argv):
         from stjax.eval import evaluate
         from stjax.train import mesh as mesh_lib
         from stjax.train import checkpoint as checkpoint_lib
-        from stjax.train import pretrain as pretrain_lib
+        from stjax.train import loop as loop_lib
         from stjax.train import workdir as workdir_lib
 
         if evaluation:
@@ -272,10 +256,10 @@ def main(argv):
     try:
         signal_name = preemption.requested_at_start()
         if signal_name is not None:
-            raise pretrain_lib.Preempted(f"stopped on {signal_name} during start-up, before any work",
+            raise loop_lib.Preempted(f"stopped on {signal_name} during start-up, before any work",
                                          checkpoint_saved=False)
         (evaluate.run if evaluation else run)(config, workdir)
-    except pretrain_lib.Preempted as e:  # a clean stop, exit status 0: the scheduler restarts the same command
+    except loop_lib.Preempted as e:  # a clean stop, exit status 0: the scheduler restarts the same command
         if jax.process_index() == 0:
             saved = "checkpoint saved, " if e.checkpoint_saved else ""
             print(f"{e}; {saved}run the same command to continue", flush=True)

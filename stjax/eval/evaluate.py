@@ -195,11 +195,10 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     """
     import jax
 
-    from stjax import export, objectives
-    from stjax.data import config as data_config
+    from stjax import export
     from stjax.eval import features as eval_features
+    from stjax.train import loop, setup
     from stjax.train import mesh as mesh_lib
-    from stjax.train import pretrain as pretrain_lib
     from stjax.train import workdir as workdir_lib
 
     os.makedirs(directory, exist_ok=True)
@@ -213,25 +212,16 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
 
         multihost_utils.sync_global_devices(f"stjax: {init_path} written")
     c = finetune_config(spec, init_path, config, num_classes, num_train, frozen)
-    per_process = mesh_lib.check_batch_size(c.batch_size, mesh, "finetune.batch_size")
     eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    clips = data_config.clip_spec(c)
-    augmentation = data_config.augment_config(c)
-    steps_per_epoch = num_train / c.batch_size
-    clips_shape = (c.batch_size, clips.num_clips, clips.num_frames, augmentation.crop_size,
-                   augmentation.crop_size, 3)
-
-    def make_batches(start_batch, num_shards):
-        return data_config.pretrain_batches(c, per_process, start_batch, num_shards)
-
-    framework = objectives.create_framework(c, c.total_steps, steps_per_epoch)
+    run = setup.build(c, mesh, batch_field="linear.batch_size" if frozen else "finetune.batch_size",
+                      num_train=num_train)
+    framework = run.framework
     # resumed only with the settings that wrote its checkpoints (DIRECTORY/config.json; `evaluate.run` holds
     # the evaluation's workdir)
     workdir_lib.check_config(directory, c, workdir_lib.PRETRAIN_MAY_CHANGE)
-    result = pretrain_lib.pretrain(c, directory, framework, make_batches, clips_shape, c.total_steps,
-                                   steps_per_epoch, mesh=mesh)
+    result = loop.train(run, directory)
     if result.preempted:
-        raise pretrain_lib.Preempted(f"fine-tuning stopped at step {result.steps} of {c.total_steps}")
+        raise loop.Preempted(f"fine-tuning stopped at step {result.steps} of {c.total_steps}")
     features = eval_features.make_feature_extractor(framework.backbone, c, mesh, eval_per_process)
     test_x, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
                               c.data.eval_split)

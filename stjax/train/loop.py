@@ -1,7 +1,7 @@
-"""The generic pretraining loop: create or restore the state, step, log, checkpoint.
+"""The generic train loop of pretraining and fine-tuning: create or restore the state, step, log, checkpoint.
 
-Framework, backbone and data are all supplied from outside; this loop has no
-branch for any of them. Input batches come from `make_batches(start_batch, num_shards)`,
+Framework, backbone and data are all supplied from outside (`stjax.train.setup.Run`); this loop has no
+branch for any of them. Input batches come from `run.batches(start_batch, num_shards)`,
 an iterator of this process's host batches (NumPy), so the loop itself never
 imports TensorFlow.
 
@@ -23,11 +23,10 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Callable, Iterator
+from typing import Callable, NamedTuple
 
 import jax
 
-from stjax.data import augment_config
 from stjax.data import device as device_lib
 from stjax.objectives import Framework
 from stjax.train import checkpoint as checkpoint_lib
@@ -36,6 +35,7 @@ from stjax.train import preemption as preemption_lib
 from stjax.train import metrics as metrics_lib
 from stjax.train import step as step_lib
 from stjax.train.optimizer import create_optimizer
+from stjax.train.setup import Run
 from stjax.train.state import StateFactory, TrainState
 
 
@@ -48,7 +48,7 @@ Preempted = preemption_lib.Preempted  # a SIGTERM stopped the run (`python -m st
 
 
 @dataclasses.dataclass
-class PretrainResult:
+class TrainResult:
     state: TrainState
     framework: Framework
     state_factory: StateFactory
@@ -56,6 +56,16 @@ class PretrainResult:
     train_seconds: float          # wall time spent stepping, all sessions of this run together
     resumed_from: int | None
     preempted: bool = False       # stopped early on a SIGTERM, after saving a checkpoint at `steps`
+
+
+PretrainResult = TrainResult  # the name before the loop served fine-tuning too
+
+
+class LoopState(NamedTuple):
+    """What changes from one step to the next, handed explicitly to whatever reads or saves it."""
+    state: TrainState
+    divergence: dict              # on device: the first non-finite step's record (step 0: none)
+    last_good: int | None         # the newest checkpoint of a finite state
 
 
 def _watching_preemption(train):
@@ -74,55 +84,48 @@ def _watching_preemption(train):
 
 
 @_watching_preemption
-def pretrain(
-    config,
+def train(
+    run: Run,
     workdir: str,
-    framework: Framework,
-    make_batches: Callable[[int, int], Iterator[dict]],
-    clips_shape: tuple,
-    total_steps: int,
-    steps_per_epoch: float,
-    mesh=None,
+    *,
     stop_after: int | None = None,
     evaluate: Callable[[TrainState], dict] | None = None,
-    data_shards: int | None = None,
-    *,
     watch: preemption_lib.PreemptionWatch,
-) -> PretrainResult:
-    """Trains `framework` for `total_steps`, resuming from WORKDIR/checkpoints if present.
+) -> TrainResult:
+    """Trains `run.framework` for `run.total_steps` on `run.batches`, resuming from WORKDIR/checkpoints.
 
     Args:
-      config: the run config (uses seed, batch_size, optimizer, log_every,
-        checkpoint_every, keep_checkpoints).
-      make_batches: (start_batch, num_shards) → iterator of this process's host batches
-        {'clips': uint8 [b, ρ, T, S, S, 3], ...}, the global stream being defined over
-        `num_shards` slices of the data (`stjax.data.config.pretrain_batches`).
-      data_shards: the stream's slices for a new run (default: one per process). A resumed run
-        keeps the number its checkpoint records, so the data continues as it would have, on
+      run: the assembled run (`stjax.train.setup.build`); its config gives seed, batch_size, optimizer,
+        log_every, checkpoint_every, keep_checkpoints, eval_every and model.init_from. A resumed run keeps
+        the data slices its checkpoint records (`data_shards`), so the data continues as it would have, on
         any number of processes that divides it.
-      clips_shape: global clips shape [B, ρ, T, S, S, 3], for initialisation.
-      stop_after: stop (with a checkpoint) after this many steps in this call,
-        e.g. to test resuming; None runs to the end.
-      evaluate: state -> {name: float}, run every `config.eval_every` steps (if > 0) and
-        written to the metrics beside the loss (e.g. a kNN monitor of the backbone).
+      stop_after: stop (with a checkpoint) after this many steps in this call, e.g. to test resuming;
+        None runs to the end.
+      evaluate: state -> {name: float}, run every `config.eval_every` steps (if > 0) and written to the
+        metrics beside the loss (e.g. a kNN monitor of the backbone).
       watch: given by `_watching_preemption` (not by callers).
+
+    The steps run under `jax.transfer_guard("disallow")`: batches go to the mesh through
+    `stjax.data.device.prefetch_to_mesh`, metrics come back through `jax.device_get`, and an implicit
+    host<->device copy (in a step or in `evaluate`) raises.
 
     Raises:
       Preempted: a SIGTERM came before the first step (while starting up; nothing written).
       NonFiniteLossError: a step's loss, gradient norm or state was not finite (or the checkpoint resumed
         from holds non-finite values).
     """
+    config, framework, total_steps = run.config, run.framework, run.total_steps
     _stop_if_requested(watch, "before restoring or creating the state")
-    mesh = mesh or mesh_lib.create_mesh()
-    tx, schedule = create_optimizer(config, config.batch_size, total_steps, steps_per_epoch)
-    factory = StateFactory(framework, tx, clips_shape, mesh)
+    mesh = run.mesh or mesh_lib.create_mesh()
+    tx, schedule = create_optimizer(config, config.batch_size, total_steps, run.steps_per_epoch)
+    factory = StateFactory(framework, tx, run.clips_shape, mesh)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     # the newest checkpoint that reads back (an unreadable one is set aside, and the step before restored)
     restored = ckpt.restore_latest(factory.abstract)
     start = None if restored is None else restored[0]
     previous_seconds = 0.0
-    data_shards = data_shards or jax.process_count()
+    data_shards = run.data_shards or jax.process_count()
     if start is not None:
         _, state, meta = restored
         previous_seconds = float(meta.get("train_seconds", 0.0))
@@ -142,97 +145,108 @@ def pretrain(
             f"run diverged (by an older stjax, which checked only the logged losses); steps saved: "
             f"{', '.join(map(str, ckpt.manager.all_steps()))}. Move {ckpt.directory}/{start} out of the way to "
             "resume from the one before it")
-    last_good = start if start > 0 else None  # the newest checkpoint of a finite state
-    on_device = (config.get("data") or {}).get("augment_on") == "device"
-    augmentation = augment_config.from_config(config) if on_device else None
     replicated = mesh_lib.replicated_sharding(mesh)
     step_fn = step_lib.jit_guarded_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
-                                              replicated, augmentation=augmentation)
-    divergence = jax.device_put(step_lib.no_divergence(), replicated)
+                                              replicated, augmentation=run.augmentation)
+    step_rng = jax.device_put(step_rng, replicated)
+    loop = LoopState(state=state, divergence=jax.device_put(step_lib.no_divergence(), replicated),
+                     last_good=start if start > 0 else None)
     end = total_steps if stop_after is None else min(total_steps, start + stop_after)
     writer = None
+    started = time.time()
 
-    def raise_if_diverged(step, fetched):
-        """NonFiniteLossError if a step up to `step` was not finite (`fetched`: its metrics, on the host)."""
-        bad = int(fetched["divergence"]["step"])
-        if bad == 0:
-            return
-        loss, grad_norm = float(fetched["divergence"]["loss"]), float(fetched["divergence"]["grad_norm"])
-        if not math.isfinite(loss):
-            what = f"loss is {loss} at step {bad}"
-        elif not math.isfinite(grad_norm):
-            what = f"the gradient norm is {grad_norm} at step {bad} (loss {loss:.4g})"
-        else:
-            what = f"the state is not finite after step {bad} (loss {loss:.4g}, gradient norm {grad_norm:.4g})"
-        where = f"step {last_good} in {ckpt.directory}" if last_good else "none (no checkpoint yet)"
-        later = f" (seen at step {step}; the steps after {bad} changed nothing)" if step > bad else ""
-        raise NonFiniteLossError(f"{what}; stopping. Last good checkpoint: {where}{later}")
-
-    def check_and_log(step, metrics):
+    def check_and_log(step: int, metrics: dict, last_good: int | None) -> None:
         fetched = jax.device_get(metrics)
-        raise_if_diverged(step, fetched)
+        _raise_if_diverged(step, fetched, last_good, ckpt.directory)
         values = {k: float(v) for k, v in fetched.items() if k != "divergence"}
-        values["learning_rate"] = float(schedule(step - 1))
+        values["learning_rate"] = _learning_rate(schedule, step)
         writer.write(step, values)
         progress.report(step, values)
 
-    def save(step, metrics):
-        nonlocal last_good
-        check_and_log(step, metrics)  # a checkpoint is only written of a state that is finite at every step
-        ckpt.save(state, {"train_seconds": previous_seconds + time.time() - started,
-                          "data_batches_consumed": step, "data_shards": data_shards}, force=True)
+    def save(loop: LoopState, step: int, metrics: dict) -> LoopState:
+        """`loop` after checkpointing its state at `step` (only ever a state finite at every step)."""
+        check_and_log(step, metrics, loop.last_good)
+        ckpt.save(loop.state, {"train_seconds": previous_seconds + time.time() - started,
+                               "data_batches_consumed": step, "data_shards": data_shards}, force=True)
         writer.flush(durable=True)
-        last_good = step
+        return loop._replace(last_good=step)
 
     preempted = False
     try:
-        batches = device_lib.prefetch_to_mesh(make_batches(start, data_shards), mesh_lib.batch_sharding(mesh))
+        batches = device_lib.prefetch_to_mesh(run.batches(start, data_shards), mesh_lib.batch_sharding(mesh))
         if start < end:  # compiled before the first step, so that a SIGTERM meanwhile stops before it
             batch = next(batches)
-            step_fn = step_fn.lower(state, divergence, batch, step_rng).compile()
+            step_fn = step_fn.lower(loop.state, loop.divergence, batch, step_rng).compile()
         _stop_if_requested(watch, f"before step {start + 1}")
         writer = metrics_lib.MetricWriter(workdir, start_step=start)
-        progress = metrics_lib.Progress(total_steps, clips_shape[0] * clips_shape[1], start_step=start)
+        progress = metrics_lib.Progress(total_steps, run.clips_shape[0] * run.clips_shape[1], start_step=start)
         started = time.time()
         pending = None  # (step number after the update, metrics on device): fetched one step late
-        for step in range(start, end):
-            if step > start:
-                batch = next(batches)
-            state, metrics = step_fn(state, divergence, batch, step_rng)
-            divergence = metrics["divergence"]
+        eval_every = config.get("eval_every", 0)
+        with jax.transfer_guard("disallow"):
+            for step in range(start, end):
+                if step > start:
+                    batch = next(batches)
+                state, metrics = step_fn(loop.state, loop.divergence, batch, step_rng)
+                loop = loop._replace(state=state, divergence=metrics["divergence"])
+                if pending is not None:
+                    check_and_log(*pending, loop.last_good)
+                    pending = None
+                done = step + 1
+                if watch.should_stop(done):
+                    if loop.last_good != done:
+                        loop = save(loop, done, metrics)
+                    preempted, end = True, done
+                    if jax.process_index() == 0:
+                        print(f"stopping at step {done} on {watch.requested_by}: checkpoint saved in "
+                              f"{ckpt.directory}; the same command continues the run", flush=True)
+                    break
+                if done % config.checkpoint_every == 0 or done == end:
+                    loop = save(loop, done, metrics)
+                elif done % config.log_every == 0:
+                    pending = (done, metrics)
+                if evaluate is not None and eval_every > 0 and (done % eval_every == 0 or done == end):
+                    # not a diverged state's
+                    _raise_if_diverged(done, jax.device_get({"divergence": loop.divergence}), loop.last_good,
+                                       ckpt.directory)
+                    values = evaluate(loop.state)
+                    writer.write(done, values)
+                    if jax.process_index() == 0:
+                        print(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)
             if pending is not None:
-                check_and_log(*pending)
-                pending = None
-            done = step + 1
-            if watch.should_stop(done):
-                if last_good != done:
-                    save(done, metrics)
-                preempted, end = True, done
-                if jax.process_index() == 0:
-                    print(f"stopping at step {done} on {watch.requested_by}: checkpoint saved in {ckpt.directory}; "
-                          "the same command continues the run", flush=True)
-                break
-            if done % config.checkpoint_every == 0 or done == end:
-                save(done, metrics)
-            elif done % config.log_every == 0:
-                pending = (done, metrics)
-            eval_every = config.get("eval_every", 0)
-            if evaluate is not None and eval_every > 0 and (done % eval_every == 0 or done == end):
-                raise_if_diverged(done, jax.device_get({"divergence": divergence}))  # not a diverged state's
-                values = evaluate(state)
-                writer.write(done, values)
-                if jax.process_index() == 0:
-                    print(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()), flush=True)
-        if pending is not None:
-            check_and_log(*pending)
-        jax.block_until_ready(state)
+                check_and_log(*pending, loop.last_good)
+            jax.block_until_ready(loop.state)
     finally:
         ckpt.close()
         if writer is not None:
             writer.close()
-    return PretrainResult(state=state, framework=framework, state_factory=factory, steps=end,
-                          train_seconds=previous_seconds + time.time() - started,
-                          resumed_from=start if start else None, preempted=preempted)
+    return TrainResult(state=loop.state, framework=framework, state_factory=factory, steps=end,
+                       train_seconds=previous_seconds + time.time() - started,
+                       resumed_from=start if start else None, preempted=preempted)
+
+
+def _learning_rate(schedule, step: int) -> float:
+    """The learning rate of the update that made `step` (the optax schedule is evaluated with JAX: an
+    intended host round trip, allowed explicitly inside the guarded loop)."""
+    with jax.transfer_guard("allow"):
+        return float(schedule(step - 1))
+
+
+def _raise_if_diverged(step: int, fetched: dict, last_good: int | None, directory: str) -> None:
+    """NonFiniteLossError if a step up to `step` was not finite (`fetched`: its metrics, on the host)."""
+    bad = int(fetched["divergence"]["step"])
+    if bad == 0:
+        return
+    loss, grad_norm = float(fetched["divergence"]["loss"]), float(fetched["divergence"]["grad_norm"])
+    if not math.isfinite(loss):
+        what = f"loss is {loss} at step {bad}"
+    elif not math.isfinite(grad_norm):
+        what = f"the gradient norm is {grad_norm} at step {bad} (loss {loss:.4g})"
+    else:
+        what = f"the state is not finite after step {bad} (loss {loss:.4g}, gradient norm {grad_norm:.4g})"
+    where = f"step {last_good} in {directory}" if last_good else "none (no checkpoint yet)"
+    later = f" (seen at step {step}; the steps after {bad} changed nothing)" if step > bad else ""
+    raise NonFiniteLossError(f"{what}; stopping. Last good checkpoint: {where}{later}")
 
 
 def _stop_if_requested(watch: preemption_lib.PreemptionWatch, where: str) -> None:
@@ -257,7 +271,7 @@ def _with_imported_backbone(state: TrainState, framework: Framework, path: str, 
     return jax.device_put(state, shardings)
 
 
-def random_init_state(result: PretrainResult, seed: int) -> TrainState:
+def random_init_state(result: TrainResult, seed: int) -> TrainState:
     """The state this run started from (same seed), e.g. for a random-init baseline."""
     init_rng, _ = jax.random.split(jax.random.key(seed))
     return result.state_factory.create(init_rng)
