@@ -169,3 +169,19 @@ def test_tables(tmp_path):
     assert md[2] == "| pretrained | 0.6123 |" and md[3] == "| a\\|b | 3 |"
     with pytest.raises(ValueError, match="rows"):
         report.write_markdown_table(path, ["a", "b"], [[1]])
+
+
+def test_multi_hot_labels_train_a_sigmoid_probe():
+    """Multi-hot {0, 1} [N, C] labels: one logistic regression per class; a separable toy problem (class c is
+    on where feature c > 0) reaches mAP > 0.9 on the test set."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, D)).astype(np.float32)
+    y = (x[:, :C] > 0).astype(np.int32)
+    r = train_linear_probe(x[:400], y[:400], x[400:], y[400:], C, FAST)
+    assert r["mAP"] > 0.9 and r["train_mAP"] > 0.9 and r["top1"] > 0.9
+    assert len(r["per_class_ap"]) == C and r["num_train"] == 400 and r["num_test"] == 200
+    assert "confusion" not in r
+    with pytest.raises(ValueError, match="same kind"):
+        train_linear_probe(x[:400], y[:400], x[400:], y[400:, 0], C, FAST)
+    with pytest.raises(ValueError, match=r"only 0 and 1"):
+        train_linear_probe(x[:400], 2 * y[:400], x[400:], y[400:], C, FAST)

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stjax.eval import metrics
+
 
 def _normalize(x) -> jnp.ndarray:
     x = jnp.asarray(x, jnp.float32)
@@ -78,16 +80,11 @@ def retrieval_recall(train_x, train_y, test_x, test_y, ks=(1, 5, 10, 20), chunk:
 
 
 def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """top-1, top-5 (top-k capped at the class count), per-class top-1 (NaN for absent classes) and the
-    confusion matrix [true, predicted] of class scores [N, C]."""
-    labels = np.asarray(labels)
-    ranked = np.argsort(-scores, axis=1)
-    top1 = ranked[:, 0] == labels
-    top5 = np.any(ranked[:, :min(5, num_classes)] == labels[:, None], axis=1)
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(confusion, (labels, ranked[:, 0]), 1)
-    counts = confusion.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(counts > 0, np.diag(confusion) / counts, np.nan)
-    return {"top1": float(top1.mean()), "top5": float(top5.mean()), "per_class_top1": per_class,
-            "confusion": confusion}
+    """{top1, top5, per_class_top1, confusion} of class scores [N, num_classes] against int labels [N]
+    (`stjax.eval.metrics.classification_metrics`: top-k capped at the class count, per-class top-1 NaN for
+    absent classes, confusion [true, predicted], label -1 = padding, ignored)."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[1] != num_classes:
+        raise ValueError(f"scores must be [N, num_classes={num_classes}]; got shape {scores.shape}")
+    m = metrics.classification_metrics(scores, labels, ks=(1, 5))
+    return {key: m[key] for key in ("top1", "top5", "per_class_top1", "confusion")}

@@ -2,7 +2,8 @@
 
 1. `extract_features` runs a (jitted) embedding function over an iterable of batches and
    gathers the features of the real (mask == True) examples to host memory.
-2. `train_linear_probe` trains softmax regression (weights + bias) on those features with
+2. `train_linear_probe` trains a linear layer (weights + bias) on those features, softmax
+   regression for int labels, one logistic regression per class for multi-hot labels, with
    optax SGD + momentum and a warm-up + cosine learning-rate schedule. The whole training
    run (all epochs, each a `lax.scan` over its mini-batches, reshuffled every epoch with a
    JAX PRNG key) is a single jitted computation, so a probe on a few thousand features
@@ -21,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from stjax.eval import metrics
 
 _STD_EPS = 1e-6
 
@@ -161,8 +164,11 @@ def _check_features(x: Any, name: str) -> np.ndarray:
 
 def _check_labels(y: Any, name: str, n: int, num_classes: int) -> np.ndarray:
     y = np.asarray(y)
+    if y.ndim == 2:
+        return _check_multi_hot(y, name, n, num_classes)
     if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D [N], got shape {y.shape}")
+        raise ValueError(f"{name} must be int [N] (single-label) or multi-hot {{0, 1}} [N, num_classes], "
+                         f"got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{name} must have an integer dtype, got {y.dtype}")
     if y.shape[0] != n:
@@ -171,6 +177,16 @@ def _check_labels(y: Any, name: str, n: int, num_classes: int) -> np.ndarray:
         raise ValueError(f"{name} must lie in [0, num_classes={num_classes}), "
                          f"got values in [{y.min()}, {y.max()}]")
     return y.astype(np.int32, copy=False)
+
+
+def _check_multi_hot(y: np.ndarray, name: str, n: int, num_classes: int) -> np.ndarray:
+    if y.shape != (n, num_classes):
+        raise ValueError(f"{name} (multi-hot) must be [N={n}, num_classes={num_classes}], got shape {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == bool):
+        raise ValueError(f"{name} (multi-hot) must be numeric {{0, 1}}, got dtype {y.dtype}")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"{name} (multi-hot) must hold only 0 and 1, got values {np.unique(y)[:8].tolist()}")
+    return y.astype(np.float32)
 
 
 def _make_optimizer(config: ProbeConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -188,11 +204,13 @@ def _make_optimizer(config: ProbeConfig, steps_per_epoch: int) -> optax.Gradient
 
 
 @functools.lru_cache(maxsize=16)
-def _train_fn(config: ProbeConfig, n: int, num_classes: int):
-    """The jitted whole-training function for a given (static) problem size.
+def _train_fn(config: ProbeConfig, n: int, num_classes: int, multi_label: bool = False):
+    """The jitted whole-training function for a given (static) problem size and label kind.
 
     Cached, so probing several feature sets of the same size (e.g. pretrained and random
-    init) compiles once.
+    init) compiles once. multi_label: sigmoid cross-entropy on multi-hot targets [N, C],
+    summed over classes (each class its own logistic regression at the configured rate);
+    otherwise softmax cross-entropy on int labels [N].
     """
     bs = min(config.batch_size, n)
     steps = -(-n // bs)  # ceil: the last batch of an epoch is padded and masked
@@ -201,7 +219,10 @@ def _train_fn(config: ProbeConfig, n: int, num_classes: int):
 
     def loss_fn(params, x, y, w):
         logits = x @ params["w"] + params["b"]
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        if multi_label:
+            ce = optax.sigmoid_binary_cross_entropy(logits, y).sum(axis=-1)
+        else:
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
 
     def train(x, y, key):
@@ -238,9 +259,12 @@ def _logits(params, x):
 
 def train_linear_probe(train_features, train_labels, test_features, test_labels,
                        num_classes: int, config: ProbeConfig = ProbeConfig()) -> dict:
-    """Trains a softmax-regression probe on the train features; evaluates on the test set.
+    """Trains a linear probe on the train features; evaluates on the test set.
 
-    Features: float [N, D] (host or device arrays); labels: integer [N] in [0, num_classes).
+    Features: float [N, D] (host or device arrays). Labels choose the loss: integer [N] in
+    [0, num_classes) -> softmax regression; multi-hot {0, 1} [N, num_classes] -> one sigmoid
+    (logistic) regression per class (binary cross-entropy summed over classes). Metrics come
+    from `stjax.eval.metrics.classification_metrics`.
     Weights and bias start at zero; training is SGD + momentum with a linear warm-up and a
     cosine decay to 0 (per step), mini-batches reshuffled each epoch (the last, partial
     batch of an epoch is padded and masked out of the loss). With `config.standardize`,
@@ -254,7 +278,12 @@ def train_linear_probe(train_features, train_labels, test_features, test_labels,
         (NaN for a class without test examples).
       confusion: num_classes x num_classes list of int lists, rows = true class,
         columns = predicted class.
+      mAP, mean_per_class_top1: one-vs-rest mean average precision and the mean of
+        per_class_top1 over classes with test examples.
       num_train, num_test: ints.
+    Multi-hot labels return instead: mAP, per_class_ap (list, NaN for a class without test
+    positives), top1 (precision@1: share of test rows whose top-scored class is positive),
+    train_mAP, train_top1, num_train, num_test.
     """
     if not isinstance(config, ProbeConfig):
         raise ValueError(f"config must be a ProbeConfig, got {type(config).__name__}")
@@ -269,6 +298,10 @@ def train_linear_probe(train_features, train_labels, test_features, test_labels,
                          f"{x_train.shape[1]}")
     y_train = _check_labels(train_labels, "train_labels", x_train.shape[0], num_classes)
     y_test = _check_labels(test_labels, "test_labels", x_test.shape[0], num_classes)
+    multi_label = y_train.ndim == 2
+    if y_test.ndim != y_train.ndim:
+        raise ValueError(f"train_labels {y_train.shape} and test_labels {y_test.shape} must be the same kind: "
+                         "both int [N] or both multi-hot [N, num_classes]")
 
     if config.standardize:
         mean = x_train.mean(axis=0, dtype=np.float64)
@@ -279,7 +312,7 @@ def train_linear_probe(train_features, train_labels, test_features, test_labels,
 
     n = x_train.shape[0]
     # The seed is a traced input and `standardize` happens outside: neither recompiles.
-    train = _train_fn(dataclasses.replace(config, seed=0, standardize=False), n, num_classes)
+    train = _train_fn(dataclasses.replace(config, seed=0, standardize=False), n, num_classes, multi_label)
     params = train(jnp.asarray(x_train), jnp.asarray(y_train), jax.random.PRNGKey(config.seed))
 
     train_logits = np.asarray(_logits(params, jnp.asarray(x_train)))
@@ -288,25 +321,29 @@ def train_linear_probe(train_features, train_labels, test_features, test_labels,
         raise FloatingPointError("the linear probe diverged (non-finite logits); "
                                  "lower config.learning_rate or enable config.standardize")
 
+    if multi_label:
+        test_m = metrics.classification_metrics(test_logits, y_test)
+        train_m = metrics.classification_metrics(train_logits, y_train)
+        return {
+            "mAP": test_m["mAP"],
+            "per_class_ap": [float(v) for v in test_m["per_class_ap"]],
+            "top1": test_m["top1"],
+            "train_mAP": train_m["mAP"],
+            "train_top1": train_m["top1"],
+            "num_train": int(n),
+            "num_test": int(x_test.shape[0]),
+        }
     k = min(5, num_classes)
-    pred = test_logits.argmax(axis=1)
-    # top-k hit: fewer than k classes have a strictly larger logit than the true class.
-    true_logit = np.take_along_axis(test_logits, y_test[:, None].astype(np.int64), axis=1)
-    topk_hit = (test_logits > true_logit).sum(axis=1) < k
-
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(confusion, (y_test, pred), 1)
-    counts = confusion.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(counts > 0, np.diag(confusion) / np.maximum(counts, 1), np.nan)
-
+    m = metrics.classification_metrics(test_logits, y_test, ks=(1, 5))
     return {
-        "top1": float(np.mean(pred == y_test)),
-        "top5": float(np.mean(topk_hit)),
+        "top1": m["top1"],
+        "top5": m["top5"],
         "top_k": k,
         "train_top1": float(np.mean(train_logits.argmax(axis=1) == y_train)),
-        "per_class_top1": [float(v) for v in per_class],
-        "confusion": confusion.tolist(),
+        "per_class_top1": [float(v) for v in m["per_class_top1"]],
+        "confusion": m["confusion"].tolist(),
+        "mAP": m["mAP"],
+        "mean_per_class_top1": m["mean_per_class_top1"],
         "num_train": int(n),
         "num_test": int(x_test.shape[0]),
     }
