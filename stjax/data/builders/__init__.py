@@ -10,7 +10,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-from stjax.data.builders.base import FoldConfig, VideoDatasetBuilder, VideoFolderConfig
+from stjax.data.builders.base import LABEL_TYPES, FoldConfig, VideoDatasetBuilder, VideoFolderConfig
 from stjax.data.builders.hmdb51 import Hmdb51
 from stjax.data.builders.kinetics import Kinetics400, Kinetics600, Kinetics700
 from stjax.data.builders.ssv2 import Ssv2
@@ -18,9 +18,9 @@ from stjax.data.builders.synthetic import Synthetic
 from stjax.data.builders.ucf101 import Ucf101
 from stjax.data.builders.video_folder import VideoFolder
 
-__all__ = ["BUILDERS", "DEFAULT_DATA_DIR", "FoldConfig", "Synthetic", "VideoDatasetBuilder", "VideoFolder",
-           "VideoFolderConfig", "builder_class", "default_config_name", "load_builder", "prepared_dir",
-           "split_name"]
+__all__ = ["BUILDERS", "DEFAULT_DATA_DIR", "LABEL_TYPES", "FoldConfig", "Synthetic", "VideoDatasetBuilder",
+           "VideoFolder", "VideoFolderConfig", "builder_class", "default_config_name", "label_type",
+           "load_builder", "prepared_dir", "split_name"]
 
 # Builders for any folder of videos.
 GENERIC_BUILDERS: dict[str, type[VideoDatasetBuilder]] = {
@@ -45,6 +45,24 @@ def builder_class(name: str) -> type[VideoDatasetBuilder]:
             f"videos) or {', '.join(sorted(OFFICIAL_BUILDERS))} (the official layouts)"
         )
     return BUILDERS[name]
+
+
+def label_type(builder) -> str:
+    """The label type (one of LABEL_TYPES) a dataset declares: `builder` is a builder class or instance, a
+    prepared (read-only) builder from `load_builder`, or a dataset name (`NAME` or `NAME/CONFIG`). A prepared
+    dataset takes the `LABEL_TYPE` of the registered builder of its name; one without a registered builder
+    holds one class id per video ('single')."""
+    if isinstance(builder, str):
+        builder = builder_class(split_name(builder)[0])
+    elif not (isinstance(builder, type) and issubclass(builder, VideoDatasetBuilder)):
+        cls = type(builder)
+        builder = cls if issubclass(cls, VideoDatasetBuilder) else BUILDERS.get(getattr(builder, "name", None))
+    if builder is None:
+        return "single"
+    kind = getattr(builder, "LABEL_TYPE", None)
+    if kind not in LABEL_TYPES:
+        raise ValueError(f"{builder.__name__}.LABEL_TYPE={kind!r} is invalid; valid choices: {', '.join(LABEL_TYPES)}")
+    return kind
 
 
 def default_config_name(name: str) -> str:

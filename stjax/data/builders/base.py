@@ -37,6 +37,9 @@ import tqdm
 from stjax.data.builders import decode_cache
 
 PARTIAL_DIR = ".partial"
+# What a dataset's targets are: one class per video, multi-hot classes per video, boxes with per-box
+# labels, or labels per frame. A builder declares one as `LABEL_TYPE`.
+LABEL_TYPES = ("single", "multi_hot", "boxes", "per_frame")
 
 
 @dataclasses.dataclass(eq=False)
@@ -192,6 +195,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "JPEG frames at a constant rate, with label, video id, fps and size."}
     BUILDER_CONFIGS = [VideoFolderConfig(name="default", description="30 fps, short side 256")]
+    LABEL_TYPE = "single"  # one of LABEL_TYPES: the `label` feature is one class id per video
 
     def __init__(self, *, manual_dir: str | None = None, workers: int | None = None, use_beam: bool = False,
                  **kwargs):
