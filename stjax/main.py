@@ -131,12 +131,15 @@ def _pretrain_and_probe(config, workdir: str, mesh, eval_per_process: int) -> di
     features = eval_features.make_feature_extractor(framework.backbone, config, mesh, eval_per_process)
 
     def knn_monitor(state) -> dict:
-        variables = framework.backbone_variables(state.params, state.batch_stats)
-        train_x, train_y = features(variables, config.data.train_split)
-        test_x, test_y = features(variables, config.data.eval_split)
-        scores = knn.knn_classify(train_x, train_y, test_x, len(class_names), k=config.knn.k,
-                                  temperature=config.knn.temperature)
-        metrics = knn.accuracy_metrics(scores, test_y, len(class_names))
+        """kNN top-1/top-5 of the backbone. Runs inside the loop's transfer guard: its host work (features to
+        NumPy, the eager kNN) is an intended round trip, allowed here and nowhere else in the loop."""
+        with jax.transfer_guard("allow"):
+            variables = framework.backbone_variables(state.params, state.batch_stats)
+            train_x, train_y = features(variables, config.data.train_split)
+            test_x, test_y = features(variables, config.data.eval_split)
+            scores = knn.knn_classify(train_x, train_y, test_x, len(class_names), k=config.knn.k,
+                                      temperature=config.knn.temperature)
+            metrics = knn.accuracy_metrics(scores, test_y, len(class_names))
         return {"knn_top1": metrics["top1"], "knn_top5": metrics["top5"]}
 
     result = loop.train(assembled, workdir, evaluate=knn_monitor if config.get("eval_every", 0) > 0 else None)
