@@ -1,7 +1,8 @@
 """Supervised fine-tuning as a framework: backbone → dropout → linear classifier, cross-entropy.
 
 It plugs into the same generic train step and loop as the self-supervised frameworks; the
-labels come from the batch through `batch_inputs`. Every clip of a video ([B, ρ, ...]; ρ = 1
+labels come from the batch through `batch_inputs`: int [B] (softmax cross-entropy) or multi-hot
+{0, 1} [B, C] (sigmoid binary cross-entropy). Every clip of a video ([B, ρ, ...]; ρ = 1
 gives two augmentations of one clip) is a training example with the video's label.
 `config.supervised`: num_classes, dropout (the paper's UCF101/HMDB51 recipe: 0.8), freeze_backbone
 (the linear protocol: the backbone runs in eval mode, its BatchNorm statistics and, with no gradient
@@ -16,6 +17,21 @@ import optax
 
 from stjax import configlib, models
 from stjax.objectives import base
+
+
+def classification_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(loss, top-1) of logits [N, C]: int labels [N] -> softmax cross-entropy and accuracy; multi-hot {0, 1}
+    labels [N, C] -> sigmoid binary cross-entropy (mean over rows and classes) and precision@1."""
+    if labels.ndim == 1:
+        labels = labels.astype(jnp.int32)
+        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+        return loss, jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    if labels.shape != logits.shape:
+        raise ValueError(f"multi-hot labels must be [N, num_classes={logits.shape[-1]}]; got shape {labels.shape}")
+    labels = labels.astype(jnp.float32)
+    loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+    top1 = jnp.mean(jnp.take_along_axis(labels, jnp.argmax(logits, axis=-1)[:, None], axis=-1))
+    return loss, top1
 
 
 class Supervised(base.Framework):
@@ -47,9 +63,7 @@ class Supervised(base.Framework):
         if self.freeze_backbone:
             feats = jax.lax.stop_gradient(feats)
         logits = self.head.apply({"params": params["head"]}, feats, train=True, rngs={"dropout": rng})
-        targets = jnp.repeat(labels.astype(jnp.int32), rho)  # video-major, as flatten_clips
-        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
-        top1 = jnp.mean(jnp.argmax(logits, axis=-1) == targets)
+        loss, top1 = classification_loss(logits, jnp.repeat(labels, rho, axis=0))  # video-major, as flatten_clips
         return loss, ({"backbone": bb}, extra, {"loss": loss, "train_top1": top1})
 
     def classify(self, params, features: jnp.ndarray) -> jnp.ndarray:
