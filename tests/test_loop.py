@@ -43,8 +43,8 @@ def _run(config, total_steps=2):
 
 
 def test_an_implicit_transfer_in_an_evaluation_fails_under_the_loops_guard(tmp_path):
-    def implicit(state):
-        return {"step_seen": float(state.step)}  # a device->host copy nobody asked for
+    def implicit(state):  # a Python scalar copied to the device nobody asked for
+        return {"step_seen": float(jax.device_get(state.step * 2))}
 
     with pytest.raises(Exception, match="[Dd]isallowed"):
         loop.train(_run(_config()), str(tmp_path), evaluate=implicit)
