@@ -104,6 +104,9 @@ def get_config(arg=None):
     # against train split) is logged as knn_top1 / knn_top5: the learning curve of the representation.
     config.eval_every = 0
     config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07))
+    # Auxiliary terms added to the framework's loss, each with its weight (0: off), e.g.
+    # `--config.auxiliary.arrow_of_time.weight=0.1`; one block per term of stjax.objectives.auxiliary.AUXILIARY.
+    config.auxiliary = ml_collections.ConfigDict(dict(arrow_of_time=dict(weight=0.0)))
 
     data = config.data = ml_collections.ConfigDict()
     data.data_dir = placeholder(str)   # default: $STJAX_DATA_ROOT/tfds (~/stjax_data/tfds)

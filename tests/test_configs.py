@@ -91,8 +91,12 @@ def test_config_flags_with_a_misspelt_field_name_it_and_the_valid_names():
     with pytest.raises(ValueError, match="^--config.knn.kk: no field 'kk' under knn; valid names: k, temperature$"):
         configlib.check_config_flags([f"--config={pretrain}:demo", "--config.knn.kk=5"])
     with pytest.raises(ValueError, match="--config.init_from: no field 'init_from' under the top level; valid names: "
-                                         "batch_size, byol,"):
+                                         "auxiliary, batch_size, byol,"):
         configlib.check_config_flags(["--config", pretrain, "--workdir=x", "--config.init_from=runs/a"])
+    with pytest.raises(ValueError, match="^--config.auxiliary.nope.weight: no field 'nope' under auxiliary; valid "
+                                         "names: arrow_of_time$"):
+        configlib.check_config_flags([f"--config={pretrain}:demo", "--config.auxiliary.nope.weight=1"])
+    configlib.check_config_flags([f"--config={pretrain}:demo", "--config.auxiliary.arrow_of_time.weight=0.1"])
     configlib.check_config_flags([f"--config={os.path.join(ROOT, 'configs', 'eval.py')}:knn", "--config.init_from=a"])
     configlib.check_config_flags(["--config=no/such/file.py", "--config.kk=1"])  # left to ml_collections' error
 

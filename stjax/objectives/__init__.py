@@ -2,6 +2,7 @@
 framework, registered by name (plus `supervised`, the fine-tuning objective of stjax.eval)."""
 from __future__ import annotations
 
+from stjax.objectives import auxiliary
 from stjax.objectives.base import Framework
 from stjax.objectives.byol import BYOL
 from stjax.objectives.moco import MoCo
@@ -16,10 +17,13 @@ def create_framework(config, total_steps: int, steps_per_epoch: float | None = N
     """The framework named by `config.framework`, built from its config block.
 
     `steps_per_epoch` is needed by settings given in epochs (e.g.
-    `swav.freeze_prototypes_epochs`); frameworks without such settings ignore it.
+    `swav.freeze_prototypes_epochs`); frameworks without such settings ignore it. A non-empty
+    `config.auxiliary` wraps it in `auxiliary.WithAuxiliary` (terms validated first).
     """
     if config.framework not in FRAMEWORKS:
         raise ValueError(
             f"framework={config.framework!r} is invalid; valid values: {', '.join(sorted(FRAMEWORKS))}"
         )
-    return FRAMEWORKS[config.framework](config, total_steps, steps_per_epoch=steps_per_epoch)
+    terms = auxiliary.create_terms(config.get("auxiliary") or {})
+    framework = FRAMEWORKS[config.framework](config, total_steps, steps_per_epoch=steps_per_epoch)
+    return auxiliary.WithAuxiliary(framework, terms) if terms else framework
