@@ -1,5 +1,6 @@
-"""bench/train_step.py: its PyTorch reference is the same network and loss, and the bench runs end to end;
-bench/step_program.py: the step's FLOPs and reductions on a CPU."""
+"""bench/train_step.py and its parts in bench/_lib/: its PyTorch reference is the same network and loss, and
+the bench runs end to end (without TensorFlow too); bench/step_program.py: the step's FLOPs and reductions on a
+CPU."""
 import glob
 import gzip
 import importlib.util
@@ -18,7 +19,12 @@ import pytest
 from stjax import models
 from stjax.objectives import losses
 
-BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "bench")
+REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+BENCH = os.path.join(REPOSITORY, "bench")
+if REPOSITORY not in sys.path:
+    sys.path.insert(0, REPOSITORY)
+
+from bench._lib import batch_search, children, profile, specs, tables  # noqa: E402
 
 
 def _load(name):
@@ -26,9 +32,6 @@ def _load(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-bench = _load("train_step")
 
 
 def _flax_conv_shapes(params):
@@ -89,19 +92,21 @@ def test_torch_step_trains():
     """One ByolStep moves the online network and the EMA target. In a subprocess: torch.optim imports
     torch._dynamo, which crashes a process that has imported TensorFlow (as the test session has)."""
     pytest.importorskip("torch")
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # stjax from this checkout, as the bench's children import it, whether or not (or wherever) it is installed
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(filter(None, (REPOSITORY, os.environ.get("PYTHONPATH")))))
     result = subprocess.run([sys.executable, "-c", TORCH_STEP_CHECK], cwd=BENCH, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
 def test_peak_flops_table():
-    assert bench.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4e12
-    assert bench.peak_flops("NVIDIA H100 PCIe", "float32") == 378e12
-    assert bench.peak_flops("NVIDIA H200", "float32") == 494.7e12
-    assert bench.peak_flops("TPU v5 lite", "bfloat16") == 197e12
-    assert bench.peak_flops("cpu", "bfloat16") is None
-    assert bench.peak_flops("cpu", "bfloat16", override_tflops=2.0) == 2e12
+    assert specs.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4e12
+    assert specs.peak_flops("NVIDIA H100 PCIe", "float32") == 378e12
+    assert specs.peak_flops("NVIDIA H200", "float32") == 494.7e12
+    assert specs.peak_flops("TPU v5 lite", "bfloat16") == 197e12
+    assert specs.peak_flops("cpu", "bfloat16") is None
+    assert specs.peak_flops("cpu", "bfloat16", override_tflops=2.0) == 2e12
 
 
 def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
@@ -180,31 +185,31 @@ def test_variants_are_measured_side_by_side(tmp_path):
 ])
 def test_bad_variants_name_what_is_wrong(text, message):
     with pytest.raises(ValueError, match=message):
-        bench.parse_variants(text)
+        specs.parse_variants(text)
 
 
 def test_variant_config_fields_are_checked_before_measuring():
     base = dict(backbone="r3d_micro", framework="byol", rho=2, frames=4, crop=32, batch_per_device=1,
                 lowering="auto", overrides={})
-    default, sgd = bench.parse_variants('[{"name": "lars"}, {"name": "sgd", "config": {"optimizer.name": "sgd"}}]')
+    default, sgd = specs.parse_variants('[{"name": "lars"}, {"name": "sgd", "config": {"optimizer.name": "sgd"}}]')
     assert default == dict(name="lars", config={}, overrides={}, xla_flags="")
-    bench.check_variant_config(base, sgd, devices=2)
-    assert bench._pretrain_config(dict(base, batch=2, dtype="float32", remat=False, **sgd)).optimizer.name == "sgd"
+    specs.check_variant_config(base, sgd, devices=2)
+    assert specs._pretrain_config(dict(base, batch=2, dtype="float32", remat=False, **sgd)).optimizer.name == "sgd"
     with pytest.raises(ValueError, match=r"--variants \(typo\): optimizer.nme: no field 'nme' under optimizer"):
-        bench.check_variant_config(base, dict(sgd, name="typo", config={"optimizer.nme": "sgd"}), devices=2)
+        specs.check_variant_config(base, dict(sgd, name="typo", config={"optimizer.nme": "sgd"}), devices=2)
     with pytest.raises(ValueError, match=r"--variants \(field\): .*batch_nrom"):
-        bench.check_variant_config(base, dict(sgd, name="field", overrides={"batch_nrom": "flax"}), devices=2)
+        specs.check_variant_config(base, dict(sgd, name="field", overrides={"batch_nrom": "flax"}), devices=2)
     with pytest.raises(ValueError, match=r"--variants \(lowering\): model.lowering='fast' is not supported"):
-        bench.check_variant_config(base, dict(sgd, name="lowering", config={"model.lowering": "fast"}), devices=2)
-    assert bench.parse_variants(None) == [dict(name="default", config={}, overrides={}, xla_flags="")]
+        specs.check_variant_config(base, dict(sgd, name="lowering", config={"model.lowering": "fast"}), devices=2)
+    assert specs.parse_variants(None) == [dict(name="default", config={}, overrides={}, xla_flags="")]
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(BENCH, "variants", "*.json"))))
 def test_shipped_variant_sets_are_valid(path):
     base = dict(backbone="slow_r50", framework="byol", rho=2, frames=8, crop=224, batch_per_device=8,
                 lowering="auto", overrides={})
-    for variant in bench.parse_variants(f"@{path}"):
-        bench.check_variant_config(base, variant, devices=1)
+    for variant in specs.parse_variants(f"@{path}"):
+        specs.check_variant_config(base, variant, devices=1)
 
 def test_a_fresh_process_loads_the_timed_step_from_the_compilation_cache(tmp_path):
     """The memory child (run when the allocator's peak was reached while compiling) gets the step the
@@ -214,25 +219,25 @@ def test_a_fresh_process_loads_the_timed_step_from_the_compilation_cache(tmp_pat
     spec = dict(backbone="r3d_micro", framework="byol", rho=2, frames=4, crop=32, batch_per_device=1,
                 lowering="auto", overrides={}, dtype="float32", remat=False, steps=1, rounds=1, warmup=1,
                 compilation_cache=str(tmp_path / "cache"))
-    timed = bench.run_child("stjax", spec, env=env, timeout=600)
+    timed = children.run_child("stjax", spec, env=env, timeout=600)
     assert "error" not in timed and not timed["step_from_cache"] and any((tmp_path / "cache").iterdir())
-    fresh = bench.run_child("memory", spec, env=env, timeout=600)
+    fresh = children.run_child("memory", spec, env=env, timeout=600)
     assert "error" not in fresh and fresh["step_from_cache"]
     assert fresh["peak_bytes"] is None  # a CPU has no allocator statistics: the table shows XLA's estimate
 
 
 def test_the_peak_column_is_the_steps_own_peak():
     gib = 2**30
-    assert bench.step_memory(dict(peak_bytes=6 * gib, peak_bytes_before_steps=2 * gib)) == (6 * gib, "")
+    assert tables.step_memory(dict(peak_bytes=6 * gib, peak_bytes_before_steps=2 * gib)) == (6 * gib, "")
     # reached while compiling: the fresh process's peak, if a step reached it there
     compiled_first = dict(peak_bytes=34 * gib, peak_bytes_before_steps=34 * gib)
     fresh = dict(compiled_first, fresh_process_memory=dict(peak_bytes=12 * gib, peak_bytes_before_steps=gib))
-    assert bench.step_memory(fresh) == (12 * gib, bench.FRESH_MARK)
+    assert tables.step_memory(fresh) == (12 * gib, tables.FRESH_MARK)
     still = dict(compiled_first, fresh_process_memory=dict(peak_bytes=34 * gib, peak_bytes_before_steps=34 * gib))
-    assert bench.step_memory(still) == (34 * gib, bench.BEFORE_STEPS_MARK)
-    assert bench.step_memory(dict(compiled_first, fresh_process_memory=dict(error="timed out"))) == (
-        34 * gib, bench.BEFORE_STEPS_MARK)
-    assert bench.step_memory(dict(peak_bytes=None, compiled_bytes=gib)) == (gib, "")
+    assert tables.step_memory(still) == (34 * gib, tables.BEFORE_STEPS_MARK)
+    assert tables.step_memory(dict(compiled_first, fresh_process_memory=dict(error="timed out"))) == (
+        34 * gib, tables.BEFORE_STEPS_MARK)
+    assert tables.step_memory(dict(peak_bytes=None, compiled_bytes=gib)) == (gib, "")
 
 def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
     """A jax.profiler trace in miniature: one device stream, one host thread; 2 profiled steps."""
@@ -252,15 +257,15 @@ def test_kernel_time_splits_device_time_by_kernel_kind(tmp_path):
     run.mkdir(parents=True)
     with gzip.open(run / "host.trace.json.gz", "wt") as f:
         json.dump({"traceEvents": events}, f)
-    split = bench.kernel_time(str(tmp_path), steps=2)
+    split = profile.kernel_time(str(tmp_path), steps=2)
     top, ops = split.pop("top"), split.pop("ops")
     assert split == dict(busy=7.0, matmul=3.0, other=4.0, launches=3.0)
     # the operations that launched them, from the kernels' `name` argument
-    assert ops == [(bench.GRAPHED, 5.5, 2.5), ("jvp(ResNet3D)/stem_conv/conv_general_dilated", 1.5, 0.5)]
+    assert ops == [(profile.GRAPHED, 5.5, 2.5), ("jvp(ResNet3D)/stem_conv/conv_general_dilated", 1.5, 0.5)]
     # kinds of kernel, instance numbers dropped, most time first: (name, ms per step, launches per step)
     assert top[0] == ("input_reduce_fusion", 3.0, 1.0) and top[1] == ("sm90_xmma_fprop_implicit_gemm_bf16", 1.5, 0.5)
     assert len(top) == 5 and sum(ms for _, ms, _ in top) == pytest.approx(7.0)
-    assert bench.kernel_time(str(tmp_path / "nothing"), steps=2) is None
+    assert profile.kernel_time(str(tmp_path / "nothing"), steps=2) is None
 
 
 def test_a_child_cut_short_keeps_its_partial_result():
@@ -270,13 +275,34 @@ def test_a_child_cut_short_keeps_its_partial_result():
              "print('PARTIAL ' + json.dumps({'max_batch_per_device': 4}), flush=True); "
              "print('PARTIAL ' + json.dumps({'max_batch_per_device': 6}), flush=True); time.sleep(60)")
     started = time.time()
-    result = bench.run_child("max_batch", {"rho": 2}, timeout=3, command=[sys.executable, "-c", child])
+    result = children.run_child("max_batch", {"rho": 2}, timeout=3, command=[sys.executable, "-c", child])
     assert result == {"rho": 2, "max_batch_per_device": 6, "error": "timed out after 3 s"}
     assert time.time() - started < 30  # the helper was ended with the child
-    done = bench.run_child("probe", {}, command=[sys.executable, "-c", "print('RESULT {\"ok\": 1}')"])
+    done = children.run_child("probe", {}, command=[sys.executable, "-c", "print('RESULT {\"ok\": 1}')"])
     assert done == {"ok": 1}
-    failed = bench.run_child("probe", {"rho": 2}, command=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
+    failed = children.run_child("probe", {"rho": 2},
+                                command=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
     assert failed == {"rho": 2, "error": "exit 3: boom"}
+
+
+NO_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = None; sys.argv[0] = {script!r}; "
+                 "runpy.run_path({script!r}, run_name='__main__')")
+
+
+def test_a_child_runs_without_tensorflow():
+    """A GPU machine without TensorFlow runs the bench: bench/train_step.py as a child, with `import tensorflow`
+    failing, builds and lowers the step (the FLOP count imports the stjax modules every step child does)."""
+    script = os.path.join(BENCH, "train_step.py")
+    spec = dict(backbone="r3d_micro", framework="byol", rho=2, frames=4, crop=32, batch_per_device=1,
+                lowering="auto", overrides={}, dtype="float32", remat=False)
+    command = [sys.executable, "-c", NO_TENSORFLOW.format(script=script), "--child", "flops", "--spec",
+               json.dumps(spec)]
+    counted = children.run_child("flops", spec, timeout=600, command=command)
+    assert "error" not in counted and counted["model_flops"] > 0
+    blocked = children.run_child("probe", {}, timeout=60, command=[
+        sys.executable, "-c", NO_TENSORFLOW.replace("runpy.run_path", "import tensorflow; runpy.run_path").format(
+            script=script), "--child", "probe"])
+    assert "import of tensorflow halted" in blocked["error"]  # the block holds
 
 
 def test_step_program_counts_flops_and_reductions_by_origin():
@@ -312,7 +338,7 @@ def _memory_model(fixed, per_video, fits_up_to):
 def test_largest_batch_is_predicted_then_confirmed_by_its_failing_neighbour(start, expected_calls):
     # H100-like: 0.5 GB of state, 0.72 GB per video, 76 GB the allocator may take: 104 videos fit
     attempt, calls = _memory_model(5e8, 7.2e8, fits_up_to=104)
-    tried = bench.search_largest_batch(attempt, start, bytes_limit=76e9, batch_limit=512)
+    tried = batch_search.search_largest_batch(attempt, start, bytes_limit=76e9, batch_limit=512)
     assert calls == expected_calls
     assert max(b for b, used in tried.items() if used is not None) == 104 and tried[105] is None
 
@@ -320,17 +346,17 @@ def test_largest_batch_is_predicted_then_confirmed_by_its_failing_neighbour(star
 def test_largest_batch_when_the_prediction_is_wrong_or_missing():
     # the device holds less than XLA's figures say (fragmentation, workspace): the prediction fails, bisection ends it
     attempt, calls = _memory_model(5e8, 7.2e8, fits_up_to=90)
-    tried = bench.search_largest_batch(attempt, 8, bytes_limit=76e9, batch_limit=512)
+    tried = batch_search.search_largest_batch(attempt, 8, bytes_limit=76e9, batch_limit=512)
     assert calls == [8, 97, 52, 74, 85, 91, 88, 89, 90] and tried[90] and tried[91] is None
     # no memory limit (a CPU): doubling, then bisection
     attempt, calls = _memory_model(0, 1, fits_up_to=37)
-    tried = bench.search_largest_batch(attempt, 2, bytes_limit=None, batch_limit=512)
+    tried = batch_search.search_largest_batch(attempt, 2, bytes_limit=None, batch_limit=512)
     assert calls == [2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37] and tried[38] is None
     # a start that does not fit is halved first; the batch limit caps the search
     attempt, calls = _memory_model(0, 1, fits_up_to=20)
-    tried = bench.search_largest_batch(attempt, 64, None, 512)
+    tried = batch_search.search_largest_batch(attempt, 64, None, 512)
     assert calls == [64, 32, 16, 24, 20, 22, 21] and tried[20] == 20 and tried[21] is None
     attempt, _ = _memory_model(0, 1, fits_up_to=20)
-    assert bench.search_largest_batch(attempt, 2, None, batch_limit=6) == {2: 2, 4: 4, 6: 6}
+    assert batch_search.search_largest_batch(attempt, 2, None, batch_limit=6) == {2: 2, 4: 4, 6: 6}
     attempt, _ = _memory_model(0, 1, fits_up_to=0)
-    assert bench.search_largest_batch(attempt, 4, None, 512) == {4: None, 2: None, 1: None}
+    assert batch_search.search_largest_batch(attempt, 4, None, 512) == {4: None, 2: None, 1: None}
