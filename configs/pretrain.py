@@ -122,18 +122,19 @@ def get_config(arg=None):
     # train step, from draws the pipeline sends along; the same clips within one uint8 level, half the host's
     # work per clip). The demo keeps them on the host: on a CPU-only machine the device is the same CPU.
     data.augment_on = "host"
+    from stjax.data import augment_ops  # the ops' declarations only: neither TensorFlow nor JAX
+
     aug = data.augmentation = ml_collections.ConfigDict()
+    # The random resized crop (always on the host), then the per-clip ops in the order they run: the paper
+    # recipe's ("flip", "color_jitter", "grayscale", "blur"); an op left out is off. Each registered op's
+    # settings follow with the recipe's values (stjax/data/augment_ops.py: flip_prob, color_jitter_prob,
+    # brightness, contrast, saturation, hue, grayscale_prob, blur_prob, blur_sigma_range in pixels at crop
+    # resolution), e.g. --config.data.augmentation.ops="('flip','blur')" --config.data.augmentation.blur_prob=1.
     aug.area_range = (0.2, 0.766)
     aug.aspect_range = (3 / 4, 4 / 3)
-    aug.flip_prob = 0.5
-    aug.color_jitter_prob = 0.8
-    aug.brightness = 0.6
-    aug.contrast = 0.6
-    aug.saturation = 0.6
-    aug.hue = 0.15
-    aug.grayscale_prob = 0.2
-    aug.blur_prob = 0.5
-    aug.blur_sigma_range = (0.1, 2.0)  # pixels at crop resolution
+    aug.ops = augment_ops.DEFAULT_OPS
+    for name, value in augment_ops.default_settings().items():
+        aug[name] = value
     views = data.test_views = ml_collections.ConfigDict()
     views.short_side = placeholder(int)  # resize before cropping; None = crop_size (crops span the short side)
 

@@ -61,6 +61,9 @@ def _map_seeds(fn, seeds, dtype=tf.uint8):
     ("saturation", float("inf")),
     ("hue", 0.6),
     ("hue", -0.1),
+    ("ops", ("flip", "sharpen")),
+    ("ops", ("blur", "blur")),
+    ("ops", 3),
 ])
 def test_config_validation_names_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -276,12 +279,14 @@ def test_rates_follow_probabilities():
 
 def test_sampled_parameters_ranges_and_independence():
     cfg = A.AugmentConfig()
-    keys = ["brightness", "contrast", "saturation", "hue", "sigma", "order", "flip", "grayscale",
-            "jitter", "blur"]
+    keys = list(cfg.draw_names)
     fn = tf.function(lambda s: tf.map_fn(
         lambda x: [A.sample_clip_params(x, cfg)[k] for k in keys], s,
-        fn_output_signature=[tf.float32] * 5 + [tf.int32] + [tf.bool] * 4))
+        fn_output_signature=[tf.float32] * len(keys)))
     out = dict(zip(keys, (v.numpy() for v in fn(_seeds(500)))))
+    out["order"] = np.stack([out[f"order_{i}"] for i in range(4)], axis=1).astype(int)
+    for k in ("flip", "grayscale", "jitter", "blur"):
+        assert set(np.unique(out[k])) == {0.0, 1.0}
     for k in ("brightness", "contrast", "saturation"):
         assert (out[k] >= 0.4).all() and (out[k] <= 1.6).all()
         assert out[k].min() < 0.5 and out[k].max() > 1.5

@@ -3,7 +3,9 @@
 Follows the recipe of "A Large-Scale Study on Unsupervised Spatiotemporal
 Representation Learning" (Feichtenhofer et al. 2021; PySlowFast contrastive_ssl
 configs): random resized crop, horizontal flip, colour jitter (p=0.8),
-grayscale (p=0.2) and Gaussian blur (p=0.5), in that order.
+grayscale (p=0.2) and Gaussian blur (p=0.5), in that order. The crop is
+written here; the per-clip ops after it are the registry's
+(`stjax.data.augment_ops`), run in the order `AugmentConfig.ops` lists.
 
 DMVR style: every random parameter is drawn ONCE PER CLIP and applied
 identically to all T frames of the clip. All randomness is stateless: each
@@ -23,8 +25,9 @@ import math
 
 import tensorflow as tf
 
-from stjax.data.augment_config import CLIP_PARAM_NAMES, AugmentConfig, max_blur_radius
-from stjax.data.augment_config import LUMA as _LUMA
+from stjax.data import augment_ops
+from stjax.data.augment_config import AugmentConfig
+from stjax.data.augment_ops import blur_radius  # noqa: F401 (public here since before the registry)
 
 __all__ = [
     "AugmentConfig",
@@ -36,6 +39,7 @@ __all__ = [
     "random_resized_clip",
     "random_resized_crop",
     "pack_clip_params",
+    "blur_radius",
 ]
 
 # Number of box proposals before falling back to a central crop (torchvision).
@@ -166,189 +170,48 @@ def crop_and_resize_frames(frames, window, out_size: int) -> tf.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Clip-level photometric augmentation.
-
-# Layout of the per-clip uniform draws (fixed, so changing one config value does
-# not change the other draws).
-_U_FLIP, _U_JITTER, _U_BRIGHT, _U_CONTRAST, _U_SAT, _U_HUE = 0, 1, 2, 3, 4, 5
-_U_ORDER = slice(6, 10)
-_U_GRAY, _U_BLUR, _U_SIGMA = 10, 11, 12
-_NUM_UNIFORMS = 13
-
-
-def _factor(u: tf.Tensor, strength: float) -> tf.Tensor:
-    lo = max(0.0, 1.0 - strength)
-    hi = 1.0 + strength
-    return lo + (hi - lo) * u
+# Clip-level photometric augmentation: the ops of `config.ops`, from the registry `augment_ops.OPS`.
 
 
 def sample_clip_params(seed, config: AugmentConfig) -> dict[str, tf.Tensor]:
-    """The per-clip random parameters used by :func:`augment_clip`.
+    """The per-clip draws used by :func:`augment_clip`: {name: float32 scalar} in `config.draw_names` order.
 
-    Returns scalar tensors ``flip``, ``jitter``, ``grayscale``, ``blur`` (bool),
-    ``brightness``, ``contrast``, ``saturation`` (factors), ``hue`` (shift, in
-    turns), ``sigma`` (blur, in pixels) and ``order`` (int32 [4]: the order of
-    brightness=0, contrast=1, saturation=2, hue=3).
+    One U[0, 1) per slot from one `stateless_uniform` call, each op turning its slots into its draws
+    (`augment_ops.Op.sample`): booleans as 0/1 (``flip``, ``jitter``, ``grayscale``, ``blur``), factors
+    (``brightness``, ``contrast``, ``saturation``), ``hue`` (shift, in turns), ``order_0..3`` (the colour-jitter
+    op applied i-th: brightness 0, contrast 1, saturation 2, hue 3), ``sigma`` (blur, in pixels).
     """
-    u = tf.random.stateless_uniform([_NUM_UNIFORMS], _split_seed(seed, 1)[0])
-    sig_lo, sig_hi = config.blur_sigma_range
-    return {
-        "flip": u[_U_FLIP] < config.flip_prob,
-        "jitter": u[_U_JITTER] < config.color_jitter_prob,
-        "brightness": _factor(u[_U_BRIGHT], config.brightness),
-        "contrast": _factor(u[_U_CONTRAST], config.contrast),
-        "saturation": _factor(u[_U_SAT], config.saturation),
-        "hue": config.hue * (2.0 * u[_U_HUE] - 1.0),
-        "order": tf.cast(tf.argsort(u[_U_ORDER]), tf.int32),
-        "grayscale": u[_U_GRAY] < config.grayscale_prob,
-        "blur": u[_U_BLUR] < config.blur_prob,
-        "sigma": sig_lo + (sig_hi - sig_lo) * u[_U_SIGMA],
-    }
-
-
-def _luma(x: tf.Tensor) -> tf.Tensor:
-    """[..., 3] -> [..., 1] ITU-R 601 luma (slices: much faster than a reduce on CPU)."""
-    r, g, b = _LUMA
-    return x[..., 0:1] * r + x[..., 1:2] * g + x[..., 2:3] * b
-
-
-def _blend(a: tf.Tensor, b: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-    """torchvision _blend for float images: clip(factor * a + (1 - factor) * b, 0, 1)."""
-    return tf.clip_by_value(b + factor * (a - b), 0.0, 1.0)
-
-
-def _color_jitter(x: tf.Tensor, params: dict[str, tf.Tensor], config: AugmentConfig) -> tf.Tensor:
-    """torchvision ColorJitter on a float [T, H, W, 3] clip with per-clip factors and order."""
-
-    def brightness(img):
-        return tf.clip_by_value(img * params["brightness"], 0.0, 1.0)
-
-    def contrast(img):
-        # Mean grey level over the WHOLE CLIP (PySlowFast runs torchvision's
-        # ColorJitter on the clip viewed as one tall image), not per frame.
-        mean = tf.reduce_mean(_luma(img))
-        return _blend(img, mean, params["contrast"])
-
-    def saturation(img):
-        return _blend(img, _luma(img), params["saturation"])
-
-    def hue(img):
-        return tf.clip_by_value(tf.image.adjust_hue(img, params["hue"]), 0.0, 1.0)
-
-    # Ops with zero strength are exact identities (factor 1 / shift 0); they are
-    # dropped statically so e.g. hue=0 costs no RGB<->HSV round trip.
-    ops = [
-        (brightness, config.brightness > 0),
-        (contrast, config.contrast > 0),
-        (saturation, config.saturation > 0),
-        (hue, config.hue > 0),
-    ]
-    if not any(enabled for _, enabled in ops):
-        return x
-    branches = [fn if enabled else (lambda img: img) for fn, enabled in ops]
-    order = params["order"]
-    shape = x.shape
-    for step in range(4):
-        x = tf.switch_case(order[step], [lambda fn=fn: fn(x) for fn in branches])
-        x = tf.ensure_shape(x, shape)
-    return x
-
-
-def _grayscale(x: tf.Tensor) -> tf.Tensor:
-    return tf.tile(_luma(x), [1, 1, 1, 3])
-
-
-def _blur_rows(x: tf.Tensor, kernel: tf.Tensor, radius: int) -> tf.Tensor:
-    """1-D symmetric convolution of [T, H, W, C] along H, reflect padding.
-
-    A sum of shifted slices (the kernel is symmetric, so taps are paired); on
-    CPU this is several times faster than depthwise_conv2d.
-    """
-    h = tf.shape(x)[1]
-    xp = tf.pad(x, [[0, 0], [radius, radius], [0, 0], [0, 0]], mode="REFLECT")
-    acc = kernel[radius] * xp[:, radius:radius + h]
-    for i in range(radius):
-        acc += kernel[i] * (xp[:, i:i + h] + xp[:, 2 * radius - i:2 * radius - i + h])
-    return acc
-
-
-def _blur_columns(x: tf.Tensor, kernel: tf.Tensor, radius: int) -> tf.Tensor:
-    """1-D symmetric convolution of [T, H, W, C] along W, reflect padding.
-
-    Works on the frames viewed as [T, H, W * C], where a shift of one pixel is
-    a shift of C values along the last axis: XLA vectorises these slices,
-    where shifted [..., W, C] slices run ~2x slower.
-    """
-    shape = tf.shape(x)
-    t, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    xp = tf.pad(x, [[0, 0], [0, 0], [radius, radius], [0, 0]], mode="REFLECT")
-    xp = tf.reshape(xp, [t, h, (w + 2 * radius) * c])
-
-    def shifted(i):
-        return xp[:, :, i * c:(i + w) * c]
-
-    acc = kernel[radius] * shifted(radius)
-    for i in range(radius):
-        acc += kernel[i] * (shifted(i) + shifted(2 * radius - i))
-    return tf.reshape(acc, shape)
-
-
-def _gaussian_blur_fixed_radius(x: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
-    """Separable Gaussian blur of [T, H, W, C], kernel size 2 * radius + 1 (normalised), reflect padding."""
-    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-0.5 * tf.square(taps / sigma))
-    kernel = kernel / tf.reduce_sum(kernel)
-    return tf.ensure_shape(_blur_columns(_blur_rows(x, kernel, radius), kernel, radius), x.shape)
-
-
-def blur_radius(sigma: tf.Tensor, max_radius: int) -> tf.Tensor:
-    """int32 kernel radius for ``sigma`` pixels: ceil(3 * sigma), in [1, max_radius] (0 when max_radius is 0)."""
-    radius = tf.cast(tf.math.ceil(3.0 * tf.cast(sigma, tf.float32)), tf.int32)
-    return tf.clip_by_value(radius, min(1, max_radius), max_radius)
-
-
-def _gaussian_blur(x: tf.Tensor, sigma: tf.Tensor, max_radius: int) -> tf.Tensor:
-    """Separable Gaussian blur of [T, H, W, C] with radius :func:`blur_radius` (reflect padding).
-
-    The radius follows sigma (one compiled branch per radius), so a small
-    sigma pays for few taps; the taps beyond 3 sigma that this drops carry
-    < 0.3 % of the kernel's weight.
-    """
-    if max_radius == 0:
-        return x
-    branches = [functools.partial(_gaussian_blur_fixed_radius, x, sigma, r) for r in range(1, max_radius + 1)]
-    return tf.ensure_shape(tf.switch_case(blur_radius(sigma, max_radius) - 1, branches), x.shape)
-
-
-def _flip_left_right(frames: tf.Tensor) -> tf.Tensor:
-    """Reverse the W axis of [T, H, W, C] (3-D reverse: ~4x faster than 4-D on CPU)."""
-    shape = tf.shape(frames)
-    flat = tf.reshape(frames, tf.concat([[-1], shape[2:]], axis=0))
-    return tf.ensure_shape(tf.reshape(tf.reverse(flat, axis=[1]), shape), frames.shape)
+    names = config.draw_names
+    u = tf.random.stateless_uniform([len(names)], _split_seed(seed, 1)[0])
+    draws, i = {}, 0
+    for name in config.ops:
+        op = augment_ops.OPS[name]
+        draws.update(op.sample(u[i:i + len(op.draws)], config))
+        i += len(op.draws)
+    return {name: draws[name] for name in names}
 
 
 def augment_clip(frames, seed, config: AugmentConfig, jit: bool = True) -> tf.Tensor:
-    """Flip, colour jitter, grayscale and blur a uint8 [T, S, S, 3] clip; returns uint8, same shape.
+    """The per-clip ops of ``config.ops`` on a uint8 [T, S, S, 3] clip, in that order; returns uint8, same shape.
 
-    One set of parameters per clip (see :func:`sample_clip_params`), applied
-    to every frame:
+    One set of draws per clip (see :func:`sample_clip_params`), applied to every frame. The default list,
+    the paper recipe (`stjax.data.augment_ops` has each op's contract):
 
-    * horizontal flip with p=flip_prob;
-    * colour jitter with p=color_jitter_prob: brightness / contrast /
+    * ``flip``: horizontal flip with p=flip_prob;
+    * ``color_jitter`` with p=color_jitter_prob: brightness / contrast /
       saturation factors ~ U[max(0, 1-s), 1+s], hue shift ~ U[-hue, hue], the
       four applied in a random per-clip order, torchvision semantics
       (brightness multiplies; contrast blends with the mean luma of the whole
       clip; saturation blends with the per-pixel luma; hue rotates hue), with a
       clip to [0, 1] after each;
-    * grayscale with p=grayscale_prob (ITU-R 601 luma in all 3 channels);
-    * Gaussian blur with p=blur_prob, sigma ~ U(blur_sigma_range) pixels,
+    * ``grayscale`` with p=grayscale_prob (ITU-R 601 luma in all 3 channels);
+    * ``blur``: Gaussian blur with p=blur_prob, sigma ~ U(blur_sigma_range) pixels,
       separable, kernel radius ceil(3 * sigma) (:func:`blur_radius`), reflect
       padding (the radius is capped at S - 1 when S is static and smaller;
       frames with dynamic S must be larger than ceil(3 * sigma_max)).
 
-    Works in float32 in [0, 1]; the result is rounded back to uint8. Ops that
-    are not drawn are skipped (tf.cond), so with all probabilities 0 this is the
-    identity.
+    Works in float32 in [0, 1] (after the leading uint8-exact ops, e.g. the flip); the result is rounded back
+    to uint8. Ops that are not drawn are skipped (tf.cond), so with all probabilities 0 this is the identity.
 
     The draws are TensorFlow ops; with ``jit`` (the default) the arithmetic then
     runs as one XLA-compiled function (``tf.function(jit_compile=True)``), which
@@ -368,38 +231,26 @@ def _jitted_apply(config: AugmentConfig):
 
 
 def _apply_params(frames: tf.Tensor, params: dict[str, tf.Tensor], config: AugmentConfig) -> tf.Tensor:
-    """`augment_clip` with its draws `params` (see `sample_clip_params`) given."""
+    """`augment_clip` with its draws `params` (see `sample_clip_params`) given: each op's `apply_tf`."""
     static_shape = frames.shape
-
-    def maybe(pred, fn, img, prob):
-        if prob <= 0.0:
-            return img
-        out = tf.cond(pred, lambda: fn(img), lambda: img)
-        return tf.ensure_shape(out, img.shape)
-
-    # Flip the uint8 frames (4x less memory traffic than float).
-    frames = maybe(params["flip"], _flip_left_right, frames, config.flip_prob)
-    x = tf.cast(frames, tf.float32) * (1.0 / 255.0)
-    x = maybe(params["jitter"], lambda img: _color_jitter(img, params, config), x,
-              config.color_jitter_prob)
-    x = maybe(params["grayscale"], _grayscale, x, config.grayscale_prob)
-    max_radius = max_blur_radius(config, static_shape[1] if static_shape.rank else None,
-                                  static_shape[2] if static_shape.rank else None)
-    x = maybe(params["blur"], lambda img: _gaussian_blur(img, params["sigma"], max_radius), x,
-              config.blur_prob)
-
+    x, is_float = frames, False
+    for name in config.ops:
+        op = augment_ops.OPS[name]
+        if not is_float and not op.on_uint8:
+            x, is_float = tf.cast(x, tf.float32) * (1.0 / 255.0), True
+        x = tf.ensure_shape(op.apply_tf(x, {d: params[d] for d in op.draws}, config), static_shape)
+    if not is_float:  # only exact uint8 ops (or none): x is already the clip
+        return tf.ensure_shape(x, static_shape)
     x = tf.clip_by_value(x, 0.0, 1.0)
     out = tf.cast(tf.round(x * 255.0), tf.uint8)
     return tf.ensure_shape(out, static_shape)
 
 
 def pack_clip_params(params: dict[str, tf.Tensor]) -> tf.Tensor:
-    """`sample_clip_params`'s draws as float32 [len(CLIP_PARAM_NAMES)], in that order (booleans as 0/1)."""
-    values = {name: params[name] for name in ("flip", "jitter", "brightness", "contrast", "saturation", "hue",
-                                              "grayscale", "blur", "sigma")}
-    for i in range(4):
-        values[f"order_{i}"] = params["order"][i]
-    return tf.stack([tf.cast(values[name], tf.float32) for name in CLIP_PARAM_NAMES])
+    """`sample_clip_params`'s draws as float32 [len(params)], in their order (`AugmentConfig.draw_names`)."""
+    if not params:  # an empty op list
+        return tf.zeros([0], tf.float32)
+    return tf.stack([tf.cast(v, tf.float32) for v in params.values()])
 
 
 def _crop_with_seed(encoded_frames, frame_height, frame_width, seed, config: AugmentConfig):
@@ -411,7 +262,9 @@ def _crop_with_seed(encoded_frames, frame_height, frame_width, seed, config: Aug
 
 def random_resized_crop(encoded_frames, frame_height, frame_width, seed,
                         config: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor]:
-    """JPEG frames tf.string [T] -> (uint8 [T, crop, crop, 3] not yet augmented, its draws float32 [13]).
+    """JPEG frames tf.string [T] -> (uint8 [T, crop, crop, 3] not yet augmented, its draws float32 [D]).
+
+    D = len(config.draw_names) (13 for the default ops).
 
     The first half of :func:`random_resized_clip`, for augmentation on the accelerator:
     `stjax.data.device_augment.augment_clips(frames, params, config)` finishes the clip there.

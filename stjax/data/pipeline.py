@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 
 from stjax import configlib
 from stjax.data import augment, inputs, sampling
-from stjax.data.augment_config import AUGMENT_ON, CLIP_PARAM_NAMES
+from stjax.data.augment_config import AUGMENT_ON
 from stjax.data.builders import load_builder
 
 
@@ -188,8 +188,8 @@ def pretrain_dataset(
         exactly where an uninterrupted one would be; only the current epoch's
         earlier examples are read again (never decoded), no earlier epoch.
       augment_on: "host" augments here; "device" only crops and resizes here and adds
-        each clip's draws as `augment` (float32 [b, ρ, 13]) for the train step to apply
-        on the accelerator (`stjax.data.device_augment`): the same clips within one
+        each clip's draws as `augment` (float32 [b, ρ, D], D = len(augmentation.draw_names))
+        for the train step to apply on the accelerator (`stjax.data.device_augment`): the same clips within one
         uint8 level, at about half the host's work per clip.
     """
     configlib.require_choice("data.augment_on", augment_on, AUGMENT_ON)
@@ -226,7 +226,7 @@ def pretrain_dataset(
             return augment.random_resized_crop(args[0], selected["height"], selected["width"], args[1], augmentation)
 
         fn, signature = ((one_clip, clip_signature) if augment_on == "host" else
-                         (one_crop, (clip_signature, tf.TensorSpec([len(CLIP_PARAM_NAMES)], tf.float32))))
+                         (one_crop, (clip_signature, tf.TensorSpec([len(augmentation.draw_names)], tf.float32))))
         decoded = tf.map_fn(fn, (selected["encoded"], selected["seeds"]), parallel_iterations=1,
                             fn_output_signature=signature)
         example = {"label": selected["label"], "clip_starts": selected["clip_starts"]}
