@@ -104,8 +104,11 @@ def _assert_same_backbone(a, b):
     (va, step_a), (vb, step_b) = a, b
     assert step_a == step_b == TOTAL_STEPS
     assert sorted(va) == sorted(vb)
-    for name in va:  # the all-reduces sum in another order across processes: float32 rounding, grown over 24 steps
-        np.testing.assert_allclose(va[name], vb[name], rtol=1e-3, atol=1e-4, err_msg=name)
+    # the all-reduces sum in another order across processes: float32 rounding, grown over 24 steps, is measured
+    # against each array's scale (an element near 0 of a BN bias drifts by as much as the large ones)
+    for name in va:
+        scale = float(np.max(np.abs(vb[name])))
+        assert float(np.max(np.abs(va[name] - vb[name]))) <= 1e-4 + 1e-3 * scale, name
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +134,9 @@ def test_2_processes_stop_on_sigterm_and_resume_on_fewer_devices_ending_like_1_p
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-        assert launcher.poll() is None and time.time() < deadline, "the run ended before it logged 2 steps"
+        if launcher.poll() is not None:
+            pytest.fail("the run ended before it logged 2 steps:\n" + launcher.stdout.read()[-4000:])
+        assert time.time() < deadline, "no 2 steps logged in 300 s"
         time.sleep(0.02)
     launcher.send_signal(signal.SIGTERM)  # launch/multiprocess.sh passes it on to both processes
     output = _finish(launcher)

@@ -148,7 +148,8 @@ def train(
     replicated = mesh_lib.replicated_sharding(mesh)
     step_fn = step_lib.jit_guarded_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
                                               replicated, augmentation=run.augmentation)
-    step_rng = jax.device_put(step_rng, replicated)
+    # a typed key cannot be device_put onto devices of other processes: its raw uint32 data can
+    step_rng = jax.random.wrap_key_data(jax.device_put(jax.random.key_data(step_rng), replicated))
     loop = LoopState(state=state, divergence=jax.device_put(step_lib.no_divergence(), replicated),
                      last_good=start if start > 0 else None)
     end = total_steps if stop_after is None else min(total_steps, start + stop_after)
