@@ -1,6 +1,6 @@
 """Evaluation config: `--config configs/eval.py:PROTOCOL[,key=value,...] --config.init_from=RUN_OR_FILE`.
 
-Protocols (stjax/eval/evaluate.py):
+Protocols (stjax/eval/protocols/, one module each, registered in `PROTOCOLS` there):
   linear     a linear classifier on the frozen backbone: with `linear.augmented` (the default for
              data=k400_r50) the paper's protocol, trained from augmented clips (crop + flip), 60 epochs
              cosine, warm-up 8, lr 4.0 at 512, no weight decay, test views' logits averaged; otherwise
@@ -16,6 +16,10 @@ PySlowFast / torchvision file). For a run, `steps` picks checkpoints: last (defa
 (`steps=N+M` inside the config argument, since commas separate arguments there), and the data
 settings (dataset, clip length, crop, test views) are the run's own unless `data_from_run=False`.
 
+Every protocol's block has `pool`: how a video's test-view features become one, `mean` (the default) or
+`max` (per feature), e.g. `--config.knn.pool=max`; `linear` reads `config.probe` (fast probe) or
+`config.linear` (augmented), `finetune` pools the features it classifies.
+
 Datasets with the official 3 splits (ucf101, hmdb51): `folds=all` (or `folds=1+3`) runs the protocol on
 each fold's dataset (NAME/fold1..3, built from `data.manual_dir` when missing) into DIR/fold<k>/ and
 writes the per-fold results and their mean to DIR/results.json and DIR/report.md.
@@ -28,8 +32,9 @@ import os
 import ml_collections
 
 from stjax import configlib
+from stjax.eval.protocols import PROTOCOLS as REGISTERED  # numpy only: no TensorFlow, no JAX
 
-PROTOCOLS = ("linear", "knn", "retrieval", "finetune")  # stjax.eval.evaluate.PROTOCOLS
+PROTOCOLS = tuple(REGISTERED)
 
 
 def get_config(arg=None):
@@ -53,16 +58,16 @@ def get_config(arg=None):
     config.linear = ml_collections.ConfigDict(dict(
         augmented=paper_scale, epochs=60.0, batch_size=pretrain.eval_batch_size, base_lr=4.0, base_batch_size=512,
         warmup_epochs=8.0, dropout=0.0, color_jitter=0.0, grayscale_prob=0.0, dtype="float32",
-        log_every=pretrain.log_every, checkpoint_every=pretrain.checkpoint_every,
+        log_every=pretrain.log_every, checkpoint_every=pretrain.checkpoint_every, pool="mean",
     ))
-    config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07))
-    config.retrieval = ml_collections.ConfigDict(dict(ks=(1, 5, 10, 20)))
+    config.knn = pretrain.knn  # k=200, temperature 0.07, pool
+    config.retrieval = ml_collections.ConfigDict(dict(ks=(1, 5, 10, 20), pool="mean"))
     # The learning rate is not part of the recipe page (REFERENCE.md): SGD + Nesterov 0.9, 0.1 at 64 videos,
     # scaled linearly, warm-up then cosine.
     config.finetune = ml_collections.ConfigDict(dict(
         epochs=200.0 if paper_scale else 10.0, batch_size=pretrain.eval_batch_size,
         base_lr=0.1, base_batch_size=64, warmup_epochs=1.0, weight_decay=0.0, dropout=0.8,
         color_jitter=0.4, grayscale_prob=0.2, dtype="float32", log_every=pretrain.log_every,
-        checkpoint_every=pretrain.checkpoint_every,
+        checkpoint_every=pretrain.checkpoint_every, pool="mean",
     ))
     return config

@@ -95,6 +95,7 @@ def get_config(arg=None):
     ))
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,
+        pool="mean",  # a video's test-view features: averaged ("mean") or their per-feature "max"
     ))
     # Which backbones get that probe when pretraining ends: "both" (the pretrained one and the same
     # architecture at random init), "pretrained", or "none". summary.json's linear_* fields are None
@@ -103,7 +104,7 @@ def get_config(arg=None):
     # Every `eval_every` steps (0: never) a weighted kNN of the backbone's frozen features (test split
     # against train split) is logged as knn_top1 / knn_top5: the learning curve of the representation.
     config.eval_every = 0
-    config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07))
+    config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07, pool="mean"))
     # Auxiliary terms added to the framework's loss, each with its weight (0: off), e.g.
     # `--config.auxiliary.arrow_of_time.weight=0.1`; one block per term of stjax.objectives.auxiliary.AUXILIARY.
     config.auxiliary = ml_collections.ConfigDict(dict(arrow_of_time=dict(weight=0.0)))

@@ -72,6 +72,14 @@ def validate(config) -> None:
     configlib.require_choice("framework", config.framework, sorted(objectives.FRAMEWORKS))
     configlib.require_choice("model.backbone", config.model.backbone, sorted(models.BACKBONES))
     configlib.require_choice("final_probe", config.get("final_probe", "both"), FINAL_PROBES)
+    from stjax.data import builders
+    from stjax.eval import protocols
+
+    kind = builders.label_type(config.data.dataset)
+    if config.get("final_probe", "both") != "none":
+        protocols.get("linear").validate(config, kind)  # config.probe, its pool
+    if config.get("eval_every", 0) > 0:
+        protocols.get("knn").validate(config, kind)  # config.knn, its pool
     configlib.require_choice("model.dtype", config.model.get("dtype", "float32"), list(models.COMPUTE_DTYPES))
     init_from = config.model.get("init_from", "")
     configlib.require(not init_from or os.path.exists(init_from), "model.init_from", init_from,
@@ -116,7 +124,7 @@ def _pretrain_and_probe(config, workdir: str, mesh, eval_per_process: int) -> di
     from stjax import provenance
     from stjax.data import config as data_config
     from stjax.eval import features as eval_features
-    from stjax.eval import knn, linear_probe, report
+    from stjax.eval import protocols, report
     from stjax.train import loop, setup
     from stjax.train import metrics as metrics_lib
 
@@ -128,35 +136,36 @@ def _pretrain_and_probe(config, workdir: str, mesh, eval_per_process: int) -> di
         print(f"{config.framework} on {config.data.dataset}: rho={clips.rho}, {total_steps} steps "
               f"({assembled.steps_per_epoch:.1f}/epoch), batch {config.batch_size} videos on "
               f"{mesh.devices.size} devices", flush=True)
-    features = eval_features.make_feature_extractor(framework.backbone, config, mesh, eval_per_process)
+    extractors = {}
+
+    def make_features(pool):  # one extractor (one compiled embedding) per pooling
+        if pool not in extractors:
+            extractors[pool] = eval_features.make_feature_extractor(framework.backbone, config, mesh,
+                                                                    eval_per_process, pool=pool)
+        return extractors[pool]
 
     def knn_monitor(state) -> dict:
-        """kNN top-1/top-5 of the backbone. Runs inside the loop's transfer guard: its host work (features to
-        NumPy, the eager kNN) is an intended round trip, allowed here and nowhere else in the loop."""
+        """kNN top-1/top-5 of the backbone (the `knn` protocol). Runs inside the loop's transfer guard: its host
+        work (features to NumPy, the eager kNN) is an intended round trip, allowed here and nowhere else."""
         with jax.transfer_guard("allow"):
             variables = framework.backbone_variables(state.params, state.batch_stats)
-            train_x, train_y = features(variables, config.data.train_split)
-            test_x, test_y = features(variables, config.data.eval_split)
-            scores = knn.knn_classify(train_x, train_y, test_x, len(class_names), k=config.knn.k,
-                                      temperature=config.knn.temperature)
-            metrics = knn.accuracy_metrics(scores, test_y, len(class_names))
+            metrics, _, _ = protocols.evaluate_features(protocols.get("knn"), make_features, variables, config,
+                                                        len(class_names))
         return {"knn_top1": metrics["top1"], "knn_top5": metrics["top5"]}
 
     result = loop.train(assembled, workdir, evaluate=knn_monitor if config.get("eval_every", 0) > 0 else None)
     if result.preempted:  # the checkpoint is saved; the same command continues (and then probes)
         raise loop.Preempted(f"pretraining stopped at step {result.steps} of {total_steps}")
 
-    # Linear probes on frozen features: pretrained vs the same architecture at random init.
-    probe_config = linear_probe.ProbeConfig(**config.probe.to_dict(), seed=config.seed)
+    # Linear probes on frozen features (the `linear` protocol, `config.probe`): pretrained vs the same
+    # architecture at random init.
     probes = {}
     started = time.time()
     for name in FINAL_PROBES[config.get("final_probe", "both")]:
         state = result.state if name == "pretrained" else loop.random_init_state(result, config.seed)
         variables = framework.backbone_variables(state.params, state.batch_stats)
-        train_x, train_y = features(variables, config.data.train_split)
-        test_x, test_y = features(variables, config.data.eval_split)
-        probes[name] = linear_probe.train_linear_probe(train_x, train_y, test_x, test_y, len(class_names),
-                                                       probe_config)
+        probes[name], _, _ = protocols.evaluate_features(protocols.get("linear"), make_features, variables, config,
+                                                         len(class_names))
     probe_seconds = time.time() - started
 
     summary = {

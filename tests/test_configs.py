@@ -88,7 +88,7 @@ def test_config_flags_with_a_misspelt_field_name_it_and_the_valid_names():
     pretrain = os.path.join(ROOT, "configs", "pretrain.py")
     configlib.check_config_flags([f"--config={pretrain}:demo", "--config.knn.k=5", "--config.rho=4"])
     configlib.check_config_flags(["--config", f"{pretrain}:k400_r50", "--config.data.augmentation.crop_size", "64"])
-    with pytest.raises(ValueError, match="^--config.knn.kk: no field 'kk' under knn; valid names: k, temperature$"):
+    with pytest.raises(ValueError, match="^--config.knn.kk: no field 'kk' under knn; valid names: k, pool, temperature$"):
         configlib.check_config_flags([f"--config={pretrain}:demo", "--config.knn.kk=5"])
     with pytest.raises(ValueError, match="--config.init_from: no field 'init_from' under the top level; valid names: "
                                          "auxiliary, batch_size, byol,"):

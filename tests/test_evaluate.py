@@ -248,3 +248,99 @@ def test_fold_names_and_errors():
         evaluate.fold_datasets("ucf101", "4")
     with pytest.raises(ValueError, match="needs a dataset with the official 3 splits"):
         evaluate.fold_datasets("synthetic", "all")
+
+
+# Protocols as registered modules (stjax/eval/protocols/): one path for the monitor, the final probe and the job.
+
+def test_the_registry_is_what_the_config_offers_and_names_the_valid_protocols():
+    from stjax.eval import protocols
+
+    eval_config = configlib.load_config_file(os.path.join(ROOT, "configs", "eval.py"), "knn")
+    assert list(protocols.PROTOCOLS) == list(evaluate.PROTOCOLS) == ["linear", "knn", "retrieval", "finetune"]
+    for name, protocol in protocols.PROTOCOLS.items():
+        assert protocol.name == name
+        config = configlib.load_config_file(os.path.join(ROOT, "configs", "eval.py"), name)
+        assert protocol.pool(config) == "mean" and protocol.block(config) in config  # every block has its pool
+    assert protocols.get("linear").trains(eval_config) is False
+    assert protocols.get("linear").block(eval_config) == "probe"
+    with pytest.raises(ValueError, match="^protocol='nope' is invalid; valid values: linear, knn, retrieval, finetune$"):
+        protocols.get("nope")
+
+
+def test_protocol_settings_and_label_types_are_checked_before_any_work(synthetic_run):
+    from stjax.eval import protocols
+
+    config = _eval_config("knn", synthetic_run, str(synthetic_run / "run"))
+    config.knn.pool = "median"
+    with pytest.raises(ValueError, match="knn.pool='median' is invalid; valid values: mean, max"):
+        evaluate.validate(config)
+    config = _eval_config("linear", synthetic_run, str(synthetic_run / "run"))
+    config.probe.pool = "sum"
+    with pytest.raises(ValueError, match="probe.pool='sum' is invalid; valid values: mean, max"):
+        evaluate.validate(config)
+    config.probe.pool = "max"
+    protocols.get("linear").validate(config, "multi_hot")  # the probe is sigmoid on multi-hot labels
+    for name in ("knn", "retrieval"):
+        with pytest.raises(ValueError, match=f"protocol='{name}' scores single labels; .* has multi_hot labels"):
+            protocols.get(name).validate(_eval_config(name, synthetic_run, ""), "multi_hot")
+    config.linear.augmented = True
+    with pytest.raises(ValueError, match="linear.augmented=True trains with single labels"):
+        protocols.get("linear").validate(config, "multi_hot")
+
+
+def test_views_are_pooled_by_mean_or_max(synthetic_run):
+    """make_feature_extractor(pool=...) against each view's features computed one view at a time."""
+    from stjax import export
+    from stjax.data import config as data_config
+    from stjax.data import pipeline
+    from stjax.eval import features as eval_features
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import step as step_lib
+
+    config = _eval_config("knn", synthetic_run, "")
+    config.data.test_views.temporal, config.data.test_views.spatial = 2, 1
+    data_config.ensure_built(config, verbose=False)
+    spec, variables = export.run_backbone(str(synthetic_run / "run"))[:2]
+    backbone = export.create_from_spec(spec)
+    mesh = mesh_lib.create_mesh()
+    pooled = {pool: eval_features.make_feature_extractor(backbone, config, mesh, 8, pool=pool)(variables, "test")
+              for pool in ("mean", "max")}
+    ds = pipeline.eval_dataset(config.data.dataset, batch_size=8, views=data_config.view_spec(config), split="test",
+                               data_dir=config.data.data_dir)
+    (batch,) = list(ds.as_numpy_iterator())
+    assert batch["clips"].shape[1] == 2 and batch["mask"].all()
+    per_view = np.stack([np.asarray(backbone.apply(variables, step_lib.normalize_clips(batch["clips"][:, v]),
+                                                   train=False)) for v in range(2)], axis=1)  # [8, 2, D]
+    assert np.abs(per_view[:, 0] - per_view[:, 1]).max() > 1e-3  # the two views differ
+    for pool, reduce in (("mean", np.mean), ("max", np.max)):
+        features, labels = pooled[pool]
+        np.testing.assert_allclose(features, reduce(per_view, axis=1), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(labels, batch["label"])
+    with pytest.raises(ValueError, match="pool='median' is invalid; valid values: mean, max"):
+        eval_features.make_feature_extractor(backbone, config, mesh, 8, pool="median")
+
+
+def test_a_new_protocol_is_a_registered_class_and_a_config_block(synthetic_run, monkeypatch):
+    """Registering a protocol is all the evaluation job needs: here the nearest class mean, on max-pooled views."""
+    import ml_collections
+
+    from stjax.eval import protocols
+
+    class NearestClassMean(protocols.Protocol):
+        name = "centroid"
+        default_block = "centroid"
+
+        def score(self, train, test, num_classes, config):
+            (train_x, train_y), (test_x, test_y) = train, test
+            means = np.stack([train_x[train_y == c].mean(axis=0) for c in range(num_classes)])
+            distances = ((test_x[:, None] - means[None]) ** 2).sum(-1)
+            return {"top1": float(np.mean(distances.argmin(axis=1) == test_y)), "pool_seen": self.pool(config)}
+
+    monkeypatch.setitem(protocols.PROTOCOLS, "centroid", NearestClassMean())
+    config = _eval_config("knn", synthetic_run, str(synthetic_run / "run"))
+    config.protocol, config.steps = "centroid", "last"
+    config.centroid = ml_collections.ConfigDict(dict(pool="max"))
+    evaluate.validate(config)
+    results = evaluate.run(config, str(synthetic_run / "eval_centroid"))
+    (record,) = results["checkpoints"]
+    assert results["protocol"] == "centroid" and record["num_test"] == 8 and 0 <= record["top1"] <= 1

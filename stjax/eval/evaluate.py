@@ -5,7 +5,8 @@
 `init_from` is a pretraining run's workdir (its checkpoints are chosen with `steps`: last, all, or
 N,M,...) or a single exported / PySlowFast / torchvision checkpoint (`python -m stjax.export`).
 For every checkpoint the backbone embeds the train and test splits (test views averaged per video),
-then the protocol (PROTOCOLS) runs on those features; `finetune` instead trains the whole backbone
+then the protocol (`stjax.eval.protocols.PROTOCOLS`, one module each) runs on those features, pooled over the
+views as its block's `pool` says (mean or max); `finetune` instead trains the whole backbone
 with a linear classifier (the `supervised` framework through the generic train loop, in
 DIR/finetune/<checkpoint>/, resumable) and classifies the test views (logits averaged), and
 `linear` with `linear.augmented` trains the classifier alone on the frozen backbone from augmented
@@ -27,9 +28,10 @@ import numpy as np
 
 from stjax import provenance
 from stjax.export import is_run  # a pretraining run's workdir: config.json and checkpoints/
-from stjax.eval import knn as knn_lib
+from stjax.eval import protocols as protocols_lib
+from stjax.eval.protocols.finetune import finetune, finetune_config  # noqa: F401 (re-exported; their module now)
 
-PROTOCOLS = ("linear", "knn", "retrieval", "finetune")
+PROTOCOLS = tuple(protocols_lib.PROTOCOLS)
 MAX_CONFUSION_CLASSES = 101
 
 
@@ -138,111 +140,9 @@ def _write_fold_outputs(workdir: str, results: dict) -> None:
 
 def run_protocol(protocol: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                  num_classes: int, config) -> dict:
-    """Metrics of `protocol` on (features, labels) of the train and test splits."""
-    (train_x, train_y), (test_x, test_y) = train, test
-    if protocol == "linear":
-        from stjax.eval import linear_probe
-
-        probe = linear_probe.ProbeConfig(**config.probe.to_dict(), seed=config.seed)
-        result = linear_probe.train_linear_probe(train_x, train_y, test_x, test_y, num_classes, probe)
-        return {"top1": result["top1"], "top5": result["top5"], "train_top1": result["train_top1"],
-                "per_class_top1": np.asarray(result["per_class_top1"], np.float64),
-                "confusion": np.asarray(result["confusion"])}
-    if protocol == "knn":
-        scores = knn_lib.knn_classify(train_x, train_y, test_x, num_classes, k=config.knn.k,
-                                      temperature=config.knn.temperature)
-        return knn_lib.accuracy_metrics(scores, test_y, num_classes)
-    if protocol == "retrieval":
-        return knn_lib.retrieval_recall(train_x, train_y, test_x, test_y, ks=tuple(config.retrieval.ks))
-    raise ValueError(f"protocol={protocol!r} is invalid; valid values: {', '.join(PROTOCOLS)}")
-
-
-def finetune_config(spec: dict, init_path: str, config, num_classes: int, num_train: int, frozen: bool = False):
-    """The pretraining-style config that trains a classifier on backbone `spec` from `init_path`: the whole
-    network (`config.finetune`), or with `frozen` only the classifier on the frozen backbone, from augmented
-    clips (`config.linear`, the paper's linear protocol)."""
-    import ml_collections
-
-    ft = config.linear if frozen else config.finetune
-    c = ml_collections.ConfigDict()
-    c.seed, c.framework, c.rho = config.seed, "supervised", 1  # ρ = 1: two augmentations of a clip per video
-    c.batch_size = ft.batch_size
-    c.model = ml_collections.ConfigDict(dict(backbone=spec["backbone"], overrides=dict(spec.get("overrides", {})),
-                                             dtype=ft.dtype, remat=False, init_from=init_path))
-    c.supervised = ml_collections.ConfigDict(dict(num_classes=num_classes, dropout=ft.dropout,
-                                                  freeze_backbone=frozen))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="sgd", base_lr=ft.base_lr, base_batch_size=ft.base_batch_size, warmup_epochs=ft.warmup_epochs,
-        weight_decay=0.0 if frozen else ft.weight_decay, momentum=0.9, nesterov=True, trust_coefficient=0.001))
-    c.log_every = ft.log_every
-    c.checkpoint_every = ft.checkpoint_every
-    c.keep_checkpoints = 1
-    c.data = ml_collections.ConfigDict(config.data.to_dict())
-    # The recipes name colour jitter and grayscale only: no blur; no jitter at all at strength 0.
-    c.data.augmentation.update(brightness=ft.color_jitter, contrast=ft.color_jitter, saturation=ft.color_jitter,
-                               grayscale_prob=ft.grayscale_prob, blur_prob=0.0,
-                               color_jitter_prob=c.data.augmentation.color_jitter_prob if ft.color_jitter else 0.0)
-    c.total_steps = max(1, round(ft.epochs * num_train / ft.batch_size))
-    return c
-
-
-def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_classes: int, num_train: int,
-             frozen: bool = False) -> tuple[dict, int, int]:
-    """Fine-tunes the whole backbone + a linear classifier (with `frozen`, the classifier alone);
-    (test metrics, #train, #test videos).
-
-    The linear classifier of the mean test-view feature equals the mean of the test views' logits.
-    """
-    import jax
-
-    from stjax import export
-    from stjax.eval import features as eval_features
-    from stjax.train import loop, setup
-    from stjax.train import mesh as mesh_lib
-    from stjax.train import workdir as workdir_lib
-
-    os.makedirs(directory, exist_ok=True)
-    init_path = os.path.join(directory, "init.npz")
-    if os.path.exists(init_path):  # a resumed fine-tune: it must start from these weights too
-        _check_same_start(init_path, variables, directory)
-    elif jax.process_index() == 0:
-        export.save_backbone(variables, spec, "npz", init_path)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"stjax: {init_path} written")
-    c = finetune_config(spec, init_path, config, num_classes, num_train, frozen)
-    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    run = setup.build(c, mesh, batch_field="linear.batch_size" if frozen else "finetune.batch_size",
-                      num_train=num_train)
-    framework = run.framework
-    # resumed only with the settings that wrote its checkpoints (DIRECTORY/config.json; `evaluate.run` holds
-    # the evaluation's workdir)
-    workdir_lib.check_config(directory, c, workdir_lib.PRETRAIN_MAY_CHANGE)
-    result = loop.train(run, directory)
-    if result.preempted:
-        raise loop.Preempted(f"fine-tuning stopped at step {result.steps} of {c.total_steps}")
-    features = eval_features.make_feature_extractor(framework.backbone, c, mesh, eval_per_process)
-    test_x, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
-                              c.data.eval_split)
-    logits = np.asarray(framework.classify(jax.device_get(result.state.params), test_x))
-    metrics = knn_lib.accuracy_metrics(logits, test_y, num_classes)
-    return metrics, num_train, len(test_y)
-
-
-def _check_same_start(init_path: str, variables: dict, directory: str) -> None:
-    """ConfigMismatchError unless `init_path` (the weights a fine-tuning in `directory` started from) holds
-    `variables`: its checkpoints continue only that fine-tuning."""
-    from stjax import export
-    from stjax.train import workdir as workdir_lib
-
-    _, started = export.load_backbone(init_path)
-    before, now = export.flatten_variables(started), export.flatten_variables(variables)
-    if sorted(before) != sorted(now) or any(not np.array_equal(before[k], np.asarray(now[k])) for k in before):
-        raise workdir_lib.ConfigMismatchError(
-            f"{directory} holds a fine-tuning that started from other backbone weights ({init_path}) than this "
-            "evaluation's checkpoint (another init_from or step?); nothing was written. Give this evaluation "
-            "another --workdir, or the init_from and steps that started it.")
+    """Metrics of `protocol` (a name of a protocol that scores frozen features) on (features, labels) of the
+    train and test splits: `stjax.eval.protocols.get(protocol).score`."""
+    return protocols_lib.get(protocol).score(train, test, num_classes, config)
 
 
 def _scalars(metrics: dict) -> dict:
@@ -251,7 +151,7 @@ def _scalars(metrics: dict) -> dict:
 
 def _trains(config) -> bool:
     """Whether the protocol trains through the generic train loop (fine-tuning, the augmented linear protocol)."""
-    return config.protocol == "finetune" or (config.protocol == "linear" and config.linear.augmented)
+    return protocols_lib.get(config.protocol).trains(config)
 
 
 def validate(config) -> None:
@@ -264,7 +164,7 @@ def validate(config) -> None:
     from stjax.train import mesh as mesh_lib
     from stjax.train import workdir as workdir_lib
 
-    configlib.require_choice("protocol", config.protocol, PROTOCOLS)
+    protocol = protocols_lib.get(config.protocol)
     resolve_targets(config.init_from, config.steps)
     config = config.copy_and_resolve_references()
     if config.data_from_run and is_run(config.init_from):
@@ -272,14 +172,15 @@ def validate(config) -> None:
     configlib.require_choice("data.dataset", builders.split_name(config.data.dataset)[0], sorted(builders.BUILDERS))
     folds = fold_datasets(config.data.dataset, config.get("folds", ""))
     data_config.view_spec(config)
+    protocol.validate(config, builders.label_type(config.data.dataset))
     for dataset in [d for _, d in folds] or [config.data.dataset]:  # its splits, frames and source folder
         fold = config.copy_and_resolve_references()
         fold.data.dataset = dataset
         data_config.check_dataset(fold)
     mesh = mesh_lib.create_mesh()
     mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    if _trains(config):
-        field = "finetune" if config.protocol == "finetune" else "linear"
+    if protocol.trains(config):
+        field = protocol.block(config)
         mesh_lib.check_batch_size(config[field].batch_size, mesh, f"{field}.batch_size")
 
 
@@ -291,7 +192,7 @@ def run(config, workdir: str) -> dict:
     from stjax.data import builders
     from stjax.train import workdir as workdir_lib
 
-    configlib.require_choice("protocol", config.protocol, PROTOCOLS)
+    protocols_lib.get(config.protocol)
     targets = resolve_targets(config.init_from, config.steps)
     if config.data_from_run and is_run(config.init_from):
         # the clips, crops and test views the run was made for (where its data is now, if it moved)
@@ -334,7 +235,8 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
     builder = builders.load_builder(config.data.dataset, config.data.data_dir)
     class_names = builder.info.features["label"].names
     num_classes = len(class_names)
-    if not _trains(config):  # (the train loop of one that trains watches SIGTERM itself, from its start)
+    protocol = protocols_lib.get(config.protocol)
+    if not protocol.trains(config):  # (the train loop of one that trains watches SIGTERM itself, from its start)
         signal_name = preemption.end_start_up()  # a SIGTERM from here on ends the process (status 143)
         if signal_name is not None:
             raise preemption.Preempted(f"stopped on {signal_name} during start-up, before evaluating any "
@@ -344,19 +246,17 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
     started = time.time()
     for i, target in enumerate(targets):
         spec, variables = target.load()
-        augmented_linear = config.protocol == "linear" and config.linear.augmented
-        if config.protocol == "finetune" or augmented_linear:
+        if protocol.trains(config):
             directory = os.path.join(workdir, config.protocol, target.name.replace(" ", "_"))
-            metrics, num_train, num_test = finetune(spec, variables, config, directory, mesh, num_classes,
-                                                    builder.info.splits[config.data.train_split].num_examples,
-                                                    frozen=augmented_linear)
+            metrics, num_train, num_test = protocol.train_and_score(
+                spec, variables, config, directory, mesh, num_classes,
+                builder.info.splits[config.data.train_split].num_examples)
         else:
             backbone = export.create_from_spec(spec)
-            features = eval_features.make_feature_extractor(backbone, config, mesh, eval_per_process)
-            train = features(variables, config.data.train_split)
-            test = features(variables, config.data.eval_split)
-            metrics = run_protocol(config.protocol, train, test, num_classes, config)
-            num_train, num_test = len(train[1]), len(test[1])
+            metrics, num_train, num_test = protocols_lib.evaluate_features(
+                protocol, lambda pool: eval_features.make_feature_extractor(backbone, config, mesh, eval_per_process,
+                                                                            pool=pool),
+                variables, config, num_classes)
         record = {"checkpoint": target.name, "step": target.step, "backbone": spec["backbone"],
                   "num_train": int(num_train), "num_test": int(num_test), **_scalars(metrics)}
         if "per_class_top1" in metrics:

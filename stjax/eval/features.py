@@ -8,13 +8,20 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def make_feature_extractor(backbone, config, mesh, batch_size_per_process: int
+from stjax.eval.protocols.base import POOLS
+
+
+def make_feature_extractor(backbone, config, mesh, batch_size_per_process: int, pool: str = "mean"
                            ) -> Callable[[dict, str], tuple[np.ndarray, np.ndarray]]:
-    """`features(variables, split) -> (features float32 [N, D], labels int32 [N])` for `config.data`'s dataset.
+    """`features(variables, split) -> (features float32 [N, D], labels [N])` for `config.data`'s dataset.
 
     Each video's V test views (`data.test_views`) go through `backbone` in eval mode and their features are
-    averaged; the views are sharded over the mesh's data axis.
+    pooled over the views by `pool` (`mean` or `max`, per feature); the views are sharded over the mesh's
+    data axis.
     """
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r} is invalid; valid values: {', '.join(POOLS)}")
+    reduce = jnp.mean if pool == "mean" else jnp.max
     from stjax.data import config as data_config
     from stjax.data import device as device_lib
     from stjax.data import pipeline
@@ -30,7 +37,7 @@ def make_feature_extractor(backbone, config, mesh, batch_size_per_process: int
         b, v = clips_uint8.shape[:2]
         x = step_lib.normalize_clips(clips_uint8).reshape((b * v,) + clips_uint8.shape[2:])
         feats = backbone.apply(variables, x, train=False)
-        return jnp.mean(feats.reshape(b, v, -1), axis=1)
+        return reduce(feats.reshape(b, v, -1).astype(jnp.float32), axis=1)
 
     def features(variables, split):
         ds = pipeline.eval_dataset(

@@ -1,4 +1,4 @@
-"""One run assembly, used by pretraining (`stjax.main`) and fine-tuning (`stjax.eval.evaluate.finetune`).
+"""One run assembly, used by pretraining (`stjax.main`) and fine-tuning (`stjax.eval.protocols.finetune`).
 
 `build(config, mesh)` reads the data block once (ClipSpec, AugmentConfig), the split's size and class
 names, works out the steps, creates the framework and takes the init shapes from the input pipeline's
@@ -43,7 +43,7 @@ class Run:
 
 
 def build(config, mesh, *, batch_field: str = "batch_size", num_train: int | None = None) -> Run:
-    """The `Run` of `config` (a pretraining-style config: `configs/pretrain.py`, or `evaluate.finetune_config`)
+    """The `Run` of `config` (a pretraining-style config: `configs/pretrain.py`, or `protocols.finetune.finetune_config`)
     on `mesh`. `batch_field` names `config.batch_size` in the error when the mesh does not divide it;
     `num_train` the train split's size when the caller already knows it (default: the builder's)."""
     from stjax import objectives

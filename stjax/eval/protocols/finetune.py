@@ -1,0 +1,116 @@
+"""`finetune`: the whole backbone and a linear classifier trained with labels (`config.finetune`), and
+the training half of `linear` with `linear.augmented` (the classifier alone, `config.linear`).
+
+Both build a pretraining-style config of the `supervised` framework (`finetune_config`) and run it
+through the generic train loop (`stjax.train.setup.build`, `stjax.train.loop.train`) in
+DIR/<protocol>/<checkpoint>/, resumable; the test views' features are pooled (`pool`) and classified.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from stjax.eval.protocols import base
+
+
+class Finetune(base.Protocol):
+    name = "finetune"
+    default_block = "finetune"
+
+    def trains(self, config):
+        return True
+
+    def train_and_score(self, spec, variables, config, directory, mesh, num_classes, num_train):
+        return finetune(spec, variables, config, directory, mesh, num_classes, num_train, frozen=False)
+
+
+def finetune_config(spec: dict, init_path: str, config, num_classes: int, num_train: int, frozen: bool = False):
+    """The pretraining-style config that trains a classifier on backbone `spec` from `init_path`: the whole
+    network (`config.finetune`), or with `frozen` only the classifier on the frozen backbone, from augmented
+    clips (`config.linear`, the paper's linear protocol)."""
+    import ml_collections
+
+    ft = config.linear if frozen else config.finetune
+    c = ml_collections.ConfigDict()
+    c.seed, c.framework, c.rho = config.seed, "supervised", 1  # ρ = 1: two augmentations of a clip per video
+    c.batch_size = ft.batch_size
+    c.model = ml_collections.ConfigDict(dict(backbone=spec["backbone"], overrides=dict(spec.get("overrides", {})),
+                                             dtype=ft.dtype, remat=False, init_from=init_path))
+    c.supervised = ml_collections.ConfigDict(dict(num_classes=num_classes, dropout=ft.dropout,
+                                                  freeze_backbone=frozen))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="sgd", base_lr=ft.base_lr, base_batch_size=ft.base_batch_size, warmup_epochs=ft.warmup_epochs,
+        weight_decay=0.0 if frozen else ft.weight_decay, momentum=0.9, nesterov=True, trust_coefficient=0.001))
+    c.log_every = ft.log_every
+    c.checkpoint_every = ft.checkpoint_every
+    c.keep_checkpoints = 1
+    c.data = ml_collections.ConfigDict(config.data.to_dict())
+    # The recipes name colour jitter and grayscale only: no blur; no jitter at all at strength 0.
+    c.data.augmentation.update(brightness=ft.color_jitter, contrast=ft.color_jitter, saturation=ft.color_jitter,
+                               grayscale_prob=ft.grayscale_prob, blur_prob=0.0,
+                               color_jitter_prob=c.data.augmentation.color_jitter_prob if ft.color_jitter else 0.0)
+    c.total_steps = max(1, round(ft.epochs * num_train / ft.batch_size))
+    return c
+
+
+def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_classes: int, num_train: int,
+             frozen: bool = False) -> tuple[dict, int, int]:
+    """Fine-tunes the whole backbone + a linear classifier (with `frozen`, the classifier alone);
+    (test metrics, #train, #test videos).
+
+    With `pool=mean` the linear classifier of the mean test-view feature is the mean of the test views'
+    logits.
+    """
+    import jax
+
+    from stjax import export
+    from stjax.eval import features as eval_features
+    from stjax.eval import knn as knn_lib
+    from stjax.train import loop, setup
+    from stjax.train import mesh as mesh_lib
+    from stjax.train import workdir as workdir_lib
+
+    os.makedirs(directory, exist_ok=True)
+    init_path = os.path.join(directory, "init.npz")
+    if os.path.exists(init_path):  # a resumed fine-tune: it must start from these weights too
+        _check_same_start(init_path, variables, directory)
+    elif jax.process_index() == 0:
+        export.save_backbone(variables, spec, "npz", init_path)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"stjax: {init_path} written")
+    c = finetune_config(spec, init_path, config, num_classes, num_train, frozen)
+    eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    run = setup.build(c, mesh, batch_field="linear.batch_size" if frozen else "finetune.batch_size",
+                      num_train=num_train)
+    framework = run.framework
+    # resumed only with the settings that wrote its checkpoints (DIRECTORY/config.json; `evaluate.run` holds
+    # the evaluation's workdir)
+    workdir_lib.check_config(directory, c, workdir_lib.PRETRAIN_MAY_CHANGE)
+    result = loop.train(run, directory)
+    if result.preempted:
+        raise loop.Preempted(f"fine-tuning stopped at step {result.steps} of {c.total_steps}")
+    pool = (config.linear if frozen else config.finetune).get("pool", "mean")
+    features = eval_features.make_feature_extractor(framework.backbone, c, mesh, eval_per_process, pool=pool)
+    test_x, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
+                              c.data.eval_split)
+    logits = np.asarray(framework.classify(jax.device_get(result.state.params), test_x))
+    metrics = knn_lib.accuracy_metrics(logits, test_y, num_classes)
+    return metrics, num_train, len(test_y)
+
+
+def _check_same_start(init_path: str, variables: dict, directory: str) -> None:
+    """ConfigMismatchError unless `init_path` (the weights a fine-tuning in `directory` started from) holds
+    `variables`: its checkpoints continue only that fine-tuning."""
+    from stjax import export
+    from stjax.train import workdir as workdir_lib
+
+    _, started = export.load_backbone(init_path)
+    before, now = export.flatten_variables(started), export.flatten_variables(variables)
+    if sorted(before) != sorted(now) or any(not np.array_equal(before[k], np.asarray(now[k])) for k in before):
+        raise workdir_lib.ConfigMismatchError(
+            f"{directory} holds a fine-tuning that started from other backbone weights ({init_path}) than this "
+            "evaluation's checkpoint (another init_from or step?); nothing was written. Give this evaluation "
+            "another --workdir, or the init_from and steps that started it.")
