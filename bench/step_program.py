@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
     import jax
-    import train_step as bench
+    from bench._lib import measure as bench
 
     spec = dict(backbone=args.backbone, framework=args.framework, rho=args.rho, frames=args.frames, crop=args.crop,
                 batch_per_device=args.batch_per_device, dtype=args.dtype, remat=args.remat == "on",

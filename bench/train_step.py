@@ -75,7 +75,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script,
 
 from bench._lib import ROOT  # noqa: E402
 from bench._lib.children import child_main, run_child  # noqa: E402
-from bench._lib.measure import _flops, _stjax_setup, step_peak_bytes  # noqa: E402,F401 - also bench/step_program.py's
+from bench._lib.measure import _flops, _stjax_setup, step_peak_bytes  # noqa: E402,F401
 from bench._lib.profile import PROFILED_STEPS  # noqa: E402
 from bench._lib.specs import check_variant_config, parse_variants  # noqa: E402
 from bench._lib.tables import (_fmt, _slug, kernel_lines, summarize, table_notes,  # noqa: E402

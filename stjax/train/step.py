@@ -33,8 +33,9 @@ def train_step(framework, tx: optax.GradientTransformation, state: TrainState, b
 
     Args:
       batch: {'clips': uint8 [B, ρ, T, H, W, 3], ...}, sharded over the data axis; with
-        'augment' (float32 [B, ρ, 13], the clips' augmentation draws, from a pipeline with
-        `augment_on="device"`) the clips are augmented here first, as `augmentation` says.
+        'augment' (float32 [B, ρ, D], the clips' augmentation draws, D of them for the ops of
+        `data.augmentation.ops` (13 for the default list), from a pipeline with `augment_on="device"`)
+        the clips are augmented here first, as `augmentation` says.
       rng: base key; this step uses fold_in(rng, state.step).
     """
     step_rng = jax.random.fold_in(rng, state.step)
