@@ -12,6 +12,7 @@ from stjax import configlib
 from stjax.data import augment as A
 from stjax.data import augment_ops
 from stjax.data.augment_config import CLIP_PARAM_NAMES, from_config
+from test_augment import _numpy_blur
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The packed draw format before the registry (the demo's figures and resumed runs depend on the same draws).
@@ -115,17 +116,6 @@ def test_color_jitter_runs_in_the_drawn_order():
             want = fns[o](want)
         got = _apply("color_jitter", x, {**base, **{f"order_{i}": o for i, o in enumerate(order)}}, cfg)
         np.testing.assert_allclose(got, want, atol=1e-5)
-
-
-def _numpy_blur(x, sigma, radius):
-    taps = np.arange(-radius, radius + 1)
-    k = np.exp(-0.5 * (taps / sigma) ** 2)
-    k /= k.sum()
-    h, w = x.shape[1:3]
-    x = np.pad(x, [(0, 0), (radius, radius), (0, 0), (0, 0)], mode="reflect")
-    x = sum(k[i] * x[:, i:i + h] for i in range(len(k)))
-    x = np.pad(x, [(0, 0), (0, 0), (radius, radius), (0, 0)], mode="reflect")
-    return sum(k[i] * x[:, :, i:i + w] for i in range(len(k)))
 
 
 def test_blur_is_a_separable_gaussian_with_radius_ceil_3_sigma():
