@@ -291,7 +291,7 @@ def test_sweep_checks_every_run_before_starting(tmp_path):
         return result.stderr
 
     assert "rho=0 is invalid" in sweep("--grid", "rho=2,0")
-    assert ("run rho=2,knn.kk=1: --config.knn.kk: no field 'kk' under knn; valid names: k, temperature"
+    assert ("run rho=2,knn.kk=1: --config.knn.kk: no field 'kk' under knn; valid names: k, pool, temperature"
             in sweep("--grid", "rho=2", "--grid", "knn.kk=1"))
     assert "not an evaluation config" in sweep("--eval", "configs/pretrain.py:demo")
     assert "valid presets: linear, knn, retrieval, finetune" in sweep("--eval", "configs/eval.py:linaer")

@@ -1,4 +1,4 @@
-"""`knn`: weighted kNN on frozen features (Wu et al. 2018; k, temperature in `config.knn`)."""
+"""`knn`: weighted kNN on frozen features (Wu et al. 2018; k, temperature, pool in `config.knn`)."""
 from __future__ import annotations
 
 from stjax.eval.protocols import base
