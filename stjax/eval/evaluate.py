@@ -149,11 +149,6 @@ def _scalars(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (float, int, np.floating))}
 
 
-def _trains(config) -> bool:
-    """Whether the protocol trains through the generic train loop (fine-tuning, the augmented linear protocol)."""
-    return protocols_lib.get(config.protocol).trains(config)
-
-
 def validate(config) -> None:
     """The settings `run` checks, all checked before any work (`python -m stjax.main` does, to print them as
     `error: ...`): protocol, init_from and steps, the dataset and folds, test views, and the batch sizes on this

@@ -11,10 +11,6 @@ import numpy as np
 
 from stjax.eval.protocols import base
 
-PROBE_FIELDS = ("epochs", "batch_size", "learning_rate", "warmup_epochs", "weight_decay", "momentum",
-                "standardize")
-
-
 class Linear(base.Protocol):
     name = "linear"
     label_types = ("single", "multi_hot")
@@ -35,10 +31,12 @@ class Linear(base.Protocol):
 
     @staticmethod
     def probe_config(config):
+        import dataclasses
+
         from stjax.eval import linear_probe
 
-        probe = config.probe
-        return linear_probe.ProbeConfig(**{k: probe[k] for k in PROBE_FIELDS if k in probe}, seed=config.seed)
+        fields = {f.name for f in dataclasses.fields(linear_probe.ProbeConfig)} - {"seed"}  # config.probe less pool
+        return linear_probe.ProbeConfig(**{k: v for k, v in config.probe.items() if k in fields}, seed=config.seed)
 
     def score(self, train, test, num_classes, config):
         from stjax.eval import linear_probe
