@@ -283,9 +283,9 @@ def test_protocol_settings_and_label_types_are_checked_before_any_work(synthetic
     for name in ("knn", "retrieval"):
         with pytest.raises(ValueError, match=f"protocol='{name}' scores single labels; .* has multi_hot labels"):
             protocols.get(name).validate(_eval_config(name, synthetic_run, ""), "multi_hot")
-    config.linear.augmented = True
-    with pytest.raises(ValueError, match="linear.augmented=True trains with single labels"):
-        protocols.get("linear").validate(config, "multi_hot")
+    config.linear.augmented = True  # the classifier trained from clips: sigmoid on multi-hot labels too
+    protocols.get("linear").validate(config, "multi_hot")
+    protocols.get("finetune").validate(_eval_config("finetune", synthetic_run, ""), "multi_hot")
 
 
 def test_views_are_pooled_by_mean_or_max(synthetic_run):

@@ -25,3 +25,32 @@ def test_an_invalid_declaration_names_the_builder_and_the_choices():
 
     with pytest.raises(ValueError, match=r"Odd.LABEL_TYPE='bags' is invalid; valid choices: single, multi_hot"):
         builders.label_type(Odd)
+
+
+def test_targets_store_and_batch_each_carried_type():
+    import numpy as np
+    import tensorflow as tf
+
+    from stjax.data import targets
+
+    assert targets.stored_kind(targets.feature("single", ["a", "b"])) == "single"
+    multi = targets.feature("multi_hot", ["a", "b", "c"])
+    assert targets.stored_kind(multi) == "multi_hot" and targets.class_names(multi) == ("a", "b", "c")
+    assert targets.stored_value("single", None) == -1 and targets.stored_value("single", "b") == "b"
+    assert targets.stored_value("multi_hot", ("c", "a", "c")) == ["a", "c"]
+    assert targets.stored_value("multi_hot", None) == []
+    with pytest.raises(ValueError, match="x.csv:3: a multi_hot label is a sequence of class names"):
+        targets.stored_value("multi_hot", "a;b", "x.csv:3")
+    assert targets.unknown_classes("multi_hot", ("a", "z", "y"), {"a", "b"}) == ["z", "y"]
+    assert targets.unknown_classes("single", "q", {"a"}) == ["q"]
+    assert targets.unknown_classes("single", None, {"a"}) == []
+    np.testing.assert_array_equal(targets.batch_label("multi_hot", tf.constant([2, 0, 2], tf.int64), 4), [1, 0, 1, 0])
+    np.testing.assert_array_equal(targets.batch_label("multi_hot", tf.zeros([0], tf.int64), 3), [0, 0, 0])
+    np.testing.assert_array_equal(targets.padding_label("multi_hot", 3), [-1, -1, -1])
+    assert int(targets.batch_label("single", tf.constant(2, tf.int64), 4)) == 2
+    assert int(targets.padding_label("single", 4)) == -1
+    assert targets.label_text(np.array([0, 1, 1]), ["a", "b", "c"]) == "b+c"
+    assert targets.label_text(2, ["a", "b", "c"]) == "c"
+    assert targets.label_text(np.zeros(3), ["a", "b", "c"]) == "(none)"
+    with pytest.raises(ValueError, match="'boxes' cannot be stored yet; types the pipeline carries: single, multi_hot"):
+        targets.feature("boxes", ["a"])

@@ -7,9 +7,10 @@ whole videos) → DECODE only those frames (cropping while decoding) → AUGMENT
 each clip with one draw for all its frames (XLA-compiled arithmetic) → BATCH.
 `stjax.data.device` turns the batches into global `jax.Array`s on the mesh.
 
-Training batches: {'clips': uint8 [b, ρ, T, S, S, 3] (ρ = 2 clips of one start when ρ = 1), 'label': int32 [b],
+Training batches: {'clips': uint8 [b, ρ, T, S, S, 3] (ρ = 2 clips of one start when ρ = 1), 'label': int32 [b]
+(multi-hot int32 [b, C] for a multi_hot dataset, `stjax.data.targets`),
 'clip_starts': float32 [b, ρ] (seconds)}.
-Evaluation batches: {'clips': uint8 [b, V, T, S, S, 3], 'label': int32 [b],
+Evaluation batches: {'clips': uint8 [b, V, T, S, S, 3], 'label': int32 [b] (or [b, C]),
 'mask': bool [b]} with V = temporal × spatial views (temporal-major) and the
 last batch padded (mask False) so every example is seen exactly once.
 
@@ -26,7 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from stjax import configlib
-from stjax.data import augment, inputs, sampling
+from stjax.data import augment, inputs, sampling, targets
 from stjax.data.augment_config import AUGMENT_ON
 from stjax.data.builders import load_builder
 
@@ -129,6 +130,19 @@ def _read(dataset: str, data_dir, split: str, process_index: int, process_count:
     return ds, builder, host_split
 
 
+def _label_reader(builder: tfds.core.DatasetBuilder):
+    """stored `label` → batch `label` for `builder`'s label type (`stjax.data.targets`), with `.kind` and
+    `.num_classes`."""
+    feature = builder.info.features["label"]
+    kind, num_classes = targets.stored_kind(feature), len(targets.class_names(feature))
+
+    def read(stored):
+        return targets.batch_label(kind, stored, num_classes)
+
+    read.kind, read.num_classes = kind, num_classes
+    return read
+
+
 def examples_per_epoch(builder: tfds.core.DatasetBuilder, host_split) -> int:
     """Examples in `host_split` (a split name or a `tfds.even_splits` slice of one)."""
     return builder.info.splits[host_split].num_examples
@@ -195,6 +209,7 @@ def pretrain_dataset(
     configlib.require_choice("data.augment_on", augment_on, AUGMENT_ON)
     ds, builder, host_split = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=seed)
     check_crop_fits(builder, augmentation.crop_size, "augmentation.crop_size", split)
+    label = _label_reader(builder)
     base_seed = tf.constant([seed, process_index], tf.int64)
     span = sampling.clip_span(clips.num_frames, clips.stride)
 
@@ -211,7 +226,7 @@ def pretrain_dataset(
             "seeds": seeds[1:],
             "height": example["height"],
             "width": example["width"],
-            "label": tf.cast(example["label"], tf.int32),
+            "label": label(example["label"]),
             "clip_starts": tf.cast(starts, tf.float32) / example["fps"],
         }
 
@@ -273,6 +288,7 @@ def eval_dataset(
     """
     ds, builder, _ = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=None)
     check_crop_fits(builder, views.crop_size, "views.crop_size", split)
+    label = _label_reader(builder)
     total = builder.info.splits[split].num_examples
     largest_slice = math.ceil(total / process_count)
     num_batches = max(1, math.ceil(largest_slice / batch_size))
@@ -292,12 +308,12 @@ def eval_dataset(
         )
         clips_ = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
                             [views.num_views, views.num_frames, views.crop_size, views.crop_size, 3])
-        return {"clips": clips_, "label": tf.cast(example["label"], tf.int32), "mask": tf.constant(True)}
+        return {"clips": clips_, "label": label(example["label"]), "mask": tf.constant(True)}
 
     ds = ds.map(make_example, num_parallel_calls=num_parallel_calls, deterministic=True)
     padding = tf.data.Dataset.from_tensors({
         "clips": tf.zeros([views.num_views, views.num_frames, views.crop_size, views.crop_size, 3], tf.uint8),
-        "label": tf.constant(-1, tf.int32),
+        "label": targets.padding_label(label.kind, label.num_classes),
         "mask": tf.constant(False),
     }).repeat()
     ds = ds.concatenate(padding).take(num_batches * batch_size).batch(batch_size, drop_remainder=True)

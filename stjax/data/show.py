@@ -15,8 +15,11 @@ from ml_collections import config_flags
 
 
 def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> None:
-    """batch: {'clips': uint8 [N, ρ, T, S, S, 3], 'label': [N], 'clip_starts': [N, ρ]} → PNG."""
+    """batch: {'clips': uint8 [N, ρ, T, S, S, 3], 'label': [N] or multi-hot [N, C], 'clip_starts': [N, ρ]}
+    → PNG."""
     import matplotlib
+
+    from stjax.data import targets
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -31,7 +34,7 @@ def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> No
             ax.imshow(np.concatenate(list(clips[v, r]), axis=1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            name = class_names[int(batch["label"][v])] if class_names else str(int(batch["label"][v]))
+            name = targets.label_text(batch["label"][v], class_names)
             label = f"{name}\nclip {r}  t={float(batch['clip_starts'][v, r]):.2f}s" if r == 0 else \
                 f"clip {r}  t={float(batch['clip_starts'][v, r]):.2f}s"
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
@@ -58,7 +61,7 @@ def show_clips(config, out_path: str, num_videos: int = 4, split: str | None = N
         shuffle_buffer=config.data.shuffle_buffer,
     )
     batch = next(iter(ds.as_numpy_iterator()))
-    names = builders.load_builder(config.data.dataset, config.data.data_dir).info.features["label"].names
+    names = builders.class_names(builders.load_builder(config.data.dataset, config.data.data_dir))
     timespan = "unbounded" if math.isinf(clips.max_timespan) else f"{clips.max_timespan:g} s"
     title = (f"{config.data.dataset}: rho={clips.rho}, T={clips.num_frames}, stride={clips.stride}, "
              f"max timespan={timespan}, crop={config.data.augmentation.crop_size}")

@@ -228,7 +228,7 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     data_config.ensure_built(config)
     builder = builders.load_builder(config.data.dataset, config.data.data_dir)
-    class_names = builder.info.features["label"].names
+    class_names = builders.class_names(builder)
     num_classes = len(class_names)
     protocol = protocols_lib.get(config.protocol)
     if not protocol.trains(config):  # (the train loop of one that trains watches SIGTERM itself, from its start)
@@ -254,9 +254,10 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
                 variables, config, num_classes)
         record = {"checkpoint": target.name, "step": target.step, "backbone": spec["backbone"],
                   "num_train": int(num_train), "num_test": int(num_test), **_scalars(metrics)}
-        if "per_class_top1" in metrics:
-            record["per_class_top1"] = {c: None if math.isnan(a) else round(float(a), 4)
-                                        for c, a in zip(class_names, metrics["per_class_top1"])}
+        for key in ("per_class_top1", "per_class_ap"):  # single labels / multi-hot labels; None: no test video
+            if key in metrics:                          # (positive) of the class
+                record[key] = {c: None if math.isnan(a) else round(float(a), 4)
+                               for c, a in zip(class_names, metrics[key])}
         records.append(record)
         last_metrics = metrics
         elapsed = time.time() - started
@@ -296,6 +297,11 @@ def _write_outputs(workdir, results, last_metrics, class_names, report) -> None:
             report.write_confusion_png(os.path.join(workdir, "confusion.png"), class_names, last_metrics["confusion"],
                                        title=f"{records[-1]['checkpoint']}: confusion (rows: true class)")
             pngs.append("confusion.png")
+    elif "per_class_ap" in last_metrics:
+        report.write_per_class_png(os.path.join(workdir, "per_class.png"), class_names, last_metrics["per_class_ap"],
+                                   title=f"{records[-1]['checkpoint']}: average precision per class",
+                                   xlabel="test AP")
+        pngs.append("per_class.png")
     stepped = [r for r in records if r["step"] is not None]
     if len(stepped) >= 2:
         report.write_metrics_vs_step_png(os.path.join(workdir, "vs_step.png"),

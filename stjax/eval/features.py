@@ -13,7 +13,7 @@ from stjax.eval.protocols.base import POOLS
 
 def make_feature_extractor(backbone, config, mesh, batch_size_per_process: int, pool: str = "mean"
                            ) -> Callable[[dict, str], tuple[np.ndarray, np.ndarray]]:
-    """`features(variables, split) -> (features float32 [N, D], labels [N])` for `config.data`'s dataset.
+    """`features(variables, split) -> (features float32 [N, D], labels [N] or [N, C])` for `config.data`'s dataset.
 
     Each video's V test views (`data.test_views`) go through `backbone` in eval mode and their features are
     pooled over the views by `pool` (`mean` or `max`, per feature); the views are sharded over the mesh's

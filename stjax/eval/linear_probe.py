@@ -44,11 +44,11 @@ def _to_host(x: Any) -> np.ndarray:
 
 def extract_features(embed_fn: Callable[[Mapping[str, Any]], Any],
                      batches: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Runs `embed_fn` over `batches`; returns (features [N, D] float32, labels [N] int32).
+    """Runs `embed_fn` over `batches`; returns (features [N, D] float32, labels int32 [N] or multi-hot [N, C]).
 
     embed_fn: a (jitted) function mapping a batch dict
         {'clips': uint8 [B, V, T, H, W, 3] (a jax.Array, possibly sharded),
-         'label': int32 [B], 'mask': bool [B]}
+         'label': int32 [B] (or multi-hot [B, C]), 'mask': bool [B]}
       to features float32 [B, D] (any averaging over the V views happens inside embed_fn).
     batches: an iterable of such dicts. A batch without 'mask' counts as all real.
 
@@ -73,7 +73,8 @@ def extract_features(embed_fn: Callable[[Mapping[str, Any]], Any],
                              f"but {dim} for earlier batches")
         if "label" not in batch:
             raise ValueError(f"batches: batch {index} has no 'label' entry")
-        labels = _to_host(batch["label"]).reshape(-1)
+        labels = _to_host(batch["label"])
+        labels = labels.reshape(labels.shape[:1] if labels.ndim <= 1 else labels.shape[:2])  # [B] or multi-hot [B, C]
         if labels.shape[0] != f.shape[0]:
             raise ValueError(f"batches: batch {index} has {labels.shape[0]} labels but embed_fn "
                              f"returned {f.shape[0]} feature rows")

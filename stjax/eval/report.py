@@ -172,8 +172,10 @@ def _save(fig, path) -> None:
     fig.savefig(path, format="png")
 
 
-def write_per_class_png(path, class_names: Sequence[str], accuracy: Sequence[float], title: str = "") -> None:
-    """Horizontal bars of per-class top-1 (classes without test videos shown as n/a), sorted best first."""
+def write_per_class_png(path, class_names: Sequence[str], accuracy: Sequence[float], title: str = "",
+                        xlabel: str = "test top-1") -> None:
+    """Horizontal bars of a per-class metric in [0, 1] (NaN: no test video, or no positive, of the class, shown
+    as n/a), sorted best first."""
     values = np.asarray(accuracy, np.float64)
     order = np.argsort(np.where(np.isnan(values), -1.0, -values), kind="stable")
     fig = _figure(7, max(2.5, 0.22 * len(values) + 1))
@@ -185,7 +187,7 @@ def write_per_class_png(path, class_names: Sequence[str], accuracy: Sequence[flo
                        fontsize=7 if len(values) > 30 else 9)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("test top-1")
+    ax.set_xlabel(xlabel)
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(title)
     _save(fig, path)

@@ -35,6 +35,7 @@ class Run:
     clips: Any = None
     num_train: int | None = None
     class_names: tuple = ()
+    label_type: str = "single"  # the dataset's (`stjax.data.builders.LABEL_TYPES`): the batch `label` form
 
     @property
     def clips_shape(self) -> tuple:
@@ -55,7 +56,7 @@ def build(config, mesh, *, batch_field: str = "batch_size", num_train: int | Non
     builder = builders.load_builder(config.data.dataset, config.data.data_dir)
     if num_train is None:
         num_train = builder.info.splits[config.data.train_split].num_examples
-    class_names = tuple(builder.info.features["label"].names)
+    class_names = builders.class_names(builder)
     clips = data_config.clip_spec(config)
     augmentation = data_config.augment_config(config)
     steps_per_epoch = num_train / config.batch_size
@@ -70,7 +71,7 @@ def build(config, mesh, *, batch_field: str = "batch_size", num_train: int | Non
                element_spec=element_spec(config, clips, augmentation), total_steps=total_steps,
                steps_per_epoch=steps_per_epoch, data_shards=config.data.get("num_shards", 0) or None,
                augmentation=augmentation if on_device else None, clips=clips, num_train=num_train,
-               class_names=class_names)
+               class_names=class_names, label_type=builders.label_type(builder))
 
 
 def element_spec(config, clips, augmentation) -> dict:

@@ -17,14 +17,17 @@ from stjax.data.builders.ssv2 import Ssv2
 from stjax.data.builders.synthetic import Synthetic
 from stjax.data.builders.ucf101 import Ucf101
 from stjax.data.builders.video_folder import VideoFolder
+from stjax.data.builders.video_multilabel import VideoMultilabel
 
 __all__ = ["BUILDERS", "DEFAULT_DATA_DIR", "LABEL_TYPES", "FoldConfig", "Synthetic", "VideoDatasetBuilder",
-           "VideoFolder", "VideoFolderConfig", "builder_class", "default_config_name", "label_type",
+           "VideoFolder", "VideoFolderConfig", "VideoMultilabel", "builder_class", "class_names",
+           "default_config_name", "label_type",
            "load_builder", "prepared_dir", "split_name"]
 
 # Builders for any folder of videos.
 GENERIC_BUILDERS: dict[str, type[VideoDatasetBuilder]] = {
     "video_folder": VideoFolder,
+    "video_multilabel": VideoMultilabel,
     "synthetic": Synthetic,
 }
 # Builders for the layouts the standard datasets are distributed in.
@@ -63,6 +66,13 @@ def label_type(builder) -> str:
     if kind not in LABEL_TYPES:
         raise ValueError(f"{builder.__name__}.LABEL_TYPE={kind!r} is invalid; valid choices: {', '.join(LABEL_TYPES)}")
     return kind
+
+
+def class_names(builder) -> tuple[str, ...]:
+    """The class names, in label-id order, of a prepared builder (`load_builder`), whatever its label type."""
+    from stjax.data import targets
+
+    return targets.class_names(builder.info.features["label"])
 
 
 def default_config_name(name: str) -> str:

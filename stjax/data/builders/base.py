@@ -17,8 +17,9 @@ With `use_beam=True` steps 2–3 run as an Apache Beam pipeline instead
 Everything that could not be used is listed, with the reason, in the
 `BuildReport`, which `stjax.data.build` saves as `build_report.json`.
 
-Examples hold `frames` (JPEG bytes per stored frame), `label` (class id, -1 for
-an unlabelled test video), `video_id`, `fps` (stored frames per second),
+Examples hold `frames` (JPEG bytes per stored frame), `label` (in the form of the
+builder's `LABEL_TYPE`, `stjax.data.targets`: a class id, -1 for an unlabelled test
+video; or the video's class ids for `multi_hot`), `video_id`, `fps` (stored frames per second),
 `num_frames`, `height` and `width` (stored frame size in pixels).
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tqdm
 
+from stjax.data import targets
 from stjax.data.builders import decode_cache
 
 PARTIAL_DIR = ".partial"
@@ -154,7 +156,8 @@ class VideoEntry:
       video_id: unique within its split; the example's key and `video_id`.
       path: the file, relative to the manual dir with '/' separators; None when no file
         matches (the entry is then reported as missing with `missing_reason`).
-      label: class name, or None for an unlabelled (test) video, stored as label -1.
+      label: class name, or None for an unlabelled (test) video, stored as label -1; for a `multi_hot`
+        builder a sequence of class names (empty: none of the classes).
       split: the TFDS split it goes to.
       source: the annotation file that lists it (for messages).
       missing_reason: what was looked for, when `path` is None.
@@ -162,7 +165,7 @@ class VideoEntry:
 
     video_id: str
     path: str | None
-    label: str | None
+    label: str | tuple[str, ...] | None
     split: str
     source: str
     missing_reason: str | None = None
@@ -195,7 +198,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "JPEG frames at a constant rate, with label, video id, fps and size."}
     BUILDER_CONFIGS = [VideoFolderConfig(name="default", description="30 fps, short side 256")]
-    LABEL_TYPE = "single"  # one of LABEL_TYPES: the `label` feature is one class id per video
+    LABEL_TYPE = "single"  # one of LABEL_TYPES: the `label` feature's form (`stjax.data.targets`)
 
     def __init__(self, *, manual_dir: str | None = None, workers: int | None = None, use_beam: bool = False,
                  **kwargs):
@@ -230,10 +233,9 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         return self._annotations
 
     def _info(self) -> tfds.core.DatasetInfo:
-        if self.annotations is not None:
-            label = tfds.features.ClassLabel(names=self.annotations.classes)
-        else:  # names are restored from the prepared dataset's files
-            label = tfds.features.ClassLabel()
+        # without annotations, the class names are restored from the prepared dataset's files
+        classes = self.annotations.classes if self.annotations is not None else None
+        label = targets.feature(self.LABEL_TYPE, classes)
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "frames": tfds.features.Sequence(
@@ -297,7 +299,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             from stjax.data.builders import beam_split
 
             report_prefix = os.path.join(self.cache_dir, beam_split.REPORT_DIR, split)
-            items = [(e.video_id, _label(e), tasks[e.path]) for e in entries]
+            items = [(e.video_id, self._stored_label(e), tasks[e.path]) for e in entries]
             return beam_split.DecodeSplit(split, items, report_prefix)
         return self._examples_from_cache(split, entries, tasks)
 
@@ -305,7 +307,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         for entry in tqdm.tqdm(entries, desc=f"{self.name} writing {split}", unit="video", dynamic_ncols=True):
             result = decode_cache.read(tasks[entry.path].cache_file)
             self.report.written[split] += 1
-            yield entry.video_id, example(entry.video_id, _label(entry), result)
+            yield entry.video_id, example(entry.video_id, self._stored_label(entry), result)
+
+    def _stored_label(self, entry: VideoEntry):
+        return targets.stored_value(self.LABEL_TYPE, entry.label, f"{entry.source}: {entry.video_id}")
 
     def _checked_entries(self, annotations: Annotations) -> dict[str, list[VideoEntry]]:
         """Entries grouped by split, less those that cannot be built (reported as skipped)."""
@@ -320,8 +325,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             elif entry.path is None or not os.path.isfile(os.path.join(self._manual_dir, entry.path)):
                 reason = entry.missing_reason or f"listed in {entry.source} but not found"
                 self.report.missing += 1
-            elif entry.label is not None and entry.label not in classes:
-                reason = f"label {entry.label!r} is not in the class list ({len(classes)} classes)"
+            elif unknown := targets.unknown_classes(self.LABEL_TYPE, entry.label, classes):
+                reason = f"label {', '.join(map(repr, unknown))} is not in the class list ({len(classes)} classes)"
             if reason:
                 self.report.skipped.append({"path": entry.path or entry.video_id, "split": entry.split,
                                             "reason": reason})
@@ -397,12 +402,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             tf.io.gfile.rmtree(self.cache_dir)
 
 
-def _label(entry: VideoEntry) -> str | int:
-    return -1 if entry.label is None else entry.label
-
-
-def example(video_id: str, label: str | int, result: decode_cache.DecodeResult) -> dict:
-    """The TFDS example of a decoded video (`label`: class name, or -1 for none)."""
+def example(video_id: str, label: str | int | list[str], result: decode_cache.DecodeResult) -> dict:
+    """The TFDS example of a decoded video (`label`: as `targets.stored_value` gives it)."""
     return {
         "frames": result.jpeg_frames,
         "label": label,

@@ -22,9 +22,6 @@ class Linear(base.Protocol):
         return "linear" if self.trains(config) else "probe"
 
     def validate(self, config, label_type=None):
-        if self.trains(config) and label_type == "multi_hot":
-            raise ValueError(f"linear.augmented=True trains with single labels; data.dataset="
-                             f"{config.data.dataset!r} has multi_hot labels: set linear.augmented=False")
         super().validate(config, label_type)
         if not self.trains(config):
             self.probe_config(config).validate()

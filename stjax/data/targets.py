@@ -1,0 +1,99 @@
+"""How each label type is stored in a prepared dataset and carried in batches: one entry per type.
+
+A builder declares its type (`VideoDatasetBuilder.LABEL_TYPE`, one of `base.LABEL_TYPES`); the stored
+`label` feature then has that type's form, and the pipeline turns it into the batch's `label`:
+
+=========  =======================================  ==========================================
+type       stored `label` feature                   batch `label` (per video)
+=========  =======================================  ==========================================
+single     ClassLabel: one class id, -1 unlabelled  int32 [] (-1: unlabelled or padding)
+multi_hot  Sequence(ClassLabel): the video's ids    int32 [C] in {0, 1} (all -1: padding)
+=========  =======================================  ==========================================
+
+The metrics (`stjax.eval.metrics`), the linear probe and the supervised loss tell the two batch forms
+apart by rank: softmax for [N] labels, sigmoid for [N, C]. `boxes` and `per_frame` are declared types
+whose storage comes with the first dataset that has them (AVA, activity segmentation).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+CARRIED = ("single", "multi_hot")  # the label types a prepared dataset can store today
+
+
+def check_carried(kind: str, owner: str) -> None:
+    """ValueError unless the pipeline can store and batch label type `kind` (`owner` names the declaration)."""
+    if kind not in CARRIED:
+        raise ValueError(f"{owner}: label type {kind!r} cannot be stored yet; types the pipeline carries: "
+                         f"{', '.join(CARRIED)}")
+
+
+def feature(kind: str, classes: Sequence[str] | None) -> tfds.features.FeatureConnector:
+    """The `label` feature of a dataset of label type `kind` (classes None: restored from prepared files)."""
+    check_carried(kind, "feature")
+    label = tfds.features.ClassLabel(names=list(classes)) if classes is not None else tfds.features.ClassLabel()
+    return label if kind == "single" else tfds.features.Sequence(label)
+
+
+def stored_kind(label_feature: tfds.features.FeatureConnector) -> str:
+    """The label type a prepared dataset's `label` feature holds."""
+    if isinstance(label_feature, tfds.features.ClassLabel):
+        return "single"
+    if isinstance(label_feature, tfds.features.Sequence) and isinstance(label_feature.feature,
+                                                                        tfds.features.ClassLabel):
+        return "multi_hot"
+    raise ValueError(f"the dataset's `label` feature is a {type(label_feature).__name__}; the pipeline reads "
+                     f"a ClassLabel (single) or a Sequence of ClassLabel (multi_hot)")
+
+
+def class_names(label_feature: tfds.features.FeatureConnector) -> tuple[str, ...]:
+    """The class names, in id order, of a prepared dataset's `label` feature (either stored form)."""
+    label = label_feature.feature if stored_kind(label_feature) == "multi_hot" else label_feature
+    return tuple(label.names)
+
+
+def stored_value(kind: str, label, owner: str = "label"):
+    """What a builder writes for a video's annotated label: `single` takes a class name or None (stored -1);
+    `multi_hot` a sequence of class names (empty or None: no class), written sorted and without repeats."""
+    if kind == "single":
+        return -1 if label is None else label
+    if isinstance(label, str):
+        raise ValueError(f"{owner}: a multi_hot label is a sequence of class names, got the string {label!r}")
+    return sorted(set(label or ()))
+
+
+def unknown_classes(kind: str, label, classes: set[str]) -> list[str]:
+    """The names in an annotated `label` that are not in `classes`."""
+    if label is None:
+        return []
+    names = [label] if kind == "single" else list(label)
+    return [name for name in names if name not in classes]
+
+
+def batch_label(kind: str, stored: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """The batch's per-video `label` (see the table above) from the decoded stored feature."""
+    if kind == "single":
+        return tf.cast(stored, tf.int32)
+    ids = tf.cast(tf.reshape(stored, [-1]), tf.int32)
+    return tf.minimum(tf.reduce_sum(tf.one_hot(ids, num_classes, dtype=tf.int32), axis=0), 1)
+
+
+def padding_label(kind: str, num_classes: int) -> tf.Tensor:
+    """The `label` of a padding example (masked out of every metric)."""
+    if kind == "single":
+        return tf.constant(-1, tf.int32)
+    return tf.fill([num_classes], tf.constant(-1, tf.int32))
+
+
+def label_text(label, class_names: Sequence[str] | None) -> str:
+    """A batch label (int, or a multi-hot row) as text for figures: class names joined by '+'."""
+    import numpy as np
+
+    label = np.asarray(label)
+    ids = [int(label)] if label.ndim == 0 else np.flatnonzero(label > 0).tolist()
+    if not ids:
+        return "(none)"
+    return "+".join(class_names[i] if class_names and 0 <= i < len(class_names) else str(i) for i in ids)
