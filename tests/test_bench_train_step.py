@@ -109,6 +109,7 @@ def test_peak_flops_table():
     assert specs.peak_flops("cpu", "bfloat16", override_tflops=2.0) == 2e12
 
 
+@pytest.mark.slow
 def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
     out = tmp_path / "bench"
     # 2 CPU devices; XLA:CPU at its lowest optimisation level compiles the steps ~2× faster
@@ -145,6 +146,7 @@ def test_bench_runs_on_cpu_and_prints_every_column(tmp_path):
     assert plain["kernel_time"] is None
 
 
+@pytest.mark.slow
 def test_variants_are_measured_side_by_side(tmp_path):
     """--variants: a row per variant; a variant's config reaches the measured step (another backbone: other
     FLOPs and parameters), and a variant that only adds XLA flags reuses the FLOP count."""

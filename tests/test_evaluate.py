@@ -212,6 +212,7 @@ def _ucf_three_folds(root):
     return root
 
 
+@pytest.mark.slow  # builds 3 folds of a UCF101 layout and evaluates each
 def test_three_fold_mean_in_one_command(synthetic_run, tmp_path):
     from stjax import export
 

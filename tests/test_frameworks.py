@@ -329,5 +329,7 @@ def test_moco_applies_no_update_while_its_queue_fills():
                                                           jax.tree.leaves(previous.batch_stats)))
         if i < 5:
             _assert_trees_close(now.params, initial.params, rtol=0, atol=0)
-            _assert_trees_close(now.extra["target"]["params"], initial.params, rtol=0, atol=0)
+            # the key encoder's EMA m·t + (1−m)·o of t == o is t up to float rounding (exact only where the
+            # compiler fuses it into one multiply-add)
+            _assert_trees_close(now.extra["target"]["params"], initial.params, rtol=1e-6, atol=1e-9)
     assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(now.params), jax.tree.leaves(initial.params)))

@@ -24,6 +24,7 @@ from stjax.train import mesh as mesh_lib
 from stjax.train import pretrain as pretrain_lib
 from stjax.train import workdir as workdir_lib
 
+from conftest import xla_flags
 from test_train import CLIPS_SHAPE, _config, _make_batches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +62,7 @@ def _command(data, workdir, **fields):
 
 def _env():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_")) and k != "XLA_FLAGS"}
-    return dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+    return dict(env, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu",
                 PYTHONUNBUFFERED="1")
 
 
@@ -91,6 +92,7 @@ def test_keep_checkpoints_below_1_fails_before_any_work(tmp_path, keep):
 
 # --- one run per workdir ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_run_stops_naming_the_first_and_a_killed_run_leaves_the_workdir_free(data, tmp_path):
     """Two `python -m stjax.main` on one workdir: the second stops before touching it (config.json as the
     first wrote it), naming the first; after SIGKILL of the first the same command resumes it."""
@@ -174,6 +176,7 @@ def test_an_evaluation_holds_its_workdir(tmp_path):
 
 # --- a resumed run keeps its config -------------------------------------------------------------------------
 
+@pytest.mark.slow  # three whole runs through stjax.main.run
 def test_a_resumed_run_refuses_settings_that_define_the_run_and_keeps_its_config_json(data, tmp_path):
     """A finished run given another backbone used to rewrite config.json, then fail in Orbax on a shape, and
     leave export naming the old weights with the new backbone."""
@@ -255,23 +258,24 @@ def test_an_unreadable_latest_checkpoint_is_set_aside_and_the_run_ends_as_an_uni
 
 
 def test_no_readable_checkpoint_stops_the_run_and_moves_nothing(tmp_path):
-    _pretrain(tmp_path, total_steps=3, keep_checkpoints=1)
-    _damage(str(tmp_path / "checkpoints" / "3"), "truncated data")
+    # (6 steps, as in the test above: the same compiled programs)
+    _pretrain(tmp_path, total_steps=6, keep_checkpoints=1)
+    _damage(str(tmp_path / "checkpoints" / "6"), "truncated data")
     with pytest.raises(checkpoint_lib.CorruptCheckpointError,
-                       match=r"no checkpoint in .*checkpoints could be read back \(step 3: .*\)\. Nothing was moved"):
-        _pretrain(tmp_path, total_steps=3, keep_checkpoints=1)
-    assert checkpoint_lib.saved_steps(str(tmp_path)) == [3]
+                       match=r"no checkpoint in .*checkpoints could be read back \(step 6: .*\)\. Nothing was moved"):
+        _pretrain(tmp_path, total_steps=6, keep_checkpoints=1)
+    assert checkpoint_lib.saved_steps(str(tmp_path)) == [6]
     assert not os.path.exists(tmp_path / checkpoint_lib.CORRUPT_DIR)
 
 
 def test_a_checkpoint_of_another_state_is_named_not_set_aside(tmp_path):
-    _pretrain(tmp_path, total_steps=3)
+    _pretrain(tmp_path, total_steps=6)
     with pytest.raises(checkpoint_lib.IncompatibleCheckpointError,
-                       match=r"the checkpoint of step 3 in .* is not of the train state this run builds .*"
+                       match=r"the checkpoint of step 6 in .* is not of the train state this run builds .*"
                              r"arrays \d+ of other shape or dtype \(.*params.projector"):
-        _pretrain(tmp_path, total_steps=3, byol=dict(projector_hidden=(32,), projector_out=8,
+        _pretrain(tmp_path, total_steps=6, byol=dict(projector_hidden=(32,), projector_out=8,
                                                      predictor_hidden=(32,), base_momentum=0.99, pairing="all"))
-    assert checkpoint_lib.saved_steps(str(tmp_path)) == [3]
+    assert checkpoint_lib.saved_steps(str(tmp_path)) == [3, 6]
     assert not os.path.exists(tmp_path / checkpoint_lib.CORRUPT_DIR)
 
 

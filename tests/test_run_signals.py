@@ -95,6 +95,7 @@ def _saved_steps(workdir):
     return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
 
 
+@pytest.mark.slow
 def test_sigterm_during_start_up_stops_cleanly_and_the_same_command_then_runs(tmp_path, cache):
     """SIGTERM while the data is built, then while the run compiles: each time exit 0 with the message the
     launchers expect, nothing trained or saved (it used to die of the signal, status 143); then the same command
@@ -130,6 +131,7 @@ def test_sigterm_during_start_up_stops_cleanly_and_the_same_command_then_runs(tm
     assert json.loads((workdir / "summary.json").read_text())["steps"] == TOTAL_STEPS
 
 
+@pytest.mark.slow
 def test_after_sigkill_and_a_torn_last_line_the_same_command_logs_every_step_once(tmp_path, built, cache):
     """Killed after logging steps past its last checkpoint, mid-write of a line: the same command drops those
     records (the steps are trained again) and the torn line, saying so, and ends with one record per step and a
