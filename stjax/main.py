@@ -131,7 +131,9 @@ def _pretrain_and_probe(config, workdir: str, mesh, eval_per_process: int) -> di
     data_config.ensure_built(config)
     assembled = setup.build(config, mesh)
     framework, class_names, clips = assembled.framework, assembled.class_names, assembled.clips
-    single = assembled.label_type == "single"
+    single = assembled.label_type == "single"  # else multi-hot: top1 is precision@1, with mAP beside it
+    per_class, summary_key = ("per_class_top1", "per_class_linear_top1") if single else \
+        ("per_class_ap", "per_class_linear_ap")
     total_steps = assembled.total_steps
     if jax.process_index() == 0:
         print(f"{config.framework} on {config.data.dataset}: rho={clips.rho}, {total_steps} steps "
@@ -179,16 +181,15 @@ def _pretrain_and_probe(config, workdir: str, mesh, eval_per_process: int) -> di
         "batch_size": config.batch_size,
         "train_seconds": round(result.train_seconds, 1),
         "probe_seconds": round(probe_seconds, 1),
-        # None: not probed (final_probe). Multi-hot labels: top1 is precision@1, with mAP beside it.
-        "linear_top1": probes.get("pretrained", {}).get("top1"),
+        "linear_top1": probes.get("pretrained", {}).get("top1"),  # None: not probed (final_probe)
         "random_init_linear_top1": probes.get("random init", {}).get("top1"),
         "chance_top1": 1.0 / len(class_names) if single else None,
         "linear_top5": probes.get("pretrained", {}).get("top5"),
         **({"linear_mAP": probes.get("pretrained", {}).get("mAP"),
             "random_init_linear_mAP": probes.get("random init", {}).get("mAP")} if not single else {}),
-        "per_class_linear_top1" if single else "per_class_linear_ap": {
+        summary_key: {
             name: {c: None if math.isnan(a) else round(float(a), 3)  # None: no test video (positive) of that class
-                   for c, a in zip(class_names, probe["per_class_top1" if single else "per_class_ap"])}
+                   for c, a in zip(class_names, probe[per_class])}
             for name, probe in probes.items()
         },
         "final_loss": _last_loss(workdir),

@@ -130,17 +130,10 @@ def _read(dataset: str, data_dir, split: str, process_index: int, process_count:
     return ds, builder, host_split
 
 
-def _label_reader(builder: tfds.core.DatasetBuilder):
-    """stored `label` → batch `label` for `builder`'s label type (`stjax.data.targets`), with `.kind` and
-    `.num_classes`."""
+def _label_form(builder: tfds.core.DatasetBuilder) -> tuple[str, int]:
+    """(label type, class count) of a prepared dataset's stored `label` (`stjax.data.targets`)."""
     feature = builder.info.features["label"]
-    kind, num_classes = targets.stored_kind(feature), len(targets.class_names(feature))
-
-    def read(stored):
-        return targets.batch_label(kind, stored, num_classes)
-
-    read.kind, read.num_classes = kind, num_classes
-    return read
+    return targets.stored_kind(feature), len(targets.class_names(feature))
 
 
 def examples_per_epoch(builder: tfds.core.DatasetBuilder, host_split) -> int:
@@ -209,7 +202,7 @@ def pretrain_dataset(
     configlib.require_choice("data.augment_on", augment_on, AUGMENT_ON)
     ds, builder, host_split = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=seed)
     check_crop_fits(builder, augmentation.crop_size, "augmentation.crop_size", split)
-    label = _label_reader(builder)
+    label_kind, num_classes = _label_form(builder)
     base_seed = tf.constant([seed, process_index], tf.int64)
     span = sampling.clip_span(clips.num_frames, clips.stride)
 
@@ -226,7 +219,7 @@ def pretrain_dataset(
             "seeds": seeds[1:],
             "height": example["height"],
             "width": example["width"],
-            "label": label(example["label"]),
+            "label": targets.batch_label(label_kind, example["label"], num_classes),
             "clip_starts": tf.cast(starts, tf.float32) / example["fps"],
         }
 
@@ -288,7 +281,7 @@ def eval_dataset(
     """
     ds, builder, _ = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=None)
     check_crop_fits(builder, views.crop_size, "views.crop_size", split)
-    label = _label_reader(builder)
+    label_kind, num_classes = _label_form(builder)
     total = builder.info.splits[split].num_examples
     largest_slice = math.ceil(total / process_count)
     num_batches = max(1, math.ceil(largest_slice / batch_size))
@@ -308,12 +301,12 @@ def eval_dataset(
         )
         clips_ = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
                             [views.num_views, views.num_frames, views.crop_size, views.crop_size, 3])
-        return {"clips": clips_, "label": label(example["label"]), "mask": tf.constant(True)}
+        return {"clips": clips_, "label": targets.batch_label(label_kind, example["label"], num_classes), "mask": tf.constant(True)}
 
     ds = ds.map(make_example, num_parallel_calls=num_parallel_calls, deterministic=True)
     padding = tf.data.Dataset.from_tensors({
         "clips": tf.zeros([views.num_views, views.num_frames, views.crop_size, views.crop_size, 3], tf.uint8),
-        "label": targets.padding_label(label.kind, label.num_classes),
+        "label": targets.padding_label(label_kind, num_classes),
         "mask": tf.constant(False),
     }).repeat()
     ds = ds.concatenate(padding).take(num_batches * batch_size).batch(batch_size, drop_remainder=True)

@@ -80,11 +80,15 @@ def retrieval_recall(train_x, train_y, test_x, test_y, ks=(1, 5, 10, 20), chunk:
 
 
 def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """{top1, top5, per_class_top1, confusion} of class scores [N, num_classes] against int labels [N]
-    (`stjax.eval.metrics.classification_metrics`: top-k capped at the class count, per-class top-1 NaN for
-    absent classes, confusion [true, predicted], label -1 = padding, ignored)."""
+    """The test metrics a protocol reports of class scores [N, num_classes]
+    (`stjax.eval.metrics.classification_metrics`): against int labels [N] {top1, top5, per_class_top1,
+    confusion} (top-k capped at the class count, per-class top-1 NaN for absent classes, confusion [true,
+    predicted], label -1 = padding, ignored); against multi-hot labels [N, C] {mAP, top1 (precision@1),
+    per_class_ap}."""
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != num_classes:
         raise ValueError(f"scores must be [N, num_classes={num_classes}]; got shape {scores.shape}")
     m = metrics.classification_metrics(scores, labels, ks=(1, 5))
-    return {key: m[key] for key in ("top1", "top5", "per_class_top1", "confusion")}
+    keys = ("top1", "top5", "per_class_top1", "confusion") if metrics.label_kind(labels) == "single" else \
+        ("mAP", "top1", "per_class_ap")
+    return {key: m[key] for key in keys}

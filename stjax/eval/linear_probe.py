@@ -74,7 +74,8 @@ def extract_features(embed_fn: Callable[[Mapping[str, Any]], Any],
         if "label" not in batch:
             raise ValueError(f"batches: batch {index} has no 'label' entry")
         labels = _to_host(batch["label"])
-        labels = labels.reshape(labels.shape[:1] if labels.ndim <= 1 else labels.shape[:2])  # [B] or multi-hot [B, C]
+        if labels.ndim != 2:  # multi-hot [B, C] stays as it is
+            labels = labels.reshape(-1)
         if labels.shape[0] != f.shape[0]:
             raise ValueError(f"batches: batch {index} has {labels.shape[0]} labels but embed_fn "
                              f"returned {f.shape[0]} feature rows")

@@ -67,6 +67,7 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
 
     from stjax import export
     from stjax.eval import features as eval_features
+    from stjax.eval import knn as knn_lib
     from stjax.train import loop, setup
     from stjax.train import mesh as mesh_lib
     from stjax.train import workdir as workdir_lib
@@ -97,19 +98,7 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     test_x, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
                               c.data.eval_split)
     logits = np.asarray(framework.classify(jax.device_get(result.state.params), test_x))
-    return logit_metrics(logits, test_y, num_classes), num_train, len(test_y)
-
-
-def logit_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """Test metrics of classifier logits [N, C]: int labels [N] → top-1/top-5, per-class top-1 and confusion;
-    multi-hot labels [N, C] → mAP, per-class AP and precision@1 (`top1`)."""
-    from stjax.eval import knn as knn_lib
-    from stjax.eval import metrics as metrics_lib
-
-    if metrics_lib.label_kind(labels) == "single":
-        return knn_lib.accuracy_metrics(logits, labels, num_classes)
-    m = metrics_lib.classification_metrics(logits, labels)
-    return {"mAP": m["mAP"], "top1": m["top1"], "per_class_ap": m["per_class_ap"]}
+    return knn_lib.accuracy_metrics(logits, test_y, num_classes), num_train, len(test_y)
 
 
 def _check_same_start(init_path: str, variables: dict, directory: str) -> None:
