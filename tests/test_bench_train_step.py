@@ -362,3 +362,20 @@ def test_largest_batch_when_the_prediction_is_wrong_or_missing():
     assert batch_search.search_largest_batch(attempt, 2, None, batch_limit=6) == {2: 2, 4: 4, 6: 6}
     attempt, _ = _memory_model(0, 1, fits_up_to=0)
     assert batch_search.search_largest_batch(attempt, 4, None, 512) == {4: None, 2: None, 1: None}
+
+
+@pytest.mark.slow
+def test_compile_time_bench_prints_each_program_with_its_rounds():
+    command = [sys.executable, os.path.join(BENCH, "compile_time.py"), "--rounds", "2", "--framework", "moco",
+               "--config", '{"moco.bn_groups": 1}', "--xla_flags=--xla_backend_optimization_level=0"]
+    result = subprocess.run(command, env=dict(os.environ, XLA_FLAGS=""), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "moco, r3d_micro, clips (8, 2, 4, 16, 16, 3)" in result.stdout
+    assert "XLA_FLAGS='--xla_backend_optimization_level=0'" in result.stdout
+    rows = re.findall(r"^\| ([^|]+) \| ([\d.]+) \| ([\d.]+), ([\d.]+) \|$", result.stdout, re.M)
+    assert [r[0] for r in rows] == ["init", "train step", "guarded train step (the loop's)"]
+    assert all(float(seconds) > 0 for row in rows for seconds in row[1:])
+    bad = subprocess.run([sys.executable, os.path.join(BENCH, "compile_time.py"), "--rounds", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--rounds=0: must be at least 1" in bad.stderr

@@ -1,4 +1,5 @@
 """Building a class-per-folder video tree: decoding, storage options, and the skip report."""
+import dataclasses
 import json
 import os
 
@@ -215,3 +216,31 @@ def test_a_rebuild_that_fails_keeps_the_previous_build_and_resumes(tmp_path, mon
     report = build.build("video_folder", **kwargs)
     assert decoded == ["b/v3.mp4"] and report["written_per_split"] == {"train": 5, "test": 2}
     assert sorted(os.listdir(tmp_path / "tfds" / "video_folder" / "t")) == ["1.0.0"]
+
+
+def test_decode_cache_files_read_back_on_the_local_disk_and_through_tf_gfile(tmp_path):
+    """The decode cache writes local files with the standard library (its workers import no TensorFlow) and
+    other file systems through tf.io.gfile (here its in-memory `ram://`): the same bytes, the same result."""
+    import subprocess
+    import sys
+
+    from stjax.data import decode_cache
+
+    result = decode_cache.DecodeResult("a/v.mp4", None, ["a warning"], fps=25.0, height=32, width=40,
+                                       frame_sizes=[3, 2], jpeg_frames=[b"abc", b"de"])
+    paths = [str(tmp_path / "cache" / "x.bin"), "ram://stjax_test/cache/x.bin"]
+    for path in paths:
+        assert not decode_cache.exists(path)
+        decode_cache.write(path, result)
+        assert decode_cache.exists(path)
+        assert decode_cache.read(path) == result
+        assert decode_cache.read(path, frames=False) == dataclasses.replace(result, jpeg_frames=None)
+    assert os.listdir(tmp_path / "cache") == ["x.bin"]  # no temporary file left
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(paths[1], "rb") as f:
+        assert f.read() == (tmp_path / "cache" / "x.bin").read_bytes()
+    # what a decoding worker imports
+    code = "import sys, stjax.data.decode_cache; print('tensorflow' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -168,12 +168,13 @@ def test_2_processes_stop_on_sigterm_and_resume_on_fewer_devices_ending_like_1_p
 
 KILLED_SAVE = """
 import sys
-import jax, jax.numpy as jnp
+import jax, jax.numpy as jnp, numpy as np
 from stjax.train.checkpoint import Checkpointer
 from stjax.train.state import TrainState
 
 def state(step, size):
-    values = jax.random.uniform(jax.random.key(step), (size,))
+    # random on the host (jax's PRNG takes ~30 s for 150M values here), incompressible as real weights are
+    values = jnp.asarray(np.random.default_rng(step).random(size, dtype=np.float32))
     return TrainState(step=jnp.asarray(step), params={"w": values}, batch_stats={"b": values[:4]},
                       extra={"e": values[:2]}, opt_state={"o": values[:3]})
 
@@ -219,7 +220,7 @@ def _small_state():
 
     from stjax.train.state import TrainState
 
-    values = jax.random.uniform(jax.random.key(1), (1000,))
+    values = jnp.asarray(np.random.default_rng(1).random(1000, dtype=np.float32))  # what KILLED_SAVE saved as 1
     return TrainState(step=jnp.asarray(1), params={"w": values}, batch_stats={"b": values[:4]},
                       extra={"e": values[:2]}, opt_state={"o": values[:3]})
 

@@ -390,7 +390,7 @@ def test_the_guarded_step_keeps_the_state_from_the_first_non_finite_step_on():
     step = step_lib.jit_guarded_train_step(framework, tx, factory.shardings, mesh_lib.batch_sharding(mesh),
                                            mesh_lib.replicated_sharding(mesh))
     state = factory.create(jax.random.key(0))
-    divergence = step_lib.no_divergence()
+    divergence = jax.device_put(step_lib.no_divergence(), mesh_lib.replicated_sharding(mesh))  # as the loop does
     white = dict(_batch(1), clips=np.full(CLIPS_SHAPE, 255, np.uint8))
     seen = []
     for batch in (_batch(0), white, _batch(2)):  # finite, NaN, then a finite loss again: the state stays at step 1

@@ -3,9 +3,11 @@
 Importing torchvision (through torch._dynamo) after TensorFlow crashes the process, and the test
 suite has TensorFlow loaded, so tests run this script with `subprocess`:
 
-    python torchvision_reference.py make NAME DIR      # random weights and BN statistics -> DIR/NAME.pth,
+    python torchvision_reference.py make DIR NAME...   # random weights and BN statistics -> DIR/NAME.pth,
                                                        # a clip DIR/x.npy and torchvision's features DIR/NAME.npy
-    python torchvision_reference.py features NAME STATE X OUT   # strict-load STATE, features of X -> OUT
+    python torchvision_reference.py features X [NAME STATE OUT]...   # strict-load STATE, features of X -> OUT
+
+Several models per call: starting torch and torchvision takes longer than the models.
 
 Clips are channels-last float32 [B, T, H, W, 3]; features [B, 512] (the classifier is replaced by Identity).
 """
@@ -48,5 +50,13 @@ def features_of(name: str, state_path: str, x_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    command, *args = sys.argv[1:]
-    {"make": make, "features": features_of}[command](*args)
+    command, first, *rest = sys.argv[1:]
+    if command == "make":
+        for name in rest:
+            make(name, first)
+    elif command == "features":
+        for i in range(0, len(rest), 3):
+            name, state_path, out_path = rest[i:i + 3]
+            features_of(name, state_path, first, out_path)
+    else:
+        raise SystemExit(f"unknown command {command!r}; valid: make, features")

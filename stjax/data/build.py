@@ -36,7 +36,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from stjax.data import builders
-from stjax.data.builders import base, decode_cache, source
+from stjax.data import decode_cache
+from stjax.data.builders import base, source
 
 REPORT_NAME = "build_report.json"
 REPLACED_PREFIX = ".replaced_"  # DATA_DIR/NAME/CONFIG/.replaced_VERSION: the previous build, during a rebuild

@@ -36,7 +36,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from stjax.data import targets
-from stjax.data.builders import decode_cache
+from stjax.data import decode_cache
 
 PARTIAL_DIR = ".partial"
 # What a dataset's targets are: one class per video, multi-hot classes per video, boxes with per-box

@@ -18,7 +18,8 @@ import json
 import apache_beam as beam
 import tensorflow as tf
 
-from stjax.data.builders import base, decode_cache
+from stjax.data import decode_cache
+from stjax.data.builders import base
 
 REPORT_DIR = "beam_report"
 _REPORT_TAG = "report"

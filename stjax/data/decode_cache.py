@@ -12,8 +12,10 @@ result. The build deletes the folder once the dataset is written. It holds the
 same JPEG frames as the finished dataset, so a build needs about twice the
 dataset's final size on disk until it ends.
 
-Files go through `tf.io.gfile`, so the data dir may be any path TFDS writes to
-(local disk, `gs://...`); the videos themselves must be local files (PyAV).
+Files on other file systems than the local one go through `tf.io.gfile`, so the data dir may be any
+path TFDS writes to (local disk, `gs://...`); the videos themselves must be local files (PyAV). The module
+imports TensorFlow only for such paths: the decoding workers (spawned processes) start in about a second,
+not the seven that importing TensorFlow takes.
 
 File format (integers little-endian)::
 
@@ -30,8 +32,6 @@ import json
 import os
 import struct
 import uuid
-
-import tensorflow as tf
 
 from stjax.data import video_io
 
@@ -83,6 +83,26 @@ def cache_file(cache_dir: str, rel: str, path: str, storage: dict, version: str)
     return f"{cache_dir.rstrip('/')}/{key[:2]}/{key}.frames"
 
 
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def exists(path: str) -> bool:
+    if _is_local(path):
+        return os.path.exists(path)
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def _open(path: str, mode: str):
+    if _is_local(path):
+        return open(path, mode)
+    import tensorflow as tf
+
+    return tf.io.gfile.GFile(path, mode)
+
+
 def write(path: str, result: DecodeResult) -> None:
     """Writes `result` to `path` atomically (temporary name, then rename)."""
     frames = result.jpeg_frames or []
@@ -90,19 +110,29 @@ def write(path: str, result: DecodeResult) -> None:
         "path": result.rel, "error": result.error, "warnings": result.warnings, "fps": result.fps,
         "height": result.height, "width": result.width, "frame_sizes": [len(f) for f in frames],
     }).encode()
-    tf.io.gfile.makedirs(os.path.dirname(path))
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with tf.io.gfile.GFile(tmp, "wb") as f:
+    if _is_local(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    else:
+        import tensorflow as tf
+
+        tf.io.gfile.makedirs(os.path.dirname(path))
+    with _open(tmp, "wb") as f:
         f.write(_LENGTH.pack(len(header)))
         f.write(header)
         for frame in frames:
             f.write(frame)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    if _is_local(path):
+        os.replace(tmp, path)
+    else:
+        import tensorflow as tf
+
+        tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def read(path: str, frames: bool = True) -> DecodeResult:
     """Reads a result written by `write`; with `frames=False` only its header."""
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with _open(path, "rb") as f:
         (length,) = _LENGTH.unpack(f.read(_LENGTH.size))
         header = json.loads(f.read(length))
         jpegs = [f.read(size) for size in header["frame_sizes"]] if frames else None
@@ -136,7 +166,7 @@ def decode_into_cache(task: DecodeTask) -> DecodeResult:
 
 def load_or_decode(task: DecodeTask) -> DecodeResult:
     """The cached result of `task` with its frames, decoding (and caching) it first if needed."""
-    if tf.io.gfile.exists(task.cache_file):
+    if exists(task.cache_file):
         return read(task.cache_file)
     result = decode(task)
     write(task.cache_file, result)
