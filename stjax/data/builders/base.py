@@ -161,6 +161,8 @@ class VideoEntry:
       split: the TFDS split it goes to.
       source: the annotation file that lists it (for messages).
       missing_reason: what was looked for, when `path` is None.
+      extra: the values of the builder's `EXTRA_FEATURES` for this video (e.g. Charades' time-stamped
+        actions), as those features encode them.
     """
 
     video_id: str
@@ -169,6 +171,7 @@ class VideoEntry:
     split: str
     source: str
     missing_reason: str | None = None
+    extra: dict | None = None
 
 
 @dataclasses.dataclass
@@ -199,6 +202,11 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     RELEASE_NOTES = {"1.0.0": "JPEG frames at a constant rate, with label, video id, fps and size."}
     BUILDER_CONFIGS = [VideoFolderConfig(name="default", description="30 fps, short side 256")]
     LABEL_TYPE = "single"  # one of LABEL_TYPES: the `label` feature's form (`stjax.data.targets`)
+
+    def extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
+        """Features a layout stores beside the frames and the label (each entry's `extra` holds their
+        values), e.g. time-stamped actions; none by default."""
+        return {}
 
     def __init__(self, *, manual_dir: str | None = None, workers: int | None = None, use_beam: bool = False,
                  **kwargs):
@@ -247,6 +255,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 "num_frames": tfds.features.Scalar(tf.int32),
                 "height": tfds.features.Scalar(tf.int32, doc="stored frame height in pixels"),
                 "width": tfds.features.Scalar(tf.int32, doc="stored frame width in pixels"),
+                **self.extra_features(),
             }),
             metadata=tfds.core.MetadataDict(**self.builder_config.metadata()),
             supervised_keys=None,
@@ -299,7 +308,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             from stjax.data.builders import beam_split
 
             report_prefix = os.path.join(self.cache_dir, beam_split.REPORT_DIR, split)
-            items = [(e.video_id, self._stored_label(e), tasks[e.path]) for e in entries]
+            items = [(e.video_id, self._stored_label(e), tasks[e.path], self._extra(e)) for e in entries]
             return beam_split.DecodeSplit(split, items, report_prefix)
         return self._examples_from_cache(split, entries, tasks)
 
@@ -307,7 +316,15 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         for entry in tqdm.tqdm(entries, desc=f"{self.name} writing {split}", unit="video", dynamic_ncols=True):
             result = decode_cache.read(tasks[entry.path].cache_file)
             self.report.written[split] += 1
-            yield entry.video_id, example(entry.video_id, self._stored_label(entry), result)
+            yield entry.video_id, example(entry.video_id, self._stored_label(entry), result, self._extra(entry))
+
+    def _extra(self, entry: VideoEntry) -> dict:
+        """`entry.extra`, checked against `extra_features()` (the same keys)."""
+        expected, given = set(self.extra_features()), set(entry.extra or {})
+        if expected != given:
+            raise ValueError(f"{entry.source}: {entry.video_id} has extra features {sorted(given)}; "
+                             f"{type(self).__name__}.extra_features() declares {sorted(expected)}")
+        return dict(entry.extra or {})
 
     def _stored_label(self, entry: VideoEntry):
         return targets.stored_value(self.LABEL_TYPE, entry.label, f"{entry.source}: {entry.video_id}")
@@ -402,9 +419,12 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             tf.io.gfile.rmtree(self.cache_dir)
 
 
-def example(video_id: str, label: str | int | list[str], result: decode_cache.DecodeResult) -> dict:
-    """The TFDS example of a decoded video (`label`: as `targets.stored_value` gives it)."""
+def example(video_id: str, label: str | int | list[str], result: decode_cache.DecodeResult,
+            extra: dict | None = None) -> dict:
+    """The TFDS example of a decoded video (`label`: as `targets.stored_value` gives it; `extra`: the
+    values of the builder's `extra_features()`)."""
     return {
+        **(extra or {}),
         "frames": result.jpeg_frames,
         "label": label,
         "video_id": video_id,

@@ -30,11 +30,11 @@ class DecodeSplit(beam.PTransform):
 
     Args:
       split: the split's name (for the report).
-      items: (video id, label name or -1, `decode_cache.DecodeTask`) per video.
+      items: (video id, stored label, `decode_cache.DecodeTask`, extra feature values) per video.
       report_prefix: path prefix of the text files that receive the skip and warning records.
     """
 
-    def __init__(self, split: str, items: list[tuple[str, str | int, decode_cache.DecodeTask]], report_prefix: str):
+    def __init__(self, split: str, items: list[tuple[str, object, decode_cache.DecodeTask, dict]], report_prefix: str):
         super().__init__()
         self._split = split
         self._items = items
@@ -55,14 +55,14 @@ class DecodeSplit(beam.PTransform):
 
 
 def _decode(item, split: str):
-    video_id, label, task = item
+    video_id, label, task, extra = item
     result = decode_cache.load_or_decode(task)
     if result.error is not None:
         yield beam.pvalue.TaggedOutput(_REPORT_TAG, {"path": task.rel, "split": split, "reason": result.error})
         return
     for warning in result.warnings:
         yield beam.pvalue.TaggedOutput(_REPORT_TAG, {"path": task.rel, "split": split, "warning": warning})
-    yield video_id, base.example(video_id, label, result)
+    yield video_id, base.example(video_id, label, result, extra)
 
 
 def read_report(report_dir: str) -> tuple[list[dict], list[dict]]:
