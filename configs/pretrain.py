@@ -123,6 +123,9 @@ def get_config(arg=None):
     # train step, from draws the pipeline sends along; the same clips within one uint8 level, half the host's
     # work per clip). The demo keeps them on the host: on a CPU-only machine the device is the same CPU.
     data.augment_on = "host"
+    # A training clip's target: "video" (its video's label) or "window" (for datasets with time-stamped actions,
+    # e.g. Charades: the classes whose actions overlap the clip's time window).
+    data.clip_labels = "video"
     from stjax.data import augment_ops  # the ops' declarations only: neither TensorFlow nor JAX
 
     aug = data.augmentation = ml_collections.ConfigDict()

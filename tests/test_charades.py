@@ -100,3 +100,77 @@ def test_a_missing_class_file_names_the_layout(tmp_path):
     (tmp_path / "Charades_v1_classes.txt").write_text("c000 a\nc000 b\n")
     with pytest.raises(ValueError, match="class c000 is listed twice"):
         build.build("charades", manual_dir=str(tmp_path), data_dir=str(tmp_path / "out"), workers=1, verbose=False)
+
+
+# --- training clips labelled by the actions in their time window ------------------------------------------------
+
+ONE_VIDEO_ACTIONS = [(0, 0.0, 0.5), (1, 1.0, 1.6), (2, 2.5, 3.0), (0, 2.9, 3.0)]  # (class, start, end) seconds
+
+
+def _window_rule(clip_starts, clip_seconds, actions, num_classes):
+    """An independent statement of the rule: c is on iff [start_c, end_c] and a clip's window share a point."""
+    on = np.zeros(num_classes, np.int32)
+    for s in clip_starts:
+        for c, a, b in actions:
+            if max(a, s) <= min(b, s + clip_seconds):
+                on[c] = 1
+    return on
+
+
+@pytest.mark.parametrize("starts,expected", [  # windows of 0.3 s
+    ([0.0], [1, 0, 0, 0]),      # inside the first action
+    ([0.5], [1, 0, 0, 0]),      # touching its end is overlapping
+    ([0.6], [0, 0, 0, 0]),      # between the actions: nothing
+    ([0.75], [0, 1, 0, 0]),     # reaches the second action's start (0.75 + 0.3 > 1.0)
+    ([1.7, 2.4], [0, 0, 1, 0]),  # the union over ρ clips
+    ([2.95], [1, 0, 1, 0]),     # two classes at once
+])
+def test_window_label_is_the_union_of_the_actions_overlapping_each_clip(starts, expected):
+    import tensorflow as tf
+
+    from stjax.data import targets
+
+    actions = {"class_id": tf.constant([c for c, _, _ in ONE_VIDEO_ACTIONS]),
+               "start": tf.constant([a for _, a, _ in ONE_VIDEO_ACTIONS]),
+               "end": tf.constant([b for _, _, b in ONE_VIDEO_ACTIONS])}
+    got = targets.window_label(actions, tf.constant(starts), tf.constant(0.3), 4).numpy()
+    assert got.tolist() == expected == _window_rule(starts, 0.3, ONE_VIDEO_ACTIONS, 4).tolist()
+    empty = {"class_id": tf.zeros([0], tf.int32), "start": tf.zeros([0]), "end": tf.zeros([0])}
+    assert targets.window_label(empty, tf.constant(starts), tf.constant(0.3), 4).numpy().tolist() == [0] * 4
+
+
+def test_training_clips_take_the_labels_of_their_window(tmp_path, tiny_video_dataset):
+    """One 3.2 s video with actions at different times: each training clip's target follows its own start
+    (clip_labels='window'), where 'video' gives every clip all the video's classes; a dataset without
+    time-stamped actions refuses 'window' naming the field."""
+    from stjax.data import augment, build, pipeline
+
+    root = tmp_path / "charades"
+    root.mkdir()
+    (root / "Charades_v1_classes.txt").write_text("".join(f"{c} {n}\n" for c, n in zip(CODES, NAMES)))
+    text = ";".join(f"{CODES[c]} {a:.2f} {b:.2f}" for c, a, b in ONE_VIDEO_ACTIONS)
+    _write_csv(root / "Charades_v1_train.csv", {"ONE01": (text, "3.2")})
+    write_video(root / "ONE01.mp4", num_frames=80, fps=25, seed=3)
+    build.build("charades", manual_dir=str(root), data_dir=str(tmp_path / "tfds"), config="tiny", fps=24,
+                short_side=32, workers=1, verbose=False)
+    clips = pipeline.ClipSpec(rho=1, num_frames=4, stride=4)  # 13 stored frames: 13/24 s per clip
+    kwargs = dict(data_dir=str(tmp_path / "tfds"), batch_size=1, clips=clips,
+                  augmentation=augment.AugmentConfig(crop_size=24), shuffle_buffer=1, prefetch=1)
+    seen = set()
+    for clip_labels in ("window", "video"):
+        stream = pipeline.pretrain_dataset("charades/tiny", clip_labels=clip_labels, **kwargs).as_numpy_iterator()
+        for _ in range(40):
+            batch = next(stream)
+            if clip_labels == "video":
+                assert batch["label"][0].tolist() == [1, 1, 1, 0]
+                continue
+            want = _window_rule(batch["clip_starts"][0], 13 / 24, ONE_VIDEO_ACTIONS, 4)
+            assert batch["label"][0].tolist() == want.tolist(), batch["clip_starts"]
+            seen.add(tuple(want))
+    assert len(seen) >= 3  # clips in different parts of the video got different targets
+
+    with pytest.raises(ValueError, match="data.clip_labels='frames' is invalid; valid values: video, window"):
+        pipeline.pretrain_dataset("charades/tiny", clip_labels="frames", **kwargs)
+    with pytest.raises(ValueError, match="data.clip_labels='window' needs time-stamped actions, which "
+                                         "'video_folder/tiny' does not store"):
+        pipeline.pretrain_dataset("video_folder/tiny", clip_labels="window", **dict(kwargs, data_dir=tiny_video_dataset[0]))

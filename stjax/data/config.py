@@ -70,6 +70,7 @@ def pretrain_batches(config, per_process_batch: int, start_batch: int = 0, num_s
         data_dir=config.data.data_dir, process_index=process * mine + i, process_count=num_shards,
         shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.get("deterministic", True),
         start_batch=start_batch, augment_on=config.data.get("augment_on", "host"),
+        clip_labels=config.data.get("clip_labels", "video"),
     ).as_numpy_iterator() for i in range(mine)]
     if mine == 1:
         return iterators[0]

@@ -181,6 +181,7 @@ def pretrain_dataset(
     prefetch: int = 2,
     start_batch: int = 0,
     augment_on: str = "host",
+    clip_labels: str = "video",
 ) -> tf.data.Dataset:
     """Endless batches of ρ augmented clips for this process.
 
@@ -198,11 +199,18 @@ def pretrain_dataset(
         each clip's draws as `augment` (float32 [b, ρ, D], D = len(augmentation.draw_names))
         for the train step to apply on the accelerator (`stjax.data.device_augment`): the same clips within one
         uint8 level, at about half the host's work per clip.
+      clip_labels: "video" gives each example its video's `label`; "window" (datasets with time-stamped
+        `actions`, e.g. Charades) the multi-hot of the actions that overlap its clips' time windows
+        (`targets.window_label`).
     """
     configlib.require_choice("data.augment_on", augment_on, AUGMENT_ON)
+    configlib.require_choice("data.clip_labels", clip_labels, targets.CLIP_LABELS)
     ds, builder, host_split = _read(dataset, data_dir, split, process_index, process_count, shuffle_seed=seed)
     check_crop_fits(builder, augmentation.crop_size, "augmentation.crop_size", split)
     label_kind, num_classes = _label_form(builder)
+    if clip_labels == "window" and "actions" not in builder.info.features:
+        raise ValueError(f"data.clip_labels='window' needs time-stamped actions, which {dataset!r} does not store "
+                         f"(Charades does); valid choices here: video")
     base_seed = tf.constant([seed, process_index], tf.int64)
     span = sampling.clip_span(clips.num_frames, clips.stride)
 
@@ -214,13 +222,18 @@ def pretrain_dataset(
             seeds[0], example["num_frames"], example["fps"], clips.num_clips, span, clips.timespan
         )
         indices = sampling.clip_indices(starts, example["num_frames"], clips.num_frames, clips.stride)
+        clip_starts = tf.cast(starts, tf.float32) / example["fps"]
+        if clip_labels == "window":
+            label = targets.window_label(example["actions"], clip_starts, span / example["fps"], num_classes)
+        else:
+            label = targets.batch_label(label_kind, example["label"], num_classes)
         return {
             "encoded": tf.gather(example["frames"], indices),  # [ρ, T] JPEG bytes
             "seeds": seeds[1:],
             "height": example["height"],
             "width": example["width"],
-            "label": targets.batch_label(label_kind, example["label"], num_classes),
-            "clip_starts": tf.cast(starts, tf.float32) / example["fps"],
+            "label": label,
+            "clip_starts": clip_starts,
         }
 
     clip_signature = tf.TensorSpec([clips.num_frames, augmentation.crop_size, augmentation.crop_size, 3], tf.uint8)

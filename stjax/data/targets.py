@@ -81,6 +81,27 @@ def batch_label(kind: str, stored: tf.Tensor, num_classes: int) -> tf.Tensor:
     return tf.minimum(tf.reduce_sum(tf.one_hot(ids, num_classes, dtype=tf.int32), axis=0), 1)
 
 
+CLIP_LABELS = ("video", "window")  # a training clip's target: its video's label, or the actions in its window
+
+
+def window_label(actions: dict, clip_starts: tf.Tensor, clip_seconds: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """The multi-hot target of clips from time-stamped actions: class c is on iff an action of c overlaps the
+    time window of one of the clips (Charades' rule: a clip that misses an action does not get its label).
+
+    Args:
+      actions: {'class_id': int [S], 'start': float [S], 'end': float [S]} in seconds (S may be 0).
+      clip_starts: float32 [ρ] seconds; each window is [start, start + clip_seconds].
+      clip_seconds: float32 scalar, a clip's duration.
+    Returns int32 [C] in {0, 1}: the union over the ρ windows.
+    """
+    starts = tf.reshape(tf.cast(clip_starts, tf.float32), [-1, 1])  # [ρ, 1]
+    ends = starts + tf.cast(clip_seconds, tf.float32)
+    overlaps = (tf.cast(actions["start"], tf.float32)[None] <= ends) & (tf.cast(actions["end"], tf.float32)[None] >= starts)
+    hit = tf.reduce_any(overlaps, axis=0)  # [S]: the action overlaps some clip
+    ids = tf.boolean_mask(tf.cast(actions["class_id"], tf.int32), hit)
+    return tf.minimum(tf.reduce_sum(tf.one_hot(ids, num_classes, dtype=tf.int32), axis=0), 1)
+
+
 def padding_label(kind: str, num_classes: int) -> tf.Tensor:
     """The `label` of a padding example (masked out of every metric)."""
     if kind == "single":
