@@ -48,17 +48,16 @@ def main(argv=None):
     import jax
     import numpy as np
 
-    from stjax import configlib, objectives
+    from bench._lib.specs import _pretrain_config  # the config bench/train_step.py times
+    from stjax import objectives
     from stjax.train import mesh as mesh_lib
     from stjax.train import optimizer as optimizer_lib
     from stjax.train import step as step_lib
     from stjax.train.state import StateFactory
 
-    config = configlib.load_config_file(
-        str(ROOT / "configs" / "pretrain.py"),
-        f"k400_r50,framework={args.framework},rho={args.rho},backbone={args.backbone},batch_size={args.batch}")
-    if args.config:
-        configlib.set_fields(config, json.loads(args.config))
+    config = _pretrain_config(dict(
+        framework=args.framework, rho=args.rho, backbone=args.backbone, batch=args.batch, frames=args.frames,
+        crop=args.crop, dtype="float32", remat=False, lowering="auto", config=json.loads(args.config or "{}")))
     clips_shape = (args.batch, args.rho, args.frames, args.crop, args.crop, 3)
     mesh = mesh_lib.create_mesh(1)
     replicated, batch_sharding = mesh_lib.replicated_sharding(mesh), mesh_lib.batch_sharding(mesh)

@@ -74,10 +74,8 @@ class Charades(VideoDatasetBuilder, skip_registration=True):
         if not lists:
             raise FileNotFoundError(f"neither {' nor '.join(SPLIT_FILES.values())} is in {root!r}; "
                                     f"expected the layout:\n{__doc__}")
-        files = layout.walk_files(root)
-        index = layout.index_by_stem(files)
+        found = layout.FileIndex.of(root)
         annotations = Annotations(classes=classes, splits=list(lists), entries=[])
-        used = set()
         for split, source in lists.items():
             with open(os.path.join(root, source), newline="", encoding="utf-8-sig") as f:
                 rows = list(csv.DictReader(f))
@@ -99,11 +97,11 @@ class Charades(VideoDatasetBuilder, skip_registration=True):
                                                 f"{classes_file} ({len(codes)} classes)"})
                     continue
                 path = None
-                if video_id in index:
-                    path, warning = _pick(index[video_id])
+                if video_id in found.by_stem:
+                    path, warning = _pick(found.by_stem[video_id])
                     if warning:
                         annotations.warnings.append({"path": path, "split": split, "warning": warning})
-                    used.add(path)
+                    found.used.add(path)
                 extra = {
                     "actions": {"class_id": [codes[c] for c, _, _ in actions],
                                 "start": [s for _, s, _ in actions], "end": [e for _, _, e in actions]},
@@ -113,8 +111,7 @@ class Charades(VideoDatasetBuilder, skip_registration=True):
                     video_id=video_id, path=path, label=tuple(classes[codes[c]] for c, _, _ in actions),
                     split=split, source=where, missing_reason=f"{where}: no video file is named {video_id}.*",
                     extra=extra))
-        annotation_files = {classes_file, *lists.values()}
-        annotations.ignored_files = [f for f in files if f not in used and f not in annotation_files]
+        annotations.ignored_files = found.ignored({classes_file, *lists.values()})
         return annotations
 
 
@@ -143,10 +140,10 @@ def parse_actions(text: str) -> list[tuple[str, float, float]]:
         fields = part.split()
         try:
             code, start, end = fields[0], float(fields[1]), float(fields[2])
-            if len(fields) != 3:
-                raise ValueError
         except (ValueError, IndexError):
-            raise ValueError(f"action {part!r} is not `cNNN START END`") from None
+            code = None
+        if code is None or len(fields) != 3:
+            raise ValueError(f"action {part!r} is not `cNNN START END`")
         if not (math.isfinite(start) and math.isfinite(end) and 0 <= start <= end):
             raise ValueError(f"action {part!r}: needs 0 <= START <= END seconds")
         actions.append((code, start, end))
@@ -162,10 +159,11 @@ def _duration(text) -> float:
 
 
 def _find(root: str, name: str) -> str | None:
-    for sub in ("",) + ANNOTATION_DIRS:
-        if os.path.isfile(os.path.join(root, sub, name)):
-            return f"{sub}/{name}" if sub else name
-    return None
+    """`name` in `root` or its ANNOTATION_DIRS, the first in that order (`layout.find_annotation`'s rule:
+    any case, also after a prefix)."""
+    stem, extension = os.path.splitext(name)
+    paths = layout.find_annotation(root, ANNOTATION_DIRS, (stem.lower(),), extension.lower())
+    return paths[0] if paths else None
 
 
 def _pick(candidates: list[str]) -> tuple[str, str | None]:

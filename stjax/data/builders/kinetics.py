@@ -46,25 +46,22 @@ class Kinetics(VideoDatasetBuilder, skip_registration=True):
         classes = sorted({r["label"] for split_rows in rows.values() for r in split_rows if r["label"]})
         if not classes:
             raise ValueError(f"the Kinetics CSVs in {root!r} ({', '.join(csvs.values())}) name no labels")
-        files = layout.walk_files(root)
-        index = layout.index_by_stem(files)
+        found = layout.FileIndex.of(root)
         annotations = Annotations(classes=classes, splits=list(csvs), entries=[])
         if len(classes) != self.NUM_CLASSES:
             annotations.warnings.append({"path": None, "split": None, "warning": (
                 f"the CSVs name {len(classes)} classes, {self.name} has {self.NUM_CLASSES}: "
                 "are they the right release?")})
-        used = set()
         for split, source in csvs.items():
             for row in rows[split]:
                 if row["error"]:
                     annotations.skipped.append({"path": f"{source}:{row['line']}", "split": split,
                                                 "reason": row["error"]})
                     continue
-                entry = self._entry(row, split, source, index, annotations)
-                used.add(entry.path)
+                entry = self._entry(row, split, source, found.by_stem, annotations)
+                found.used.add(entry.path)
                 annotations.entries.append(entry)
-        annotations_files = set(csvs.values())
-        annotations.ignored_files = [f for f in files if f not in used and f not in annotations_files]
+        annotations.ignored_files = found.ignored(csvs.values())
         return annotations
 
     def _entry(self, row, split, source, index, annotations) -> VideoEntry:

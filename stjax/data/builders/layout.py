@@ -1,6 +1,7 @@
 """Finding annotation files and video files in the trees the standard datasets come in."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 VIDEO_EXTENSIONS = frozenset(
@@ -38,6 +39,27 @@ def index_by_stem(paths: list[str]) -> dict[str, list[str]]:
         if is_video(name):
             index.setdefault(os.path.splitext(name)[0], []).append(path)
     return index
+
+
+@dataclasses.dataclass
+class FileIndex:
+    """The files under a manual dir (`files`), its videos by file name without extension (`by_stem`), and
+    the paths annotations used (`used`): what a layout's reader looks videos up in, and what it then reports
+    as ignored."""
+
+    files: list[str]
+    by_stem: dict[str, list[str]]
+    used: set = dataclasses.field(default_factory=set)
+
+    @classmethod
+    def of(cls, root: str) -> "FileIndex":
+        files = walk_files(root)
+        return cls(files, index_by_stem(files))
+
+    def ignored(self, annotation_files) -> list[str]:
+        """The files that neither an entry nor an annotation file uses."""
+        skip = self.used | set(annotation_files)
+        return [f for f in self.files if f not in skip]
 
 
 def pick_file(candidates: list[str], split: str) -> tuple[str, str | None]:

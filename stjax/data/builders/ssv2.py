@@ -46,10 +46,8 @@ class Ssv2(VideoDatasetBuilder, skip_registration=True):
         if not lists:
             raise FileNotFoundError(f"no train.json, validation.json or test.json in {root!r}; "
                                     f"expected the layout:\n{__doc__}")
-        files = layout.walk_files(root)
-        index = layout.index_by_stem(files)
+        found = layout.FileIndex.of(root)
         annotations = Annotations(classes=classes, splits=list(lists), entries=[])
-        used = set()
         for split, source in lists.items():
             with open(os.path.join(root, source), encoding="utf-8") as f:
                 items = json.load(f)
@@ -67,17 +65,16 @@ class Ssv2(VideoDatasetBuilder, skip_registration=True):
                                                 "reason": f"item {n} of {source} has no template (class)"})
                     continue
                 path = None
-                if video_id in index:
-                    path, warning = layout.pick_file(index[video_id], split)
+                if video_id in found.by_stem:
+                    path, warning = layout.pick_file(found.by_stem[video_id], split)
                     if warning:
                         annotations.warnings.append({"path": path, "split": split, "warning": warning})
-                used.add(path)
+                found.used.add(path)
                 annotations.entries.append(VideoEntry(
                     video_id=video_id, path=path, label=label, split=split, source=source,
                     missing_reason=f"listed in {source} but no video file is named {video_id}.*",
                 ))
-        annotation_files = {labels_file, *lists.values()}
-        annotations.ignored_files = [f for f in files if f not in used and f not in annotation_files]
+        annotations.ignored_files = found.ignored({labels_file, *lists.values()})
         return annotations
 
 
