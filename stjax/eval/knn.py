@@ -79,16 +79,5 @@ def retrieval_recall(train_x, train_y, test_x, test_y, ks=(1, 5, 10, 20), chunk:
     return {f"R@{k}": float(np.mean(np.any(hits[:, :k], axis=1))) for k in ks}
 
 
-def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """The test metrics a protocol reports of class scores [N, num_classes]
-    (`stjax.eval.metrics.classification_metrics`): against int labels [N] {top1, top5, per_class_top1,
-    confusion} (top-k capped at the class count, per-class top-1 NaN for absent classes, confusion [true,
-    predicted], label -1 = padding, ignored); against multi-hot labels [N, C] {mAP, top1 (precision@1),
-    per_class_ap}."""
-    scores = np.asarray(scores)
-    if scores.ndim != 2 or scores.shape[1] != num_classes:
-        raise ValueError(f"scores must be [N, num_classes={num_classes}]; got shape {scores.shape}")
-    m = metrics.classification_metrics(scores, labels, ks=(1, 5))
-    keys = ("top1", "top5", "per_class_top1", "confusion") if metrics.label_kind(labels) == "single" else \
-        ("mAP", "top1", "per_class_ap")
-    return {key: m[key] for key in keys}
+# the protocols' reported test metrics, kept here under the name they had (tests, older callers)
+accuracy_metrics = metrics.reported_metrics

@@ -102,3 +102,18 @@ def classification_metrics(scores, labels, *, ks=(1, 5)) -> dict:
     out.update(per_class_top1=per_class, mean_per_class_top1=float(np.nanmean(per_class)), confusion=confusion,
                mAP=mean_ap, per_class_ap=ap, num=int(len(scores)))
     return out
+
+
+def reported_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """The test metrics a protocol reports of class scores [N, num_classes]
+    (`classification_metrics`): against int labels [N] {top1, top5, per_class_top1,
+    confusion} (top-k capped at the class count, per-class top-1 NaN for absent classes, confusion [true,
+    predicted], label -1 = padding, ignored); against multi-hot labels [N, C] {mAP, top1 (precision@1),
+    per_class_ap}."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[1] != num_classes:
+        raise ValueError(f"scores must be [N, num_classes={num_classes}]; got shape {scores.shape}")
+    m = classification_metrics(scores, labels, ks=(1, 5))
+    keys = ("top1", "top5", "per_class_top1", "confusion") if label_kind(labels) == "single" else \
+        ("mAP", "top1", "per_class_ap")
+    return {key: m[key] for key in keys}

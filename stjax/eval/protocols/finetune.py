@@ -67,7 +67,7 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
 
     from stjax import export
     from stjax.eval import features as eval_features
-    from stjax.eval import knn as knn_lib
+    from stjax.eval import metrics as metrics_lib
     from stjax.train import loop, setup
     from stjax.train import mesh as mesh_lib
     from stjax.train import workdir as workdir_lib
@@ -98,7 +98,7 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     test_x, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
                               c.data.eval_split)
     logits = np.asarray(framework.classify(jax.device_get(result.state.params), test_x))
-    return knn_lib.accuracy_metrics(logits, test_y, num_classes), num_train, len(test_y)
+    return metrics_lib.reported_metrics(logits, test_y, num_classes), num_train, len(test_y)
 
 
 def _check_same_start(init_path: str, variables: dict, directory: str) -> None:

@@ -16,9 +16,9 @@ class KNN(base.Protocol):
         configlib.require(config.knn.temperature > 0, "knn.temperature", config.knn.temperature, "numbers > 0")
 
     def score(self, train, test, num_classes, config):
-        from stjax.eval import knn
+        from stjax.eval import knn, metrics
 
         (train_x, train_y), (test_x, test_y) = train, test
         scores = knn.knn_classify(train_x, train_y, test_x, num_classes, k=config.knn.k,
                                   temperature=config.knn.temperature)
-        return knn.accuracy_metrics(scores, test_y, num_classes)
+        return metrics.reported_metrics(scores, test_y, num_classes)
