@@ -63,6 +63,8 @@ def get_config(arg=None):
     config.optimizer = ml_collections.ConfigDict(dict(
         name="lars", base_lr=4.8, base_batch_size=512, warmup_epochs=35.0, weight_decay=1e-6,
         momentum=0.9, nesterov=True, trust_coefficient=0.001,
+        # after the warm-up: "cosine" to 0 at the last step, or "steps": ×decay_factor at each of decay_epochs
+        schedule="cosine", decay_epochs=(), decay_factor=0.1,
     ))
     # ρBYOL heads and target momentum, the paper recipe.
     config.byol = ml_collections.ConfigDict(dict(

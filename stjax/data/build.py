@@ -123,7 +123,7 @@ def build(
 
     kwargs = dict(manual_dir=manual_dir, workers=workers, config=config_obj, data_dir=data_dir,
                   use_beam=beam_runner is not None)
-    if cls is builders.Synthetic:
+    if builders.renders_itself(cls):
         kwargs.update(generate_if_missing=True, generator_kwargs=generator_kwargs)
     elif manual_dir is None:
         raise ValueError(f"--manual_dir is required to build {dataset!r} (the folder of videos)")
@@ -176,11 +176,9 @@ def build(
 
 
 def source_dir_of(cls, manual_dir: str | None) -> str | None:
-    """The folder a build of `cls` reads: `manual_dir`, or for the synthetic set its default folder."""
-    if manual_dir is None and cls is builders.Synthetic:
-        from stjax.data.builders import synthetic
-
-        return synthetic.DEFAULT_VIDEO_DIR
+    """The folder a build of `cls` reads: `manual_dir`, or for a synthetic set its default folder."""
+    if manual_dir is None and builders.renders_itself(cls):
+        return cls.DEFAULT_VIDEO_DIR
     return os.path.expanduser(manual_dir) if manual_dir else None
 
 

@@ -122,7 +122,7 @@ def ensure_built(config, verbose: bool = True, splits: list[inputs.Needed] | Non
     inputs.check(config, plan, splits)
     if plan is not None and plan.prepared is not None:
         return plan.prepared
-    if name == "synthetic" or config.data.get("manual_dir"):
+    if builders.renders_itself(builders.builder_class(name)) or config.data.get("manual_dir"):
         build.build(name, manual_dir=config.data.get("manual_dir"), data_dir=data_dir,
                     config=config_name, verbose=verbose,
                     generator_kwargs=dict(config.data.get("synthetic", {})) or None)

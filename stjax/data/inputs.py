@@ -127,11 +127,11 @@ def plan(config) -> DatasetPlan | None:
             raise SourceChangedError(message)
         return _prepared_plan(full, prepared, report, manual_dir, command)
     command = _build_command(name, config_name, manual_dir, data_dir)
-    if cls is not builders.Synthetic and not given:
+    if not builders.renders_itself(cls) and not given:
         return None
     config_obj = build._resolve_config(cls, config_name, {})
-    if cls is builders.Synthetic:
-        return _synthetic_plan(full, config, manual_dir, config_obj.short_side, command)
+    if builders.renders_itself(cls):
+        return _synthetic_plan(cls, full, config, manual_dir, config_obj.short_side, command)
     try:
         builder = cls(manual_dir=manual_dir, config=config_obj, data_dir=data_dir)
         by_split = builder._checked_entries(builder.annotations)
@@ -159,19 +159,17 @@ def _prepared_plan(full: str, prepared: str, report: dict, manual_dir: str | Non
         manual_dir=manual_dir, build_command=command)
 
 
-def _synthetic_plan(full: str, config, manual_dir: str, short_side: int | None, command: str) -> DatasetPlan:
-    """The synthetic set as `make_synthetic.generate` will render it (or has: its meta file)."""
+def _synthetic_plan(cls, full: str, config, manual_dir: str, short_side: int | None, command: str) -> DatasetPlan:
+    """A synthetic set as `make_synthetic.generate` will render it (or has: its meta file)."""
     from stjax.data import make_synthetic
 
     defaults = {k: p.default for k, p in inspect.signature(make_synthetic.generate).parameters.items()
                 if p.default is not inspect.Parameter.empty}
-    args = defaults | dict(config.data.get("synthetic", {}))
-    meta_path = os.path.join(manual_dir, make_synthetic.META_NAME)
-    where = f"to be rendered into {manual_dir} and built"
-    if not config.data.get("synthetic") and os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            args = defaults | json.load(f).get("args", {})
-        where = f"to be built from {manual_dir}"
+    given = dict(config.data.get("synthetic", {})) or None
+    args = defaults | cls.generator_arguments(manual_dir, given)
+    rendered = os.path.isfile(os.path.join(manual_dir, make_synthetic.META_NAME))
+    where = f"to be built from {manual_dir}" if rendered and given is None else \
+        f"to be rendered into {manual_dir} and built"
     splits = {"train": int(args["num_train"]), "test": int(args["num_test"])}
     splits = {split: n for split, n in splits.items() if n > 0}
     sides = None if short_side is not None else {split: {int(args["size"]): n} for split, n in splits.items()}

@@ -11,6 +11,22 @@ Output (real H.264 mp4 files, libx264 / yuv420p, written with PyAV)::
     DIR/train.txt, DIR/test.txt       one relative path per line
     DIR/synthetic_meta.json           generator arguments, class list, version (written last)
 
+``--kind charades`` writes a Charades-like set instead (multi-label: several motions one after the
+other in one video), in the Charades v1 layout, so that `python -m stjax.data.build --dataset charades
+--manual_dir DIR` builds it like the real one (the `synthetic_charades` dataset renders and builds it
+on first use)::
+
+    DIR/Charades_v1_classes.txt       c000 slide ... c008 bob: the motions but `still`
+    DIR/Charades_v1_train.csv         one row per video; `actions` = `cNNN START END;...` (seconds)
+    DIR/Charades_v1_test.csv
+    DIR/Charades_v1_480/<id>.mp4      id = TR00000..., TE00000...
+    DIR/synthetic_meta.json
+
+Each video holds 2–4 (``--segments``) actions of distinct classes in consecutive segments of random
+length (each segment's objects first stand still for up to a quarter of it); the nuisances are drawn
+as for the motions set and continue across segments, only the motion changes. Suggested size for the
+CPU: ``--seconds 4 --fps 24`` (Charades' frame rate), where a 0.6 s clip sees mostly one action.
+
 Why it looks like this
 ----------------------
 The rho-framework objectives (rho-SimCLR/MoCo/BYOL/SwAV) treat clips taken at
@@ -192,8 +208,12 @@ def render_video(
     fps: float,
     *,
     return_mask: bool = False,
+    first_frame: int = 0,
 ):
     """Render one video of class ``class_index``: uint8 array [T, size, size, 3].
+
+    ``first_frame`` > 0 renders frames ``first_frame … first_frame + num_frames − 1`` of the video the
+    same rng state renders from frame 0 (the draws do not depend on the frames rendered).
 
     All random draws happen in a fixed order that does not depend on the class, so
     the same rng state gives the same nuisances (background, lighting, number,
@@ -206,7 +226,7 @@ def render_video(
     motion = CLASS_NAMES[class_index]
     S = float(size)
     f32 = np.float32
-    t = np.arange(num_frames, dtype=np.float64) / float(fps)  # seconds, [T]
+    t = (first_frame + np.arange(num_frames, dtype=np.float64)) / float(fps)  # seconds, [T]
     T3 = (num_frames, 1, 1)
 
     # ---- nuisances (class-independent draws) ----------------------------------
@@ -389,28 +409,35 @@ def write_mp4(path, frames: np.ndarray, fps: float) -> None:
 
 # ----------------------------------------------------------------------------- dataset
 
+KINDS = ("motions", "charades")
+CHARADES_VERSION = "stjax-synthetic-charades-v1"
+# The Charades-like set's action classes: every motion but "still", which is what the objects do between
+# actions; ids c000.. in this order.
+ACTION_CLASSES: tuple[str, ...] = CLASS_NAMES[1:]
+CHARADES_FILES = {"classes": "Charades_v1_classes.txt", "train": "Charades_v1_train.csv",
+                  "test": "Charades_v1_test.csv", "videos": "Charades_v1_480"}
+CHARADES_COLUMNS = ("id", "subject", "scene", "quality", "relevance", "verified", "script", "objects",
+                    "descriptions", "actions", "length")
+# `generate`'s arguments for the Charades-like set the `synthetic_charades` dataset renders by default.
+CHARADES_DEFAULTS = dict(num_train=800, num_test=200, size=64, seconds=4.0, fps=24.0, seed=0, segments=(2, 4))
+_MAX_LEAD = 0.25  # of a segment: how long its objects may stay still before its action starts
+
 
 def _num_frames(seconds: float, fps: float) -> int:
     return max(1, int(round(seconds * fps)))
 
 
-def _build_meta(num_train, num_test, size, seconds, fps, seed) -> dict:
-    return {
-        "version": VERSION,
-        "generator": "stjax.data.make_synthetic",
-        "args": {
-            "num_train": int(num_train),
-            "num_test": int(num_test),
-            "size": int(size),
-            "seconds": float(seconds),
-            "fps": float(fps),
-            "seed": int(seed),
-        },
-        "num_frames": _num_frames(seconds, fps),
-        "classes": list(CLASS_NAMES),
-        "splits": {"train": int(num_train), "test": int(num_test)},
-        "encoding": dict(CODEC),
-    }
+def _build_meta(num_train, num_test, size, seconds, fps, seed, kind="motions", segments=(2, 4)) -> dict:
+    args = {"num_train": int(num_train), "num_test": int(num_test), "size": int(size),
+            "seconds": float(seconds), "fps": float(fps), "seed": int(seed)}
+    if kind == "motions":  # as it has always been written: a folder made before `kind` existed still matches
+        return {"version": VERSION, "generator": "stjax.data.make_synthetic", "args": args,
+                "num_frames": _num_frames(seconds, fps), "classes": list(CLASS_NAMES),
+                "splits": {"train": int(num_train), "test": int(num_test)}, "encoding": dict(CODEC)}
+    return {"version": CHARADES_VERSION, "generator": "stjax.data.make_synthetic",
+            "args": {**args, "kind": kind, "segments": [int(s) for s in segments]},
+            "num_frames": _num_frames(seconds, fps), "classes": list(ACTION_CLASSES),
+            "splits": {"train": int(num_train), "test": int(num_test)}, "encoding": dict(CODEC)}
 
 
 def _diff_meta(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -428,23 +455,77 @@ def _diff_meta(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix}: existing {old!r} != requested {new!r}"]
 
 
-def _video_list(num_train: int, num_test: int) -> list[tuple[str, int, int, str]]:
-    """(split, index, class_index, relpath) for every video; classes round-robin."""
+def _video_list(num_train: int, num_test: int) -> list[tuple[str, int, tuple, str]]:
+    """(split, index, schedule, relpath) for every video of the motions set; classes round-robin; a
+    schedule is ((class_index, first frame, end frame), ...), here one class for the whole video."""
     out = []
     for split, n in (("train", num_train), ("test", num_test)):
         for i in range(n):
             c = i % len(CLASS_NAMES)
-            out.append((split, i, c, f"{CLASS_NAMES[c]}/{split}_{i:06d}.mp4"))
+            out.append((split, i, ((c, 0, None),), f"{CLASS_NAMES[c]}/{split}_{i:06d}.mp4"))
     return out
 
 
+def charades_schedule(seed: int, split: str, index: int, num_frames: int,
+                      segments: tuple[int, int]) -> tuple[tuple[int, int, int], ...]:
+    """The time line of one Charades-like video: ((class_index, first frame, end frame), ...) covering
+    frames 0 … num_frames − 1. It holds k ∈ `segments` (inclusive) actions of distinct classes one after
+    the other, each in a segment of random length whose objects first stay still for up to a quarter of
+    it (class `still`); its own random stream, so the nuisances (the video's stream) are those of a video
+    of the motions set."""
+    rng = np.random.default_rng([seed, _SPLIT_IDS[split], index, 1])
+    k = int(rng.integers(segments[0], segments[1] + 1))
+    k = max(1, min(k, num_frames // 2, len(ACTION_CLASSES)))
+    classes = 1 + rng.choice(len(ACTION_CLASSES), k, replace=False)  # CLASS_NAMES indices, not `still`
+    bounds = np.round(np.cumsum(np.concatenate([[0.0], rng.dirichlet(np.full(k, 3.0))])) * num_frames)
+    bounds = np.maximum.accumulate(np.clip(bounds.astype(int), 0, num_frames))
+    bounds[-1] = num_frames
+    out = []
+    for c, a, b in zip(classes, bounds[:-1], bounds[1:]):
+        if b - a < 2:
+            continue
+        lead = int(round(rng.uniform(0.0, _MAX_LEAD) * (b - a)))
+        if lead:
+            out.append((0, int(a), int(a + lead)))
+        out.append((int(c), int(a + lead), int(b)))
+    return tuple(out)
+
+
+def _charades_list(num_train: int, num_test: int, num_frames: int, seed: int,
+                   segments) -> list[tuple[str, int, tuple, str]]:
+    out = []
+    for split, n in (("train", num_train), ("test", num_test)):
+        for i in range(n):
+            schedule = charades_schedule(seed, split, i, num_frames, segments)
+            out.append((split, i, schedule, f"{CHARADES_FILES['videos']}/{charades_id(split, i)}.mp4"))
+    return out
+
+
+def charades_id(split: str, index: int) -> str:
+    return f"{split[:2].upper()}{index:05d}"
+
+
+def charades_actions(schedule, fps: float) -> str:
+    """The `actions` column of a schedule: `cNNN START END` (seconds) per action, `;`-separated."""
+    return ";".join(f"c{c - 1:03d} {a / fps:.2f} {b / fps:.2f}" for c, a, b in schedule if c != 0)
+
+
+def _render(schedule, rng_key, size: int, num_frames: int, fps: float) -> np.ndarray:
+    """The frames of a schedule: each segment rendered from the video's own stream (`rng_key`), so the
+    background and objects continue across segments and only the motion changes."""
+    parts = []
+    for c, a, b in schedule:
+        b = num_frames if b is None else b
+        parts.append(render_video(c, np.random.default_rng(rng_key), size, b - a, fps, first_frame=a))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def _make_one(job) -> str:
-    out_dir, split, index, class_index, rel, size, num_frames, fps, seed = job
+    out_dir, split, index, schedule, rel, size, num_frames, fps, seed = job
     path = Path(out_dir) / rel
     if path.exists():  # complete: files only appear under their final name when done
         return rel
-    rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
-    frames = render_video(class_index, rng, size, num_frames, fps)
+    frames = _render(schedule, [seed, _SPLIT_IDS[split], index], size, num_frames, fps)
     write_mp4(path, frames, fps)
     return rel
 
@@ -455,10 +536,29 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _is_complete(out: Path, videos) -> bool:
+def _index_files(kind: str, videos, fps: float, seconds: float) -> dict[str, str]:
+    """{file name: text} of the files that list the videos (written after them)."""
+    if kind == "motions":
+        return {f"{split}.txt": "".join(rel + "\n" for s, _, _, rel in videos if s == split) for split in SPLITS}
+    import csv
+    import io
+
+    files = {CHARADES_FILES["classes"]: "".join(f"c{i:03d} {name}\n" for i, name in enumerate(ACTION_CLASSES))}
     for split in SPLITS:
-        if not (out / f"{split}.txt").is_file():
-            return False
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(CHARADES_COLUMNS)
+        for s, i, schedule, _ in videos:
+            if s == split:
+                writer.writerow([charades_id(s, i), "synthetic", "synthetic", 7, 7, "Yes", "", "", "",
+                                 charades_actions(schedule, fps), f"{seconds:.2f}"])
+        files[CHARADES_FILES[split]] = text.getvalue()
+    return files
+
+
+def _is_complete(out: Path, videos, index_files) -> bool:
+    if not all((out / name).is_file() for name in index_files):
+        return False
     return all((out / rel).is_file() for _, _, _, rel in videos)
 
 
@@ -472,21 +572,35 @@ def generate(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    kind: str = "motions",
+    segments: tuple[int, int] = (2, 4),
 ) -> dict:
     """Generate the dataset into ``out_dir`` and return its meta dict.
+
+    ``kind``: "motions" (the built-in set, class-per-folder with train.txt / test.txt) or "charades"
+    (several actions per video one after the other, `segments` = (fewest, most), in the Charades v1
+    layout that the `charades` builder reads; see the module docstring).
 
     Idempotent: if ``out_dir`` already holds a complete dataset with the same meta,
     returns at once. Raises ``ValueError`` if it holds one made with different
     arguments, or ``FileExistsError`` if it is a non-empty folder that is not a
     synthetic dataset. An interrupted run (same arguments) is resumed.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is invalid; valid values: {', '.join(KINDS)}")
     if size < 16 or size % 2:
         raise ValueError(f"size must be an even number >= 16, got {size}")
     if num_train < 0 or num_test < 0 or seconds <= 0 or fps <= 0 or seed < 0:
         raise ValueError("num_train/num_test must be >= 0, seconds/fps > 0, seed >= 0")
+    segments = tuple(int(s) for s in segments)
+    if len(segments) != 2 or not 1 <= segments[0] <= segments[1]:
+        raise ValueError(f"segments={segments!r} is invalid: (fewest, most) actions per video, 1 <= fewest <= most")
     out = Path(out_dir)
-    meta = _build_meta(num_train, num_test, size, seconds, fps, seed)
-    videos = _video_list(num_train, num_test)
+    meta = _build_meta(num_train, num_test, size, seconds, fps, seed, kind, segments)
+    nf = meta["num_frames"]
+    videos = _video_list(num_train, num_test) if kind == "motions" else \
+        _charades_list(num_train, num_test, nf, seed, segments)
+    index_files = _index_files(kind, videos, fps, seconds)
     meta_path, partial_path = out / META_NAME, out / PARTIAL_NAME
 
     def check(existing_path: Path) -> None:
@@ -501,7 +615,7 @@ def generate(
 
     if meta_path.exists():
         check(meta_path)
-        if _is_complete(out, videos):
+        if _is_complete(out, videos, index_files):
             if progress:
                 print(f"[make_synthetic] {out} already holds this dataset "
                       f"({len(videos)} videos); nothing to do.")
@@ -520,14 +634,13 @@ def generate(
 
     out.mkdir(parents=True, exist_ok=True)
     _write_text_atomic(partial_path, json.dumps(meta, indent=2) + "\n")
-    for name in CLASS_NAMES:
+    for name in sorted({str(Path(rel).parent) for _, _, _, rel in videos}):
         d = out / name
         d.mkdir(exist_ok=True)
         for stale in d.glob(".*.mp4.tmp-*"):  # leftovers of a killed run
             stale.unlink()
 
-    nf = meta["num_frames"]
-    jobs = [(str(out), s, i, c, rel, int(size), nf, float(fps), int(seed)) for s, i, c, rel in videos]
+    jobs = [(str(out), s, i, schedule, rel, int(size), nf, float(fps), int(seed)) for s, i, schedule, rel in videos]
     todo = [j for j in jobs if not (out / j[4]).exists()]
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     workers = max(1, min(workers, len(todo) or 1))
@@ -558,14 +671,13 @@ def generate(
         bar.close()
     elapsed = time.time() - t0
 
-    for split in SPLITS:
-        lines = [rel for s, _, _, rel in videos if s == split]
-        _write_text_atomic(out / f"{split}.txt", "".join(line + "\n" for line in lines))
+    for name, text in index_files.items():
+        _write_text_atomic(out / name, text)
     _write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")  # completion marker
     partial_path.unlink(missing_ok=True)
     if progress:
         print(f"[make_synthetic] wrote {len(todo)} videos ({len(videos)} total, "
-              f"{len(CLASS_NAMES)} classes) to {out} in {elapsed:.1f}s with {workers} worker(s)")
+              f"{len(meta['classes'])} classes) to {out} in {elapsed:.1f}s with {workers} worker(s)")
     return meta
 
 
@@ -580,9 +692,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="default: os.cpu_count()")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.add_argument("--kind", choices=KINDS, default="motions",
+                   help="motions: one class per video; charades: several actions per video (Charades v1 layout)")
+    p.add_argument("--segments", type=int, nargs=2, default=(2, 4), metavar=("FEWEST", "MOST"),
+                   help="--kind charades: actions per video")
     a = p.parse_args(argv)
     generate(a.out, num_train=a.num_train, num_test=a.num_test, size=a.size, seconds=a.seconds,
-             fps=a.fps, seed=a.seed, workers=a.workers, progress=not a.quiet)
+             fps=a.fps, seed=a.seed, workers=a.workers, progress=not a.quiet, kind=a.kind,
+             segments=tuple(a.segments))
 
 
 if __name__ == "__main__":

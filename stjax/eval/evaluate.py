@@ -54,12 +54,18 @@ def parse_steps(steps: str) -> str | list[int]:
     return sorted({int(p) for p in parts})
 
 
+RANDOM_INIT = "random:"  # init_from=random:BACKBONE[:SEED]: that backbone at its random initialisation
+
+
 def resolve_targets(init_from: str, steps: str) -> list[Target]:
     from stjax import export
 
     if not init_from:
         raise ValueError("init_from='' is invalid; valid values: a pretraining run's workdir, or a checkpoint file "
-                         "or directory written by `python -m stjax.export`, or a PySlowFast / torchvision file")
+                         "or directory written by `python -m stjax.export`, or a PySlowFast / torchvision file, "
+                         f"or {RANDOM_INIT}BACKBONE[:SEED] (a random initialisation)")
+    if init_from.startswith(RANDOM_INIT):
+        return [_random_target(init_from, steps)]
     if not os.path.exists(init_from):
         raise ValueError(f"init_from={init_from!r} does not exist")
     wanted = parse_steps(steps)
@@ -78,6 +84,32 @@ def resolve_targets(init_from: str, steps: str) -> list[Target]:
     if wanted != "last":
         raise ValueError(f"steps={steps!r} needs init_from to be a pretraining run; {init_from} is one checkpoint")
     return [Target(os.path.basename(os.path.normpath(init_from)), None, lambda: export.load_backbone(init_from))]
+
+
+def _random_target(init_from: str, steps: str) -> Target:
+    """The baseline `random:BACKBONE[:SEED]`: the backbone's variables as `init` makes them (seed 0 default)."""
+    from stjax import export, models
+
+    name, _, seed = init_from[len(RANDOM_INIT):].partition(":")
+    if name not in models.BACKBONES:
+        raise ValueError(f"init_from={init_from!r}: unknown backbone {name!r}; valid values: "
+                         f"{', '.join(sorted(models.BACKBONES))}")
+    if not seed.isdigit() and seed:
+        raise ValueError(f"init_from={init_from!r}: the seed after the backbone must be an integer >= 0")
+    if parse_steps(steps) != "last":
+        raise ValueError(f"steps={steps!r} needs init_from to be a pretraining run; {init_from} is a random init")
+
+    def load():
+        import jax
+        import jax.numpy as jnp
+
+        spec = export.backbone_spec(name)
+        module = export.create_from_spec(spec)
+        variables = jax.jit(lambda key: module.init(key, jnp.zeros((1, 8, 32, 32, 3)), train=False))(
+            jax.random.key(int(seed or 0)))
+        return spec, jax.device_get(dict(variables))
+
+    return Target("random init", None, load)
 
 
 def fold_datasets(dataset: str, folds: str) -> list[tuple[int, str]]:

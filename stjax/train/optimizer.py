@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
+SCHEDULES = ("cosine", "steps")  # after the linear warm-up: cosine to 0, or ×decay_factor at each of decay_epochs
 NO_DECAY_NAMES = ("bias", "scale")  # biases and BatchNorm/LayerNorm scales: no weight decay, no LARS
 
 
@@ -30,6 +31,18 @@ def learning_rate_schedule(peak_lr: float, total_steps: int, warmup_steps: int) 
         init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
         decay_steps=max(total_steps, warmup_steps + 1), end_value=0.0,
     )
+
+
+def step_schedule(peak_lr: float, warmup_steps: int, boundaries: Sequence[int], factor: float) -> optax.Schedule:
+    """Linear warm-up from 0 to `peak_lr` over `warmup_steps`, then `peak_lr · factor^k` after the k-th of
+    `boundaries` (steps, e.g. PySlowFast's `steps_with_relative_lrs`)."""
+    bounds = jnp.asarray(sorted(int(b) for b in boundaries) or [2**31 - 1], jnp.int32)
+
+    def schedule(step):
+        decayed = peak_lr * jnp.power(factor, jnp.sum(step >= bounds).astype(jnp.float32))
+        return jnp.where(step < warmup_steps, peak_lr * step / max(warmup_steps, 1), decayed)
+
+    return schedule
 
 
 def decay_mask(params):
@@ -93,13 +106,25 @@ def create_optimizer(config, batch_size: int, total_steps: int,
     """(optax transformation, LR schedule) from `config.optimizer`:
 
     name (sgd|lars|adamw), base_lr, base_batch_size, warmup_epochs, weight_decay,
-    momentum, nesterov, trust_coefficient (LARS).
+    momentum, nesterov, trust_coefficient (LARS); schedule (SCHEDULES, default cosine) with, for
+    "steps", decay_epochs and decay_factor.
     """
     opt = config.optimizer
     if opt.name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name={opt.name!r} is invalid; valid values: {', '.join(OPTIMIZERS)}")
     peak = peak_learning_rate(opt.base_lr, opt.base_batch_size, batch_size)
-    schedule = learning_rate_schedule(peak, total_steps, round(opt.warmup_epochs * steps_per_epoch))
+    warmup_steps = round(opt.warmup_epochs * steps_per_epoch)
+    kind = opt.get("schedule", "cosine")
+    if kind not in SCHEDULES:
+        raise ValueError(f"optimizer.schedule={kind!r} is invalid; valid values: {', '.join(SCHEDULES)}")
+    if kind == "cosine":
+        schedule = learning_rate_schedule(peak, total_steps, warmup_steps)
+    else:
+        epochs = tuple(opt.get("decay_epochs", ()))
+        if any(e <= 0 for e in epochs):
+            raise ValueError(f"optimizer.decay_epochs={epochs!r} is invalid: epochs > 0")
+        schedule = step_schedule(peak, min(warmup_steps, max(total_steps - 1, 0)),
+                                 [round(e * steps_per_epoch) for e in epochs], opt.get("decay_factor", 0.1))
     if opt.name == "lars":
         tx = lars(schedule, weight_decay=opt.weight_decay, trust_coefficient=opt.trust_coefficient,
                   momentum=opt.momentum, nesterov=opt.nesterov)

@@ -1,4 +1,6 @@
-"""The built-in synthetic video set (see `stjax.data.make_synthetic`) as a TFDS dataset."""
+"""The built-in synthetic video sets (see `stjax.data.make_synthetic`) as TFDS datasets, rendered into their
+folder of videos on first use: `synthetic` (one motion class per video) and `synthetic_charades` (several
+motions one after the other per video, in the Charades v1 layout, built by the `charades` builder's code)."""
 from __future__ import annotations
 
 import json
@@ -6,14 +8,49 @@ import os
 
 import tensorflow_datasets as tfds
 
+from stjax.data import make_synthetic
+from stjax.data.builders.charades import Charades
 from stjax.data.builders.video_folder import VideoFolder, VideoFolderConfig
 
-DEFAULT_VIDEO_DIR = os.path.join(
-    os.environ.get("STJAX_DATA_ROOT", os.path.expanduser("~/stjax_data")), "synthetic_videos"
-)
+DATA_ROOT = os.environ.get("STJAX_DATA_ROOT", os.path.expanduser("~/stjax_data"))
+DEFAULT_VIDEO_DIR = os.path.join(DATA_ROOT, "synthetic_videos")
 
 
-class Synthetic(VideoFolder):
+class Rendered:
+    """A builder whose videos `make_synthetic.generate(kind=KIND)` renders into its manual dir (by default
+    DEFAULT_VIDEO_DIR) before building, with the generator's arguments `GENERATOR_DEFAULTS` updated by the
+    config's `data.synthetic` block (`generator_kwargs`)."""
+
+    KIND = "motions"
+    DEFAULT_VIDEO_DIR = DEFAULT_VIDEO_DIR
+    GENERATOR_DEFAULTS: dict = {}
+
+    def __init__(self, *, manual_dir: str | None = None, generate_if_missing: bool = False,
+                 generator_kwargs: dict | None = None, **kwargs):
+        """With `generate_if_missing`, renders the videos into `manual_dir` first (missing ones only), with
+        `generator_kwargs` (`make_synthetic.generate`'s arguments), or, without them, with those the folder's
+        videos were made with (GENERATOR_DEFAULTS for a new folder)."""
+        if generate_if_missing:
+            manual_dir = manual_dir or self.DEFAULT_VIDEO_DIR
+            make_synthetic.generate(manual_dir, **self.generator_arguments(manual_dir, generator_kwargs))
+        super().__init__(manual_dir=manual_dir, **kwargs)
+
+    @classmethod
+    def generator_arguments(cls, manual_dir: str, generator_kwargs: dict | None = None) -> dict:
+        """The arguments `make_synthetic.generate` renders `manual_dir` with: `generator_kwargs` over
+        GENERATOR_DEFAULTS, or without them those its videos were made with (from its meta file)."""
+        meta_path = os.path.join(manual_dir, make_synthetic.META_NAME)
+        if generator_kwargs is None and os.path.isfile(meta_path):
+            with open(meta_path) as f:
+                generator_kwargs = json.load(f).get("args")
+        args = {**cls.GENERATOR_DEFAULTS, **(generator_kwargs or {})}
+        args["kind"] = cls.KIND
+        if "segments" in args:
+            args["segments"] = tuple(args["segments"])
+        return args
+
+
+class Synthetic(Rendered, VideoFolder):
     """Two objects whose motion is the class, with drifting nuisances, stored at their native size.
 
     The major version follows the generator's (`make_synthetic.VERSION`), so data prepared
@@ -31,18 +68,22 @@ class Synthetic(VideoFolder):
                           description="25 fps, stored at the generated size"),
     ]
 
-    def __init__(self, *, manual_dir: str | None = None, generate_if_missing: bool = False,
-                 generator_kwargs: dict | None = None, **kwargs):
-        """With `generate_if_missing`, renders the videos into `manual_dir` first (missing ones only), with
-        `generator_kwargs` (`make_synthetic.generate`'s arguments), or, without them, with those the folder's
-        videos were made with (the generator's defaults for a new folder)."""
-        if generate_if_missing:
-            from stjax.data import make_synthetic
 
-            manual_dir = manual_dir or DEFAULT_VIDEO_DIR
-            meta_path = os.path.join(manual_dir, make_synthetic.META_NAME)
-            if generator_kwargs is None and os.path.isfile(meta_path):
-                with open(meta_path) as f:
-                    generator_kwargs = json.load(f).get("args")
-            make_synthetic.generate(manual_dir, **(generator_kwargs or {}))
-        super().__init__(manual_dir=manual_dir, **kwargs)
+class SyntheticCharades(Rendered, Charades, skip_registration=True):
+    """Charades-like: 2–4 of 9 motion classes per video in consecutive time intervals (multi-label, with
+    time-stamped actions), 4 s videos at 24 fps, stored at their native size; read by the `charades` builder's
+    code from the Charades v1 layout the generator writes."""
+
+    name = "synthetic_charades"
+    KIND = "charades"
+    DEFAULT_VIDEO_DIR = os.path.join(DATA_ROOT, "synthetic_charades_videos")
+    GENERATOR_DEFAULTS = make_synthetic.CHARADES_DEFAULTS
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "stjax-synthetic-charades-v1: 2–4 motions per 4 s video."}
+    BUILDER_CONFIGS = [VideoFolderConfig(name="default", fps=24.0, short_side=None,
+                               description="24 fps, stored at the generated size")]
+
+
+def renders_itself(cls) -> bool:
+    """Whether builder class `cls` renders its own videos (then `data.manual_dir` may be left unset)."""
+    return isinstance(cls, type) and issubclass(cls, Rendered)

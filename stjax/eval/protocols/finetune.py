@@ -13,6 +13,8 @@ import numpy as np
 
 from stjax.eval.protocols import base
 
+SCORES_FILE = "test_scores.npz"
+
 
 class Finetune(base.Protocol):
     name = "finetune"
@@ -42,7 +44,9 @@ def finetune_config(spec: dict, init_path: str, config, num_classes: int, num_tr
                                                   freeze_backbone=frozen))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd", base_lr=ft.base_lr, base_batch_size=ft.base_batch_size, warmup_epochs=ft.warmup_epochs,
-        weight_decay=0.0 if frozen else ft.weight_decay, momentum=0.9, nesterov=True, trust_coefficient=0.001))
+        weight_decay=0.0 if frozen else ft.weight_decay, momentum=0.9, nesterov=True, trust_coefficient=0.001,
+        schedule=ft.get("schedule", "cosine"), decay_epochs=tuple(ft.get("decay_epochs", ())),
+        decay_factor=ft.get("decay_factor", 0.1)))
     c.log_every = ft.log_every
     c.checkpoint_every = ft.checkpoint_every
     c.keep_checkpoints = 1
@@ -60,8 +64,11 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     """Fine-tunes the whole backbone + a linear classifier (with `frozen`, the classifier alone);
     (test metrics, #train, #test videos).
 
-    With `pool=mean` the linear classifier of the mean test-view feature is the mean of the test views'
-    logits.
+    Each test view is classified and a video's score is the `pool` (mean or max) of its views' logits (the
+    study's "max-pool prediction scores" for Charades; the mean of the logits is the logits of the mean
+    feature). The metrics of both pools are reported too, as `<metric>_view_<pool>` (e.g. mAP_view_max), and the
+    test videos' pooled logits [N, C] and labels are saved in DIRECTORY/test_scores.npz (`logits_mean`,
+    `logits_max`, `labels`).
     """
     import jax
 
@@ -94,11 +101,24 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     if result.preempted:
         raise loop.Preempted(f"fine-tuning stopped at step {result.steps} of {c.total_steps}")
     pool = (config.linear if frozen else config.finetune).get("pool", "mean")
-    features = eval_features.make_feature_extractor(framework.backbone, c, mesh, eval_per_process, pool=pool)
-    test_x, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
-                              c.data.eval_split)
-    logits = np.asarray(framework.classify(jax.device_get(result.state.params), test_x))
-    return metrics_lib.reported_metrics(logits, test_y, num_classes), num_train, len(test_y)
+
+    def pooled_logits(params, feats):  # [B, V, D] -> [B, 2C]: the views' logits, mean | max
+        b, v, d = feats.shape
+        logits = framework.classify(params, feats.reshape(b * v, d)).reshape(b, v, -1)
+        return jax.numpy.concatenate([logits.mean(axis=1), logits.max(axis=1)], axis=-1)
+
+    features = eval_features.make_feature_extractor(framework.backbone, c, mesh, eval_per_process,
+                                                    views_head=pooled_logits)
+    both, test_y = features(framework.backbone_variables(result.state.params, result.state.batch_stats),
+                            c.data.eval_split, head_params=result.state.params)
+    pooled = dict(zip(("mean", "max"), np.split(np.asarray(both), 2, axis=1)))
+    if jax.process_index() == 0:  # the scores the metrics are of (e.g. for an official evaluation script)
+        np.savez(os.path.join(directory, SCORES_FILE), labels=test_y, **{f"logits_{p}": s for p, s in pooled.items()})
+    metrics = metrics_lib.reported_metrics(pooled[pool], test_y, num_classes)
+    for p, logits in pooled.items():
+        metrics.update({f"{k}_view_{p}": value for k, value in metrics_lib.reported_metrics(
+            logits, test_y, num_classes).items() if isinstance(value, float)})
+    return metrics, num_train, len(test_y)
 
 
 def _check_same_start(init_path: str, variables: dict, directory: str) -> None:
