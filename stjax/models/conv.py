@@ -88,28 +88,33 @@ def _temporal_slices(x: jnp.ndarray, kt: int, st: int, pt: int) -> tuple[list[jn
     return slices, t_out
 
 
-def _conv2d(x, w, strides, padding):
-    """2D conv [N, H, W, C] x (kh, kw, cin, cout). Spatially pointwise kernels become a matmul:
-    XLA:CPU's 1×1 conv gradients are ~10× slower than the equivalent dot_general's."""
+def _conv2d(x, w, strides, padding, dilation=(1, 1)):
+    """2D conv [N, H, W, C] x (kh, kw, cin, cout), kernel dilation (dh, dw). Spatially pointwise kernels become a
+    matmul: XLA:CPU's 1×1 conv gradients are ~10× slower than the equivalent dot_general's."""
     if w.shape[:2] == (1, 1) and all(p == (0, 0) for p in padding):
         if strides != (1, 1):
             x = x[:, ::strides[0], ::strides[1]]
         return jax.lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())))
     return jax.lax.conv_general_dilated(
-        x, w, window_strides=strides, padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x, w, window_strides=strides, padding=padding, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def conv3d(x: jnp.ndarray, kernel: jnp.ndarray, strides=(1, 1, 1), padding=(0, 0, 0),
-           lowering: str = "auto") -> jnp.ndarray:
-    """Functional 3D convolution. x: [B, T, H, W, C]; kernel: (kt, kh, kw, cin, cout); symmetric padding."""
+           lowering: str = "auto", dilation=(1, 1)) -> jnp.ndarray:
+    """Functional 3D convolution. x: [B, T, H, W, C]; kernel: (kt, kh, kw, cin, cout); symmetric padding;
+    ``dilation`` (dh, dw): spatial kernel dilation (taps ``dh`` rows and ``dw`` columns apart)."""
     lowering = resolve_lowering(lowering)
     kt, kh, kw, cin, cout = kernel.shape
     st, sh, sw = strides
     pt, ph, pw = padding
+    dilation = tuple(int(d) for d in dilation)
+    if len(dilation) != 2 or min(dilation) < 1:
+        raise ValueError(f"dilation={dilation!r} is not supported; valid choices: (dh, dw), each >= 1")
     if lowering == "native":
         return jax.lax.conv_general_dilated(
             x, kernel, window_strides=(st, sh, sw), padding=((pt, pt), (ph, ph), (pw, pw)),
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+            rhs_dilation=(1,) + dilation, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
     b = x.shape[0]
     if lowering == "conv2d_time" and kt > 1 and (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
         _, t, h, w, _ = x.shape
@@ -123,19 +128,20 @@ def conv3d(x: jnp.ndarray, kernel: jnp.ndarray, strides=(1, 1, 1), padding=(0, 0
     if lowering == "conv2d_sum" or kt == 1:
         y = None
         for k, s in enumerate(slices):
-            yk = _conv2d(fold(s), kernel[k], (sh, sw), pad2d)
+            yk = _conv2d(fold(s), kernel[k], (sh, sw), pad2d, dilation)
             y = yk if y is None else y + yk
     else:  # conv2d_concat (and conv2d_time's general kernels): temporal im2col, one 2D conv over kt*cin channels
         xc = jnp.concatenate([fold(s) for s in slices], axis=-1)
         w = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
-        y = _conv2d(xc, w, (sh, sw), pad2d)
+        y = _conv2d(xc, w, (sh, sw), pad2d, dilation)
     return y.reshape((b, t_out) + y.shape[1:])
 
 
 class Conv3D(nn.Module):
     """3D convolution on channels-last video ``[B, T, H, W, C]``.
 
-    ``padding`` is symmetric per dimension; ``None`` means ``k // 2`` (PyTorch style).
+    ``padding`` is symmetric per dimension; ``None`` means ``k // 2`` (PyTorch style), times the dilation
+    spatially. ``dilation`` (dh, dw) dilates the kernel spatially (no parameters change).
     Params are kept in float32; the computation runs in ``dtype``.
     """
 
@@ -151,6 +157,7 @@ class Conv3D(nn.Module):
     # compute on the input's channels zero-padded up to this many (the kernel too; same function, same
     # parameters): cuDNN's kernels for 3-channel inputs are slow. None: resolve_input_channel_padding's "auto".
     pad_input_channels: int | None = 0
+    dilation: tuple[int, int] = (1, 1)  # spatial (dh, dw)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -160,14 +167,16 @@ class Conv3D(nn.Module):
         kernel_size = tuple(int(k) for k in self.kernel_size)
         if len(kernel_size) != 3:
             raise ValueError(f"kernel_size must be (kt, kh, kw), got {self.kernel_size}")
-        padding = tuple(k // 2 for k in kernel_size) if self.padding is None else tuple(self.padding)
+        dh, dw = self.dilation
+        padding = (kernel_size[0] // 2, dh * (kernel_size[1] // 2), dw * (kernel_size[2] // 2)) \
+            if self.padding is None else tuple(self.padding)
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, kernel_size + (cin, self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if cin < pad_to:
             x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad_to - cin)])
             kernel = jnp.pad(kernel, [(0, 0)] * 3 + [(0, pad_to - cin), (0, 0)])
-        y = conv3d(x, kernel, tuple(self.strides), padding, lowering)
+        y = conv3d(x, kernel, tuple(self.strides), padding, lowering, tuple(self.dilation))
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
             y = y + bias.astype(self.dtype)

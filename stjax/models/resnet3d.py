@@ -1,4 +1,4 @@
-"""3D ResNets on channels-last video ``[B, T, H, W, 3]`` → pooled features ``[B, D]``.
+"""3D ResNets on channels-last video ``[B, T, H, W, 3]`` → pooled features ``[B, D]`` (or the last feature map).
 
 Bottleneck block (PySlowFast "Slow" pathway): a = k_t×1×1 conv (temporal kernel
 of the stage), b = 1×3×3 conv carrying the stride, c = 1×1×1 conv to
@@ -9,7 +9,9 @@ a 1×3×3 spatial conv (+ BN + ReLU) and a k_t×1×1 temporal conv, with
 torchvision's number of intermediate channels.
 A projection shortcut (1×1×1 conv with the block's stride + BN) is used when the
 shape changes. With ``zero_init_residual`` the last BN of every residual branch
-starts with scale 0, so every block starts as the identity.
+starts with scale 0, so every block starts as the identity. A block's ``dilation``
+dilates its 3×3 spatial kernels (padding = dilation), e.g. the detection backbone's
+res5 (stride 1, dilation 2); parameters do not change.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class BottleneckBlock(nn.Module):
     dtype: Any = jnp.float32
     lowering: str = "auto"
     batch_norm: str = "fused"
+    dilation: int = 1               # spatial, of the 3×3 convs
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -59,7 +62,7 @@ class BottleneckBlock(nn.Module):
         out_dim = self.width * self.expansion
         y = conv(self.width, (self.temporal_kernel, 1, 1), (1, 1, 1), "conv_a")(x)
         y = bn("bn_a", relu=True)(y)
-        y = conv(self.width, (1, 3, 3), self.strides, "conv_b")(y)
+        y = conv(self.width, (1, 3, 3), self.strides, "conv_b", dilation=(self.dilation,) * 2)(y)
         y = bn("bn_b", relu=True)(y)
         y = conv(out_dim, (1, 1, 1), (1, 1, 1), "conv_c")(y)
         y = bn("bn_c", zero_scale=self.zero_init_residual)(y)
@@ -75,15 +78,17 @@ class BasicBlock(nn.Module):
     dtype: Any = jnp.float32
     lowering: str = "auto"
     batch_norm: str = "fused"
+    dilation: int = 1               # spatial, of the 3×3 convs
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         conv, bn = _conv_maker(self), _bn_maker(self, train)
         out_dim = self.width * self.expansion
         kt = self.temporal_kernel
-        y = conv(out_dim, (kt, 3, 3), self.strides, "conv_a")(x)
+        d = (self.dilation,) * 2
+        y = conv(out_dim, (kt, 3, 3), self.strides, "conv_a", dilation=d)(x)
         y = bn("bn_a", relu=True)(y)
-        y = conv(out_dim, (kt, 3, 3), (1, 1, 1), "conv_b")(y)
+        y = conv(out_dim, (kt, 3, 3), (1, 1, 1), "conv_b", dilation=d)(y)
         y = bn("bn_b", zero_scale=self.zero_init_residual)(y)
         return nn.relu(_shortcut(x, out_dim, self.strides, conv, bn) + y)
 
@@ -95,12 +100,13 @@ def factorized_mid_channels(in_channels: int, out_channels: int, temporal_kernel
     return (in_channels * out_channels * kt * 9) // (in_channels * 9 + kt * out_channels)
 
 
-def _conv2plus1d(x, out_dim: int, mid_dim: int, temporal_kernel: int, strides, conv, bn, name: str):
-    """1×3×3 conv (spatial stride) → BN → ReLU → k_t×1×1 conv (temporal stride); params `{name}_spatial`,
-    `bn_{suffix}_mid`, `{name}_temporal` where name = conv_{suffix}."""
+def _conv2plus1d(x, out_dim: int, mid_dim: int, temporal_kernel: int, strides, conv, bn, name: str,
+                 dilation: int = 1):
+    """1×3×3 conv (spatial stride and dilation) → BN → ReLU → k_t×1×1 conv (temporal stride); params
+    `{name}_spatial`, `bn_{suffix}_mid`, `{name}_temporal` where name = conv_{suffix}."""
     st, sh, sw = strides
     suffix = name.split("_", 1)[1]
-    y = conv(mid_dim, (1, 3, 3), (1, sh, sw), f"{name}_spatial")(x)
+    y = conv(mid_dim, (1, 3, 3), (1, sh, sw), f"{name}_spatial", dilation=(dilation, dilation))(x)
     y = bn(f"bn_{suffix}_mid", relu=True)(y)
     return conv(out_dim, (temporal_kernel, 1, 1), (st, 1, 1), f"{name}_temporal")(y)
 
@@ -116,9 +122,9 @@ class R2Plus1DBlock(BasicBlock):
         out_dim = self.width * self.expansion
         mid = factorized_mid_channels(x.shape[-1], out_dim, self.temporal_kernel)
         kt = self.temporal_kernel
-        y = _conv2plus1d(x, out_dim, mid, kt, self.strides, conv, bn, "conv_a")
+        y = _conv2plus1d(x, out_dim, mid, kt, self.strides, conv, bn, "conv_a", self.dilation)
         y = bn("bn_a", relu=True)(y)
-        y = _conv2plus1d(y, out_dim, mid, kt, (1, 1, 1), conv, bn, "conv_b")
+        y = _conv2plus1d(y, out_dim, mid, kt, (1, 1, 1), conv, bn, "conv_b", self.dilation)
         y = bn("bn_b", zero_scale=self.zero_init_residual)(y)
         return nn.relu(_shortcut(x, out_dim, self.strides, conv, bn) + y)
 
@@ -149,6 +155,9 @@ class ResNet3D(nn.Module):
     temporal_kernels: tuple[int, ...] = (1, 1, 3, 3)     # conv a (bottleneck) / both convs (basic), per stage
     spatial_strides: tuple[int, ...] = (1, 2, 2, 2)      # first block of each stage
     temporal_strides: tuple[int, ...] = (1, 1, 1, 1)     # first block of each stage
+    spatial_dilations: tuple[int, ...] | None = None     # of every 3×3 spatial kernel, per stage; None: all 1.
+                                                         # Detection: spatial_strides (1,2,2,1), dilations
+                                                         # (1,1,1,2), the same parameters while res5 widens
     expansion: int | None = None                         # None: 4 for bottleneck, 1 for basic
     stem: str = "conv"                                   # "conv" | "2plus1d" (1×kh×kw conv, BN, ReLU, kt×1×1 conv)
     stem_features: int = 64
@@ -171,6 +180,11 @@ class ResNet3D(nn.Module):
         return DEFAULT_EXPANSION[self.block] if self.expansion is None else self.expansion
 
     @property
+    def stage_dilations(self) -> tuple[int, ...]:
+        """spatial_dilations with None resolved (1 per stage)."""
+        return (1,) * len(self.stage_depths) if self.spatial_dilations is None else tuple(self.spatial_dilations)
+
+    @property
     def features_dim(self) -> int:
         return self.widths[-1] * self.block_expansion
 
@@ -184,12 +198,17 @@ class ResNet3D(nn.Module):
         if self.batch_norm not in norm.IMPLEMENTATIONS:
             raise ValueError(f"unknown batch_norm {self.batch_norm!r}; valid: {', '.join(norm.IMPLEMENTATIONS)}")
         n = len(self.stage_depths)
-        for field in ("widths", "temporal_kernels", "spatial_strides", "temporal_strides"):
-            if len(getattr(self, field)) != n:
+        for field in ("widths", "temporal_kernels", "spatial_strides", "temporal_strides", "spatial_dilations"):
+            if getattr(self, field) is not None and len(getattr(self, field)) != n:
                 raise ValueError(f"{field} has {len(getattr(self, field))} entries, stage_depths has {n}")
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.stage_dilations):
+            raise ValueError(f"spatial_dilations={tuple(self.spatial_dilations)!r} is not supported; valid "
+                             "choices: None (no dilation) or one int >= 1 per stage")
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool, pooled: bool = True) -> jnp.ndarray:
+        """x: [B, T, H, W, C] → float32 features [B, D], averaged over T, H, W; ``pooled=False``: the last
+        stage's map [B, T', H', W', D] (float32) instead."""
         self._check()
         if x.ndim != 5:
             raise ValueError(f"expected [B, T, H, W, C] video, got shape {x.shape}")
@@ -216,8 +235,9 @@ class ResNet3D(nn.Module):
                     else (1, 1, 1)
                 x = block_cls(self.widths[s], self.temporal_kernels[s], strides, self.block_expansion,
                               self.zero_init_residual, self.dtype, self.lowering, self.batch_norm,
-                              name=f"res{s + 2}_{b}")(x, train)
-        return jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
+                              self.stage_dilations[s], name=f"res{s + 2}_{b}")(x, train)
+        x = x.astype(jnp.float32)
+        return jnp.mean(x, axis=(1, 2, 3)) if pooled else x
 
 
 # ----------------------------------------------------------------------------- presets
