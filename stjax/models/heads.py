@@ -1,4 +1,5 @@
-"""Heads: MLP projector / predictor, SwAV prototypes, and a linear classifier (probe / fine-tune)."""
+"""Heads: MLP projector / predictor, SwAV prototypes, a linear classifier (probe / fine-tune) and the
+detection RoI head (AVA)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from .roi_align import METHODS as ROI_ALIGN_METHODS
+from .roi_align import roi_align
 
 
 def _bn(train: bool, dtype: Any, name: str, use_scale: bool = True) -> nn.BatchNorm:
@@ -84,6 +88,45 @@ class Linear(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         x = x.astype(self.dtype)
+        if self.dropout_rate > 0:
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01),
+                     bias_init=nn.initializers.zeros, name="fc")(x)
+        return x.astype(jnp.float32)
+
+
+class RoIHead(nn.Module):
+    """Per-box classifier on a backbone's last feature map (PySlowFast ``ResNetRoIHead``, one pathway).
+
+    features: [B, T, H, W, C] (``ResNet3D(..., pooled=False)``); boxes: [B, M, 4] (x1, y1, x2, y2) normalised
+    to [0, 1] of the input frame (padding boxes allowed: finite logits; masking them is the caller's).
+    Mean over T → RoIAlign ``output_size`` (boxes × (W, H) in map pixels, aligned, adaptive sampling) → max over
+    the bins → dropout → Dense(num_classes), weights ~ N(0, 0.01²), zero bias. Returns float32 logits
+    [B, M, num_classes] (no sigmoid). Dropout needs the ``'dropout'`` rng when ``train`` and ``dropout_rate > 0``.
+    """
+
+    num_classes: int
+    dropout_rate: float = 0.5
+    output_size: tuple[int, int] = (7, 7)
+    max_sampling: int | tuple[int, int] | None = None  # roi_align's: None = exact for boxes inside the frame
+    roi_method: str = "gather"                         # roi_align's implementation: ROI_ALIGN_METHODS
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jnp.ndarray, boxes: jnp.ndarray, train: bool) -> jnp.ndarray:
+        if features.ndim != 5:
+            raise ValueError(f"features must be [B, T, H, W, C], got shape {features.shape}")
+        if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != features.shape[0]:
+            raise ValueError(f"boxes must be [B={features.shape[0]}, M, 4], got shape {boxes.shape}")
+        if self.roi_method not in ROI_ALIGN_METHODS:
+            raise ValueError(f"roi_method={self.roi_method!r} is not supported; valid choices: "
+                             f"{', '.join(ROI_ALIGN_METHODS)}")
+        h, w = features.shape[2:4]
+        fmap = jnp.mean(features.astype(self.dtype), axis=1)  # [B, H, W, C]
+        scale = jnp.asarray([w, h, w, h], jnp.float32)
+        x = roi_align(fmap, boxes.astype(jnp.float32) * scale, self.output_size, 1.0, sampling_ratio=0,
+                      aligned=True, max_sampling=self.max_sampling, method=self.roi_method)  # [B, M, oh, ow, C]
+        x = jnp.max(x, axis=(2, 3))
         if self.dropout_rate > 0:
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.normal(0.01),
