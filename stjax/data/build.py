@@ -160,7 +160,7 @@ def build(
     report_path = os.path.join(builder.data_dir, REPORT_NAME)
     with tf.io.gfile.GFile(report_path, "w") as f:
         json.dump(report, f, indent=1)
-    source.save(builder.data_dir, builder.manual_dir, files, builder.videos)
+    source.save(builder.data_dir, builder.manual_dir, files, builder.videos, builder.frame_rates)
     builder.remove_cache()
     if tf.io.gfile.exists(replaced):
         tf.io.gfile.rmtree(replaced)
@@ -224,7 +224,8 @@ def _reuse_previous_build(dataset_dir: str, record: dict, manual_dir: str, cache
             rel = videos.get(example["video_id"].decode())
             if rel is None or rel in done:
                 continue
-            path = decode_cache.cache_file(cache_dir, rel, os.path.join(manual_dir, rel), storage, version)
+            path = decode_cache.cache_file(cache_dir, rel, os.path.join(manual_dir, rel), storage, version,
+                                           source_fps=record.get("frame_rates", {}).get(rel))
             frames = [bytes(f) for f in example["frames"]]
             if not tf.io.gfile.exists(path):
                 decode_cache.write(path, decode_cache.DecodeResult(

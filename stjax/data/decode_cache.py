@@ -12,6 +12,13 @@ result. The build deletes the folder once the dataset is written. It holds the
 same JPEG frames as the finished dataset, so a build needs about twice the
 dataset's final size on disk until it ends.
 
+A video is a file or a frame folder (`video_io.decode_frame_folder`: numbered
+images at the `source_fps` its layout gives); a folder is keyed by the names,
+sizes and modification times of its images (`video_io.source_signature`). A
+task may cover a time range of its video (`start_seconds` to `max_seconds`),
+e.g. the part of a movie that several examples are cut from; the range is part
+of the key, and `FrameReader` reads single frames of a result.
+
 Files on other file systems than the local one go through `tf.io.gfile`, so the data dir may be any
 path TFDS writes to (local disk, `gs://...`); the videos themselves must be local files (PyAV). The module
 imports TensorFlow only for such paths: the decoding workers (spawned processes) start in about a second,
@@ -21,7 +28,8 @@ File format (integers little-endian)::
 
     8 bytes    n: length of the header
     n bytes    header, UTF-8 JSON: {"path", "error", "warnings", "fps", "height",
-               "width", "frame_sizes"}; `error` is null for a usable video
+               "width", "frame_sizes", "first_index"}; `error` is null for a usable video;
+               frame i is grid frame first_index + i of the video (0 when missing)
     the rest   the JPEG frames back to back, their sizes in header["frame_sizes"]
 """
 from __future__ import annotations
@@ -41,8 +49,9 @@ _LENGTH = struct.Struct("<Q")
 
 @dataclasses.dataclass(frozen=True)
 class DecodeTask:
-    """One video to decode: its relative path (for reports), its file, where its result goes,
-    and the storage options (units as in `video_io.decode_video`)."""
+    """One video to decode: its relative path (for reports), its file or frame folder, where its result
+    goes, and the storage options (units as in `video_io.decode_video`); `source_fps` is the rate of a
+    frame folder's images (None for a file), `start_seconds` where decoding starts."""
 
     rel: str
     path: str
@@ -51,6 +60,8 @@ class DecodeTask:
     short_side: int | None
     jpeg_quality: int
     max_seconds: float | None
+    source_fps: float | None = None
+    start_seconds: float = 0.0
 
 
 @dataclasses.dataclass
@@ -65,20 +76,25 @@ class DecodeResult:
     width: int = 0
     frame_sizes: list[int] = dataclasses.field(default_factory=list)
     jpeg_frames: list[bytes] | None = None
+    first_index: int = 0  # the grid index of the first frame (see `video_io.DecodedVideo`)
 
     @property
     def num_frames(self) -> int:
         return len(self.frame_sizes)
 
 
-def cache_file(cache_dir: str, rel: str, path: str, storage: dict, version: str) -> str:
-    """Where the result of decoding `path` (`rel` relative to the manual dir) with `storage` goes."""
-    stat = os.stat(path)
-    identity = json.dumps(
-        {"rel": rel, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "storage": storage,
-         "version": version, "format": FORMAT_VERSION},
-        sort_keys=True,
-    )
+def cache_file(cache_dir: str, rel: str, path: str, storage: dict, version: str, source_fps: float | None = None,
+               span: tuple[float, float | None] | None = None) -> str:
+    """Where the result of decoding `path` (`rel` relative to the manual dir; a file or a frame folder of
+    images at `source_fps`) with `storage` goes; `span`: (start_seconds, max_seconds) of a task that covers
+    a time range (None: the whole video)."""
+    fields = {"rel": rel, **video_io.source_signature(path), "storage": storage, "version": version,
+              "format": FORMAT_VERSION}
+    if source_fps is not None:
+        fields["source_fps"] = source_fps
+    if span is not None:
+        fields["span"] = list(span)
+    identity = json.dumps(fields, sort_keys=True)
     key = hashlib.sha256(identity.encode()).hexdigest()[:40]
     return f"{cache_dir.rstrip('/')}/{key[:2]}/{key}.frames"
 
@@ -109,6 +125,7 @@ def write(path: str, result: DecodeResult) -> None:
     header = json.dumps({
         "path": result.rel, "error": result.error, "warnings": result.warnings, "fps": result.fps,
         "height": result.height, "width": result.width, "frame_sizes": [len(f) for f in frames],
+        "first_index": result.first_index,
     }).encode()
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     if _is_local(path):
@@ -139,21 +156,51 @@ def read(path: str, frames: bool = True) -> DecodeResult:
     return DecodeResult(
         rel=header["path"], error=header["error"], warnings=header["warnings"], fps=header["fps"],
         height=header["height"], width=header["width"], frame_sizes=header["frame_sizes"], jpeg_frames=jpegs,
+        first_index=header.get("first_index", 0),
     )
+
+
+class FrameReader:
+    """Single frames of one cached result, read by seeking: the header is read once, so cutting many
+    examples out of one long video reads each example's frames only."""
+
+    def __init__(self, path: str):
+        self.path = path
+        with _open(path, "rb") as f:
+            (length,) = _LENGTH.unpack(f.read(_LENGTH.size))
+            self._start = _LENGTH.size + length
+            header = json.loads(f.read(length))
+        self.header = DecodeResult(
+            rel=header["path"], error=header["error"], warnings=header["warnings"], fps=header["fps"],
+            height=header["height"], width=header["width"], frame_sizes=header["frame_sizes"],
+            first_index=header.get("first_index", 0))
+        self._offsets = [0]
+        for size in header["frame_sizes"]:
+            self._offsets.append(self._offsets[-1] + size)
+
+    def frames(self, positions: list[int]) -> list[bytes]:
+        """The JPEG bytes of the frames at `positions` (indices into the result's frames; repeats allowed)."""
+        read: dict[int, bytes] = {}
+        with _open(self.path, "rb") as f:
+            for i in sorted(set(positions)):
+                f.seek(self._start + self._offsets[i])
+                read[i] = f.read(self._offsets[i + 1] - self._offsets[i])
+        return [read[i] for i in positions]
 
 
 def decode(task: DecodeTask) -> DecodeResult:
     """Decodes `task`'s video; a video that cannot be used gives a result with `error` set."""
     try:
-        video = video_io.decode_video(task.path, fps=task.fps, short_side=task.short_side,
-                                      jpeg_quality=task.jpeg_quality, max_seconds=task.max_seconds)
+        video = video_io.decode(task.path, source_fps=task.source_fps, fps=task.fps, short_side=task.short_side,
+                                jpeg_quality=task.jpeg_quality, max_seconds=task.max_seconds,
+                                start_seconds=task.start_seconds)
     except video_io.VideoReadError as e:
         return DecodeResult(task.rel, str(e), [])
     except Exception as e:  # noqa: BLE001 — one bad file must never stop a build.
         return DecodeResult(task.rel, f"unexpected {type(e).__name__}: {e}", [])
     return DecodeResult(
         task.rel, None, list(video.warnings), fps=video.fps, height=video.height, width=video.width,
-        frame_sizes=[len(f) for f in video.jpeg_frames], jpeg_frames=video.jpeg_frames,
+        frame_sizes=[len(f) for f in video.jpeg_frames], jpeg_frames=video.jpeg_frames, first_index=video.first_index,
     )
 
 

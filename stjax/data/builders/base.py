@@ -1,8 +1,9 @@
 """The machinery every video dataset builder shares: annotations in, JPEG-frame TFDS files out.
 
 A builder subclasses `VideoDatasetBuilder` and implements `_read_annotations`,
-which turns its layout's annotation files into `VideoEntry`s (video id, file,
-label, split) plus the problems it found. The base then
+which turns its layout's annotation files into `VideoEntry`s (video id, file
+or frame folder, label, split; optionally a time range of the video) plus the
+problems it found. The base then
 
 1. checks the entries (duplicates, missing files, labels outside the class list),
 2. decodes each listed file once (PyAV, `video_io.decode_video`: a constant-rate
@@ -10,6 +11,11 @@ label, split) plus the problems it found. The base then
    parallel on all local cores and skipping files decoded by an earlier,
    interrupted run,
 3. writes each split's TFDS files from the cache.
+
+An entry with a time range (`VideoEntry.start` / `end`, e.g. AVA's windows
+around keyframes) is an example cut out of its video: a video is decoded once,
+over the span all its entries cover, and each example takes its frames from
+that (`range_positions`).
 
 With `use_beam=True` steps 2–3 run as an Apache Beam pipeline instead
 (`beam_split`), on whatever runner TFDS's `DownloadConfig` names.
@@ -20,13 +26,14 @@ Everything that could not be used is listed, with the reason, in the
 Examples hold `frames` (JPEG bytes per stored frame), `label` (in the form of the
 builder's `LABEL_TYPE`, `stjax.data.targets`: a class id, -1 for an unlabelled test
 video; or the video's class ids for `multi_hot`), `video_id`, `fps` (stored frames per second),
-`num_frames`, `height` and `width` (stored frame size in pixels).
+`num_frames`, `height` and `width` (stored frame size in pixels), and the builder's `extra_features()`.
 """
 from __future__ import annotations
 
 import abc
 import collections
 import dataclasses
+import math
 import multiprocessing
 import os
 from typing import Iterable, Iterator
@@ -37,6 +44,7 @@ import tqdm
 
 from stjax.data import targets
 from stjax.data import decode_cache
+from stjax.data import video_io
 
 PARTIAL_DIR = ".partial"
 # What a dataset's targets are: one class per video, multi-hot classes per video, boxes with per-box
@@ -120,6 +128,9 @@ class BuildReport:
     `decoded` / `reused` count videos decoded in this run / taken from the decode cache (of
     an earlier, interrupted run, or of the previous build of a changed source);
     `short_sides` counts the written videos of each split by stored short side in pixels.
+    For builders with several examples per video (time ranges), `written` and `short_sides` count
+    examples; a video that cannot be decoded is one skip record with the number of its `examples`, and
+    a record about one range names it (`example`: its key).
     """
 
     written: dict[str, int] = dataclasses.field(default_factory=lambda: collections.Counter())
@@ -150,19 +161,26 @@ class BuildReport:
 
 @dataclasses.dataclass(frozen=True)
 class VideoEntry:
-    """One video as the annotations list it.
+    """One video, or one time range of a video, as the annotations list it.
 
     Attributes:
-      video_id: unique within its split; the example's key and `video_id`.
-      path: the file, relative to the manual dir with '/' separators; None when no file
-        matches (the entry is then reported as missing with `missing_reason`).
+      video_id: the example's `video_id`; unique within its split unless `key` is given.
+      path: the file, or a frame folder, relative to the manual dir with '/' separators; None when
+        nothing matches (the entry is then reported as missing with `missing_reason`).
       label: class name, or None for an unlabelled (test) video, stored as label -1; for a `multi_hot`
         builder a sequence of class names (empty: none of the classes).
       split: the TFDS split it goes to.
       source: the annotation file that lists it (for messages).
       missing_reason: what was looked for, when `path` is None.
-      extra: the values of the builder's `EXTRA_FEATURES` for this video (e.g. Charades' time-stamped
+      extra: the values of the builder's `extra_features()` for this example (e.g. Charades' time-stamped
         actions), as those features encode them.
+      key: the example's key, unique within its split (None: `video_id`), for several examples per video.
+      start, end: a time range of the video in seconds from its start (None: the whole video): the example
+        holds the stored frames whose grid times k / fps lie in [start, end] (`range_positions`). Frames
+        of the range before the video's first or after its last frame repeat that frame, so every example
+        of a range length has the same number of frames (noted in the build report); an entry whose
+        range's middle frame is not in the video is skipped. `max_seconds` does not apply to ranges.
+      source_fps: the frame rate of the images when `path` is a frame folder (None: `path` is a file).
     """
 
     video_id: str
@@ -172,6 +190,14 @@ class VideoEntry:
     source: str
     missing_reason: str | None = None
     extra: dict | None = None
+    key: str | None = None
+    start: float | None = None
+    end: float | None = None
+    source_fps: float | None = None
+
+    @property
+    def example_key(self) -> str:
+        return self.video_id if self.key is None else self.key
 
 
 @dataclasses.dataclass
@@ -185,6 +211,8 @@ class Annotations:
       skipped / warnings: problems found while reading the annotations, as report records
         ({"path", "split", "reason"} / {"path", "split", "warning"}).
       ignored_files: files under the manual dir that no annotation uses.
+      missing: listed videos without a file that the layout reported in `skipped` itself (e.g. once
+        per video for a layout with many entries per video), counted in the report's `missing`.
     """
 
     classes: list[str]
@@ -193,6 +221,7 @@ class Annotations:
     skipped: list[dict] = dataclasses.field(default_factory=list)
     warnings: list[dict] = dataclasses.field(default_factory=list)
     ignored_files: list[str] = dataclasses.field(default_factory=list)
+    missing: int = 0
 
 
 class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -218,7 +247,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         self._use_beam = use_beam
         self._annotations = None
         self.report = BuildReport()
-        self.videos: dict[str, dict[str, str]] = {}  # split -> {video id: path}, once the splits are planned
+        # split -> {video id: path} of the whole-video examples, once the splits are planned (what a rebuild
+        # may reuse); frame_rates: {path: source_fps} of their frame folders
+        self.videos: dict[str, dict[str, str]] = {}
+        self.frame_rates: dict[str, float] = {}
         self._beam_plan = None
         super().__init__(**kwargs)
         self.cache_dir = os.path.join(os.path.dirname(self.data_dir), PARTIAL_DIR)
@@ -269,37 +301,63 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 f"(`python -m stjax.data.build --dataset {self.name} --manual_dir DIR`)"
             )
         self.report = BuildReport(skipped=list(annotations.skipped), warnings=list(annotations.warnings),
-                                  ignored_files=list(annotations.ignored_files))
+                                  ignored_files=list(annotations.ignored_files), missing=annotations.missing)
         by_split = self._checked_entries(annotations)
-        tasks = {}
+        per_path: dict[str, list[VideoEntry]] = {}
         for entry in (e for entries in by_split.values() for e in entries):
-            if entry.path not in tasks:
-                tasks[entry.path] = self._task(entry.path)
+            per_path.setdefault(entry.path, []).append(entry)
+        tasks = {path: self._task(path, entries) for path, entries in per_path.items()}
         if self._use_beam:
             from stjax.data.builders import beam_split
 
             beam_split.clear_report(os.path.join(self.cache_dir, beam_split.REPORT_DIR))
             writable = {split: entries for split, entries in by_split.items() if self._writable(split, entries)}
-            self.videos = {split: {e.video_id: e.path for e in entries} for split, entries in writable.items()}
+            for split, entries in writable.items():
+                self._record_videos(split, entries)
             self._beam_plan = (writable, tasks)
             return {split: self._generate_examples(split, entries, tasks) for split, entries in writable.items()}
         results = self._decode_all(list(tasks.values()))
         generators = {}
         for split, entries in by_split.items():
             usable = []
+            failed = {}  # path -> its skip record, for ranges: one record per video, with the examples' count
+            warned = set()
             for entry in entries:
                 result = results[entry.path]
                 if result.error is not None:
-                    self.report.skipped.append({"path": entry.path, "split": split, "reason": result.error})
+                    if entry.start is None:
+                        self.report.skipped.append({"path": entry.path, "split": split, "reason": result.error})
+                    elif entry.path in failed:
+                        failed[entry.path]["examples"] += 1
+                    else:
+                        failed[entry.path] = {"path": entry.path, "split": split, "reason": result.error, "examples": 1}
+                        self.report.skipped.append(failed[entry.path])
                     continue
-                for warning in result.warnings:
-                    self.report.warnings.append({"path": entry.path, "split": split, "warning": warning})
+                if entry.start is None or entry.path not in warned:
+                    warned.add(entry.path)
+                    for warning in result.warnings:
+                        self.report.warnings.append({"path": entry.path, "split": split, "warning": warning})
+                if entry.start is not None:
+                    try:
+                        _, note = range_positions(entry.start, entry.end, result)
+                    except ValueError as e:
+                        self.report.skipped.append({"path": entry.path, "split": split, "example": entry.example_key,
+                                                    "reason": str(e)})
+                        continue
+                    if note:
+                        self.report.warnings.append({"path": entry.path, "split": split, "example": entry.example_key,
+                                                     "warning": note})
                 usable.append(entry)
                 self.report.short_sides[split][min(result.height, result.width)] += 1
             if self._writable(split, usable):
                 generators[split] = self._generate_examples(split, usable, tasks)
-                self.videos[split] = {e.video_id: e.path for e in usable}
+                self._record_videos(split, usable)
         return generators
+
+    def _record_videos(self, split: str, entries: list[VideoEntry]) -> None:
+        """Notes the whole-video examples of `split` (`videos`, `frame_rates`), which a rebuild may reuse."""
+        self.videos[split] = {e.video_id: e.path for e in entries if e.start is None}
+        self.frame_rates.update({e.path: e.source_fps for e in entries if e.start is None and e.source_fps})
 
     def _generate_examples(self, split: str, entries: list[VideoEntry], tasks: dict):
         """`split`'s (key, example) pairs from the decode cache; with `use_beam`, a
@@ -308,15 +366,28 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             from stjax.data.builders import beam_split
 
             report_prefix = os.path.join(self.cache_dir, beam_split.REPORT_DIR, split)
-            items = [(e.video_id, self._stored_label(e), tasks[e.path], self._extra(e)) for e in entries]
+            per_task: dict[str, list] = {}
+            for e in entries:
+                per_task.setdefault(e.path, []).append(
+                    (e.example_key, e.video_id, self._stored_label(e), self._extra(e),
+                     None if e.start is None else (e.start, e.end)))
+            items = [(tasks[path], examples) for path, examples in per_task.items()]
             return beam_split.DecodeSplit(split, items, report_prefix)
         return self._examples_from_cache(split, entries, tasks)
 
     def _examples_from_cache(self, split, entries, tasks) -> Iterator[tuple[str, dict]]:
-        for entry in tqdm.tqdm(entries, desc=f"{self.name} writing {split}", unit="video", dynamic_ncols=True):
-            result = decode_cache.read(tasks[entry.path].cache_file)
+        reader = None  # of the last ranged entry's video: the entries of one video usually follow each other
+        for entry in tqdm.tqdm(entries, desc=f"{self.name} writing {split}", unit="example", dynamic_ncols=True):
+            cache_file = tasks[entry.path].cache_file
+            if entry.start is None:
+                result = decode_cache.read(cache_file)
+            else:
+                if reader is None or reader.path != cache_file:
+                    reader = decode_cache.FrameReader(cache_file)
+                positions, _ = range_positions(entry.start, entry.end, reader.header)
+                result = with_frames(reader.header, reader.frames(positions))
             self.report.written[split] += 1
-            yield entry.video_id, example(entry.video_id, self._stored_label(entry), result, self._extra(entry))
+            yield entry.example_key, example(entry.video_id, self._stored_label(entry), result, self._extra(entry))
 
     def _extra(self, entry: VideoEntry) -> dict:
         """`entry.extra`, checked against `extra_features()` (the same keys)."""
@@ -333,19 +404,26 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         """Entries grouped by split, less those that cannot be built (reported as skipped)."""
         classes = set(annotations.classes)
         by_split = {split: [] for split in annotations.splits}
-        seen = {}  # video id -> splits it is in
+        seen = {}  # example key -> splits it is in
+        present = {}  # path -> whether it is there (a file, or a folder for frame-folder entries)
         for entry in annotations.entries:
             reason = None
-            where = seen.setdefault(entry.video_id, [])
+            where = seen.setdefault(entry.example_key, [])
+            if entry.path is not None and (entry.path, entry.source_fps is None) not in present:
+                full = os.path.join(self._manual_dir, entry.path)
+                present[entry.path, entry.source_fps is None] = (
+                    os.path.isfile(full) if entry.source_fps is None else os.path.isdir(full))
             if entry.split in where:
                 reason = f"listed twice in {entry.source}"
-            elif entry.path is None or not os.path.isfile(os.path.join(self._manual_dir, entry.path)):
+            elif entry.path is None or not present[entry.path, entry.source_fps is None]:
                 reason = entry.missing_reason or f"listed in {entry.source} but not found"
                 self.report.missing += 1
             elif unknown := targets.unknown_classes(self.LABEL_TYPE, entry.label, classes):
                 reason = f"label {', '.join(map(repr, unknown))} is not in the class list ({len(classes)} classes)"
+            elif entry.start is not None and not (entry.end is not None and entry.start <= entry.end):
+                reason = f"{entry.source}: the time range [{entry.start}, {entry.end}] s is empty"
             if reason:
-                self.report.skipped.append({"path": entry.path or entry.video_id, "split": entry.split,
+                self.report.skipped.append({"path": entry.path or entry.example_key, "split": entry.split,
                                             "reason": reason})
                 continue
             if where:
@@ -362,13 +440,23 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                                          "warning": "no usable video; the split is not written"})
         return bool(entries)
 
-    def _task(self, rel: str) -> decode_cache.DecodeTask:
+    def _task(self, rel: str, entries: list[VideoEntry]) -> decode_cache.DecodeTask:
+        """The decoding of the video at `rel` that all its `entries` take their frames from: the whole video
+        (up to `max_seconds`), or when every entry is a time range, the span they cover (a frame past it)."""
         cfg = self.builder_config
         path = os.path.join(self._manual_dir, rel)
+        source_fps = entries[0].source_fps
+        span = None
+        if all(e.start is not None for e in entries):
+            span = (max(0.0, min(e.start for e in entries)),
+                    max(e.end for e in entries) + (1.0 / cfg.fps if cfg.fps else 1.0))
+        start, max_seconds = span if span is not None else (0.0, cfg.max_seconds)
         return decode_cache.DecodeTask(
             rel=rel, path=path,
-            cache_file=decode_cache.cache_file(self.cache_dir, rel, path, cfg.storage_metadata(), str(self.version)),
-            fps=cfg.fps, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality, max_seconds=cfg.max_seconds,
+            cache_file=decode_cache.cache_file(self.cache_dir, rel, path, cfg.storage_metadata(), str(self.version),
+                                               source_fps=source_fps, span=span),
+            fps=cfg.fps, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality, max_seconds=max_seconds,
+            source_fps=source_fps, start_seconds=start,
         )
 
     def _decode_all(self, tasks: list[decode_cache.DecodeTask]) -> dict[str, decode_cache.DecodeResult]:
@@ -402,21 +490,55 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             self.report.written = collections.Counter(
                 {name: split.num_examples for name, split in self.info.splits.items()}
             )
-            failed = {(r["split"], r["path"]) for r in skipped}
+            failed = {(r["split"], r["path"]) for r in skipped if "example" not in r}  # whole videos
+            dropped = {(r["split"], r["example"]) for r in skipped if "example" in r}  # single ranges
             by_split, tasks = self._beam_plan or ({}, {})
+            headers = {}
             for split, entries in by_split.items():
                 for entry in entries:
-                    if (split, entry.path) in failed:
+                    if (split, entry.path) in failed or (split, entry.example_key) in dropped:
                         self.videos[split].pop(entry.video_id, None)
                         continue
-                    header = decode_cache.read(tasks[entry.path].cache_file, frames=False)
-                    self.report.short_sides[split][min(header.height, header.width)] += 1
+                    cache_file = tasks[entry.path].cache_file
+                    if cache_file not in headers:
+                        headers[cache_file] = decode_cache.read(cache_file, frames=False)
+                    self.report.short_sides[split][min(headers[cache_file].height, headers[cache_file].width)] += 1
         return self.report.as_dict()
 
     def remove_cache(self) -> None:
         """Deletes the decode cache; call once the dataset is written."""
         if tf.io.gfile.exists(self.cache_dir):
             tf.io.gfile.rmtree(self.cache_dir)
+
+
+def range_positions(start: float, end: float, result: decode_cache.DecodeResult) -> tuple[list[int], str | None]:
+    """Which of a decoded video's frames an entry with the time range [start, end] seconds holds.
+
+    The range's grid frames are k = ceil(start·fps) … floor(end·fps) (to 1e-6 frames; fps = the result's);
+    the result holds grid frames first_index … first_index + num_frames − 1. Frames of the range outside
+    those repeat the nearest one. Returns (positions into the result's frames, a note saying how many were
+    repeated, or None). Raises ValueError (the reason) when the range holds no grid frame or its middle
+    frame, (first + last) // 2, is not in the result.
+    """
+    lo, hi = video_io.grid_index(start, result.fps), math.floor(end * result.fps + 1e-6)
+    if hi < lo:
+        raise ValueError(f"the range [{start:.3f}, {end:.3f}] s holds no frame at {result.fps:g} fps")
+    first, last = result.first_index, result.first_index + result.num_frames - 1
+    middle = (lo + hi) // 2
+    if not first <= middle <= last:
+        raise ValueError(f"the range [{start:.3f}, {end:.3f}] s is centred at {middle / result.fps:.3f} s, outside the "
+                         f"decoded video ({first / result.fps:.3f}–{(last + 1) / result.fps:.3f} s)")
+    positions = [min(max(k, first), last) - first for k in range(lo, hi + 1)]
+    outside = max(0, first - lo) + max(0, hi - last)
+    if not outside:
+        return positions, None
+    return positions, (f"{outside} of the range's {hi - lo + 1} frames lie outside the video "
+                       f"({first / result.fps:.3f}–{(last + 1) / result.fps:.3f} s); its edge frame is repeated")
+
+
+def with_frames(header: decode_cache.DecodeResult, frames: list[bytes]) -> decode_cache.DecodeResult:
+    """`header` (a decode result's metadata) holding `frames` instead."""
+    return dataclasses.replace(header, jpeg_frames=frames, frame_sizes=[len(f) for f in frames])
 
 
 def example(video_id: str, label: str | int | list[str], result: decode_cache.DecodeResult,

@@ -26,15 +26,16 @@ _REPORT_TAG = "report"
 
 
 class DecodeSplit(beam.PTransform):
-    """PBegin → PCollection of (video id, example) for one split.
+    """PBegin → PCollection of (example key, example) for one split.
 
     Args:
       split: the split's name (for the report).
-      items: (video id, stored label, `decode_cache.DecodeTask`, extra feature values) per video.
+      items: per video, (`decode_cache.DecodeTask`, its examples: (key, video id, stored label, extra feature
+        values, (start, end) seconds or None for the whole video)); a video is decoded once for all of them.
       report_prefix: path prefix of the text files that receive the skip and warning records.
     """
 
-    def __init__(self, split: str, items: list[tuple[str, object, decode_cache.DecodeTask, dict]], report_prefix: str):
+    def __init__(self, split: str, items: list[tuple[decode_cache.DecodeTask, list[tuple]]], report_prefix: str):
         super().__init__()
         self._split = split
         self._items = items
@@ -55,14 +56,34 @@ class DecodeSplit(beam.PTransform):
 
 
 def _decode(item, split: str):
-    video_id, label, task, extra = item
+    """The examples of one video, and report records, as the local build makes them (`base`)."""
+    task, examples = item
     result = decode_cache.load_or_decode(task)
     if result.error is not None:
-        yield beam.pvalue.TaggedOutput(_REPORT_TAG, {"path": task.rel, "split": split, "reason": result.error})
+        whole = [e for e in examples if e[4] is None]
+        for _ in whole:
+            yield beam.pvalue.TaggedOutput(_REPORT_TAG, {"path": task.rel, "split": split, "reason": result.error})
+        if len(whole) < len(examples):
+            yield beam.pvalue.TaggedOutput(_REPORT_TAG, {"path": task.rel, "split": split, "reason": result.error,
+                                                         "examples": len(examples) - len(whole)})
         return
     for warning in result.warnings:
         yield beam.pvalue.TaggedOutput(_REPORT_TAG, {"path": task.rel, "split": split, "warning": warning})
-    yield video_id, base.example(video_id, label, result, extra)
+    for key, video_id, label, extra, span in examples:
+        if span is None:
+            yield key, base.example(video_id, label, result, extra)
+            continue
+        try:
+            positions, note = base.range_positions(span[0], span[1], result)
+        except ValueError as e:
+            yield beam.pvalue.TaggedOutput(_REPORT_TAG, {"path": task.rel, "split": split, "example": key,
+                                                         "reason": str(e)})
+            continue
+        if note:
+            yield beam.pvalue.TaggedOutput(_REPORT_TAG, {"path": task.rel, "split": split, "example": key,
+                                                         "warning": note})
+        frames = [result.jpeg_frames[i] for i in positions]
+        yield key, base.example(video_id, label, base.with_frames(result, frames), extra)
 
 
 def read_report(report_dir: str) -> tuple[list[dict], list[dict]]:

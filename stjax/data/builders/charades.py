@@ -11,6 +11,9 @@ Layout of the manual directory (as the official archives unpack)::
         (also in DIR/Charades/ or DIR/annotations/)
     DIR/**/<id>.mp4                the videos, anywhere below DIR: officially Charades_v1_480/
                                    (480p, preferred when both are present) or Charades_v1/
+    DIR/Charades_v1_rgb/<id>/<id>-000001.jpg ...
+                                   or the official RGB frames (24 fps), used for the videos that have
+                                   no video file; a frame folder named <id> elsewhere below DIR works too
 
 Splits: `train` and `test` (the official test set, which papers report as "validation"). Each video
 is stored with its frames at 24 fps (the rate of the official RGB frames) and:
@@ -23,7 +26,8 @@ is stored with its frames at 24 fps (the rate of the official RGB frames) and:
 
 A video whose actions name a class outside the class list, or an action that is not
 `cNNN START END` with 0 <= START <= END, is skipped and listed in the build report; so is a listed
-video with no file. A video without actions is kept, with no label.
+video with no file or frame folder, and a frame folder without a readable numbered image. A video without
+actions is kept, with no label.
 """
 from __future__ import annotations
 
@@ -41,6 +45,8 @@ CLASSES_FILE = "Charades_v1_classes.txt"
 SPLIT_FILES = {"train": "Charades_v1_train.csv", "test": "Charades_v1_test.csv"}
 ANNOTATION_DIRS = ("Charades", "annotations")
 PREFERRED_VIDEO_DIR = "Charades_v1_480"
+FRAMES_DIR = "Charades_v1_rgb"  # the official RGB frames: Charades_v1_rgb/<id>/<id>-000001.jpg ...
+FRAMES_FPS = 24.0
 
 
 class Charades(VideoDatasetBuilder, skip_registration=True):
@@ -96,11 +102,14 @@ class Charades(VideoDatasetBuilder, skip_registration=True):
                                                 f"{where}: action class {', '.join(unknown)} is not in "
                                                 f"{classes_file} ({len(codes)} classes)"})
                     continue
-                path = None
+                path = source_fps = None
                 if video_id in found.by_stem:
                     path, warning = _pick(found.by_stem[video_id])
                     if warning:
                         annotations.warnings.append({"path": path, "split": split, "warning": warning})
+                    found.used.add(path)
+                elif (path := _frame_folder(root, found, video_id)) is not None:
+                    source_fps = FRAMES_FPS
                     found.used.add(path)
                 extra = {
                     "actions": {"class_id": [codes[c] for c, _, _ in actions],
@@ -109,8 +118,9 @@ class Charades(VideoDatasetBuilder, skip_registration=True):
                 }
                 annotations.entries.append(VideoEntry(
                     video_id=video_id, path=path, label=tuple(classes[codes[c]] for c, _, _ in actions),
-                    split=split, source=where, missing_reason=f"{where}: no video file is named {video_id}.*",
-                    extra=extra))
+                    split=split, source=where, source_fps=source_fps, extra=extra,
+                    missing_reason=f"{where}: no video file is named {video_id}.* and there is no frame folder "
+                                   f"{FRAMES_DIR}/{video_id}/"))
         annotations.ignored_files = found.ignored({classes_file, *lists.values()})
         return annotations
 
@@ -164,6 +174,16 @@ def _find(root: str, name: str) -> str | None:
     stem, extension = os.path.splitext(name)
     paths = layout.find_annotation(root, ANNOTATION_DIRS, (stem.lower(),), extension.lower())
     return paths[0] if paths else None
+
+
+def _frame_folder(root: str, found: layout.FileIndex, video_id: str) -> str | None:
+    """The frame folder of a video: the one in Charades_v1_rgb/, else the first named `video_id`; an empty
+    Charades_v1_rgb/<id>/ too (the build then reports it as unreadable)."""
+    candidates = found.folders.get(video_id, [])
+    official = f"{FRAMES_DIR}/{video_id}"
+    if official in candidates or os.path.isdir(os.path.join(root, official)):
+        return official
+    return candidates[0] if candidates else None
 
 
 def _pick(candidates: list[str]) -> tuple[str, str | None]:

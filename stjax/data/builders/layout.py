@@ -1,8 +1,15 @@
-"""Finding annotation files and video files in the trees the standard datasets come in."""
+"""Finding annotation files and videos in the trees the standard datasets come in.
+
+A video is a file (`VIDEO_EXTENSIONS`) or a frame folder: a directory holding numbered JPEG/PNG images
+(`video_io.frame_number`, e.g. `Charades_v1_rgb/46GP8/46GP8-000001.jpg`), which the walks here treat as one
+unit: its images are not listed as files.
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
+
+from stjax.data import video_io
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp", ".wmv"}
@@ -20,15 +27,29 @@ def is_video(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
-def walk_files(root: str) -> list[str]:
-    """Every non-hidden file under `root`, as sorted '/'-separated paths relative to it."""
-    found = []
+def walk(root: str) -> tuple[list[str], list[str]]:
+    """(files, frame folders) under `root`, as sorted '/'-separated paths relative to it: every non-hidden
+    file except the numbered images of frame folders, and every folder that directly holds such images."""
+    found, folders = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        frames = {name for name in filenames if video_io.frame_number(name) is not None}
+        if frames and prefix:
+            folders.append(rel_dir)
+        else:
+            frames = set()
         for name in sorted(filenames):
-            if not name.startswith("."):
-                found.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
-    return found
+            if not name.startswith(".") and name not in frames:
+                found.append(prefix + name)
+    return found, folders
+
+
+def walk_files(root: str) -> list[str]:
+    """Every non-hidden file under `root` but the images of frame folders (`walk`), as sorted '/'-separated
+    paths relative to it."""
+    return walk(root)[0]
 
 
 def index_by_stem(paths: list[str]) -> dict[str, list[str]]:
@@ -43,23 +64,29 @@ def index_by_stem(paths: list[str]) -> dict[str, list[str]]:
 
 @dataclasses.dataclass
 class FileIndex:
-    """The files under a manual dir (`files`), its videos by file name without extension (`by_stem`), and
-    the paths annotations used (`used`): what a layout's reader looks videos up in, and what it then reports
-    as ignored."""
+    """The files under a manual dir (`files`), its videos by file name without extension (`by_stem`), its
+    frame folders by folder name (`folders`), and the paths annotations used (`used`): what a layout's
+    reader looks videos up in, and what it then reports as ignored."""
 
     files: list[str]
     by_stem: dict[str, list[str]]
     used: set = dataclasses.field(default_factory=set)
+    folders: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, root: str) -> "FileIndex":
-        files = walk_files(root)
-        return cls(files, index_by_stem(files))
+        files, frame_dirs = walk(root)
+        folders: dict[str, list[str]] = {}
+        for rel in frame_dirs:
+            folders.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
+        return cls(files, index_by_stem(files), folders=folders)
 
     def ignored(self, annotation_files) -> list[str]:
-        """The files that neither an entry nor an annotation file uses."""
+        """The files that neither an entry nor an annotation file uses, and the unused frame folders
+        (`DIR/`)."""
         skip = self.used | set(annotation_files)
-        return [f for f in self.files if f not in skip]
+        unused = [f"{rel}/" for paths in self.folders.values() for rel in paths if rel not in skip]
+        return [f for f in self.files if f not in skip] + sorted(unused)
 
 
 def pick_file(candidates: list[str], split: str) -> tuple[str, str | None]:
