@@ -53,7 +53,7 @@ def test_bad_arguments_name_the_field(arg, message):
 
 def test_bad_fields_fail_validation():
     config = _get_config("demo,dataset=kinetics9000")
-    with pytest.raises(ValueError, match="data.dataset='kinetics9000' is invalid; valid values: charades, hmdb51, kinetics400, .*, video_folder"):
+    with pytest.raises(ValueError, match="data.dataset='kinetics9000' is invalid; valid values: ava, charades, hmdb51, kinetics400, .*, video_folder"):
         data_config.validate(config)
     config = _get_config("demo")
     config.data.num_frames = 0

@@ -52,5 +52,25 @@ def test_targets_store_and_batch_each_carried_type():
     assert targets.label_text(np.array([0, 1, 1]), ["a", "b", "c"]) == "b+c"
     assert targets.label_text(2, ["a", "b", "c"]) == "c"
     assert targets.label_text(np.zeros(3), ["a", "b", "c"]) == "(none)"
-    with pytest.raises(ValueError, match="'boxes' cannot be stored yet; types the pipeline carries: single, multi_hot"):
-        targets.feature("boxes", ["a"])
+    with pytest.raises(ValueError, match="'per_frame' cannot be stored yet; types the pipeline carries: single, "
+                                         "multi_hot, boxes"):
+        targets.feature("per_frame", ["a"])
+
+
+def test_boxes_labels_are_per_box_class_ids():
+    import numpy as np
+    import tensorflow as tf
+
+    from stjax.data import targets
+
+    boxes = targets.feature("boxes", ["a", "b", "c"])
+    assert targets.stored_kind(boxes) == "boxes" and targets.class_names(boxes) == ("a", "b", "c")
+    assert targets.stored_value("boxes", (("c", "a", "c"), ("b",))) == [["a", "c"], ["b"]]
+    assert targets.stored_value("boxes", ()) == []
+    assert targets.unknown_classes("boxes", (("a", "z"), ("q",)), {"a", "b"}) == ["z", "q"]
+    got = targets.box_labels(tf.ragged.constant([[2, 0], [1], []], dtype=tf.int64), 4).numpy()
+    np.testing.assert_array_equal(got, [[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
+    empty = targets.box_labels(tf.ragged.constant([], ragged_rank=1, dtype=tf.int64), 4).numpy()
+    assert empty.shape == (0, 4)
+    with pytest.raises(ValueError, match="label type 'boxes' .* is batched by the detection pipeline"):
+        targets.batch_label("boxes", tf.ragged.constant([[1]]), 4)

@@ -5,11 +5,12 @@
     python -m stjax.data.build --dataset synthetic          # renders the videos first if missing
     python -m stjax.data.build --dataset kinetics400 --manual_dir ~/data/k400
     python -m stjax.data.build --dataset ucf101 --split_fold 2 --manual_dir ~/data/ucf101
+    python -m stjax.data.build --dataset ava --manual_dir ~/data/ava      # one example per keyframe
     python -m stjax.data.build --dataset ssv2 --manual_dir ~/data/ssv2 \
         --beam_runner DirectRunner --beam_options direct_num_workers=8,direct_running_mode=multi_processing
 
 Datasets: video_folder, synthetic (any folder of videos) and kinetics400/600/700,
-ucf101, hmdb51, ssv2 (their official layouts, described at the top of
+ucf101, hmdb51, ssv2, charades, ava (their official layouts, described at the top of
 stjax/data/builders/<name>.py). A build killed part-way resumes where it stopped
 when started again with the same arguments: decoded videos are kept per video
 under `DATA_DIR/NAME/CONFIG/.partial/` until the dataset is written.

@@ -3,16 +3,20 @@
 A builder declares its type (`VideoDatasetBuilder.LABEL_TYPE`, one of `base.LABEL_TYPES`); the stored
 `label` feature then has that type's form, and the pipeline turns it into the batch's `label`:
 
-=========  =======================================  ==========================================
-type       stored `label` feature                   batch `label` (per video)
-=========  =======================================  ==========================================
-single     ClassLabel: one class id, -1 unlabelled  int32 [] (-1: unlabelled or padding)
-multi_hot  Sequence(ClassLabel): the video's ids    int32 [C] in {0, 1} (all -1: padding)
-=========  =======================================  ==========================================
+=========  ===========================================  ==========================================
+type       stored `label` feature                       batch `label` (per video)
+=========  ===========================================  ==========================================
+single     ClassLabel: one class id, -1 unlabelled      int32 [] (-1: unlabelled or padding)
+multi_hot  Sequence(ClassLabel): the video's ids        int32 [C] in {0, 1} (all -1: padding)
+boxes      Sequence(Sequence(ClassLabel)): per box      not batched here (the detection pipeline's);
+           (the example's M boxes, stored beside it     `box_labels` gives the multi-hot [M, C]
+           as `boxes` [M, 4]) its class ids, [M, (k)]
+=========  ===========================================  ==========================================
 
 The metrics (`stjax.eval.metrics`), the linear probe and the supervised loss tell the two batch forms
-apart by rank: softmax for [N] labels, sigmoid for [N, C]. `boxes` and `per_frame` are declared types
-whose storage comes with the first dataset that has them (AVA, activity segmentation).
+apart by rank: softmax for [N] labels, sigmoid for [N, C]. `boxes` is AVA's (`builders/ava.py`: one
+example per keyframe, M ≥ 0 person boxes, each with any number of the 80 actions); `per_frame` is a
+declared type whose storage comes with the first dataset that has it (activity segmentation).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Sequence
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-CARRIED = ("single", "multi_hot")  # the label types a prepared dataset can store today
+CARRIED = ("single", "multi_hot", "boxes")  # the label types a prepared dataset can store today
 
 
 def check_carried(kind: str, owner: str) -> None:
@@ -35,6 +39,8 @@ def feature(kind: str, classes: Sequence[str] | None) -> tfds.features.FeatureCo
     """The `label` feature of a dataset of label type `kind` (classes None: restored from prepared files)."""
     check_carried(kind, "feature")
     label = tfds.features.ClassLabel(names=list(classes)) if classes is not None else tfds.features.ClassLabel()
+    if kind == "boxes":
+        return tfds.features.Sequence(tfds.features.Sequence(label))
     return label if kind == "single" else tfds.features.Sequence(label)
 
 
@@ -42,26 +48,34 @@ def stored_kind(label_feature: tfds.features.FeatureConnector) -> str:
     """The label type a prepared dataset's `label` feature holds."""
     if isinstance(label_feature, tfds.features.ClassLabel):
         return "single"
-    if isinstance(label_feature, tfds.features.Sequence) and isinstance(label_feature.feature,
-                                                                        tfds.features.ClassLabel):
-        return "multi_hot"
+    if isinstance(label_feature, tfds.features.Sequence):
+        inner = label_feature.feature
+        if isinstance(inner, tfds.features.ClassLabel):
+            return "multi_hot"
+        if isinstance(inner, tfds.features.Sequence) and isinstance(inner.feature, tfds.features.ClassLabel):
+            return "boxes"
     raise ValueError(f"the dataset's `label` feature is a {type(label_feature).__name__}; the pipeline reads "
-                     f"a ClassLabel (single) or a Sequence of ClassLabel (multi_hot)")
+                     f"a ClassLabel (single), a Sequence of ClassLabel (multi_hot) or a Sequence of those (boxes)")
 
 
 def class_names(label_feature: tfds.features.FeatureConnector) -> tuple[str, ...]:
-    """The class names, in id order, of a prepared dataset's `label` feature (either stored form)."""
-    label = label_feature.feature if stored_kind(label_feature) == "multi_hot" else label_feature
+    """The class names, in id order, of a prepared dataset's `label` feature (any stored form)."""
+    label = label_feature
+    for _ in range(CARRIED.index(stored_kind(label_feature))):  # single: 0 levels, multi_hot: 1, boxes: 2
+        label = label.feature
     return tuple(label.names)
 
 
 def stored_value(kind: str, label, owner: str = "label"):
     """What a builder writes for a video's annotated label: `single` takes a class name or None (stored -1);
-    `multi_hot` a sequence of class names (empty or None: no class), written sorted and without repeats."""
+    `multi_hot` a sequence of class names (empty or None: no class), written sorted and without repeats;
+    `boxes` one such sequence per box (empty or None: no box)."""
     if kind == "single":
         return -1 if label is None else label
     if isinstance(label, str):
-        raise ValueError(f"{owner}: a multi_hot label is a sequence of class names, got the string {label!r}")
+        raise ValueError(f"{owner}: a {kind} label is a sequence of class names, got the string {label!r}")
+    if kind == "boxes":
+        return [stored_value("multi_hot", box, f"{owner}, box {i}") for i, box in enumerate(label or ())]
     return sorted(set(label or ()))
 
 
@@ -69,16 +83,31 @@ def unknown_classes(kind: str, label, classes: set[str]) -> list[str]:
     """The names in an annotated `label` that are not in `classes`."""
     if label is None:
         return []
-    names = [label] if kind == "single" else list(label)
+    names = [label] if kind == "single" else [n for box in label for n in box] if kind == "boxes" else list(label)
     return [name for name in names if name not in classes]
 
 
 def batch_label(kind: str, stored: tf.Tensor, num_classes: int) -> tf.Tensor:
     """The batch's per-video `label` (see the table above) from the decoded stored feature."""
+    if kind == "boxes":
+        raise ValueError("label type 'boxes' (one label per person box) is batched by the detection pipeline, "
+                         "not as a per-video label; targets.box_labels gives an example's [M, C]")
     if kind == "single":
         return tf.cast(stored, tf.int32)
     ids = tf.cast(tf.reshape(stored, [-1]), tf.int32)
     return tf.minimum(tf.reduce_sum(tf.one_hot(ids, num_classes, dtype=tf.int32), axis=0), 1)
+
+
+def box_labels(stored: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
+    """The multi-hot int32 [M, C] in {0, 1} of an example's boxes from its decoded `boxes` label (a ragged
+    [M, (k)] of class ids; M may be 0)."""
+    ids = tf.cast(stored, tf.int32)
+    if not isinstance(ids, tf.RaggedTensor):
+        ids = tf.RaggedTensor.from_tensor(tf.reshape(ids, [tf.shape(ids)[0], -1]))
+    rows = tf.cast(ids.value_rowids(), tf.int32)
+    hits = tf.stack([rows, ids.flat_values], axis=1)
+    dense = tf.scatter_nd(hits, tf.ones_like(rows), tf.stack([ids.nrows(out_type=tf.int32), num_classes]))
+    return tf.minimum(dense, 1)
 
 
 CLIP_LABELS = ("video", "window")  # a training clip's target: its video's label, or the actions in its window

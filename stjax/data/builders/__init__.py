@@ -10,6 +10,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from stjax.data.builders.ava import Ava
 from stjax.data.builders.base import LABEL_TYPES, FoldConfig, VideoDatasetBuilder, VideoFolderConfig
 from stjax.data.builders.charades import Charades
 from stjax.data.builders.hmdb51 import Hmdb51
@@ -20,8 +21,8 @@ from stjax.data.builders.ucf101 import Ucf101
 from stjax.data.builders.video_folder import VideoFolder
 from stjax.data.builders.video_multilabel import VideoMultilabel
 
-__all__ = ["BUILDERS", "Charades", "DEFAULT_DATA_DIR", "LABEL_TYPES", "FoldConfig", "Synthetic", "SyntheticCharades",
-           "VideoDatasetBuilder",
+__all__ = ["Ava", "BUILDERS", "Charades", "DEFAULT_DATA_DIR", "LABEL_TYPES", "FoldConfig", "Synthetic",
+           "SyntheticCharades", "VideoDatasetBuilder",
            "VideoFolder", "VideoFolderConfig", "VideoMultilabel", "builder_class", "class_names",
            "default_config_name", "label_type",
            "load_builder", "prepared_dir", "renders_itself", "split_name"]
@@ -35,7 +36,7 @@ GENERIC_BUILDERS: dict[str, type[VideoDatasetBuilder]] = {
 }
 # Builders for the layouts the standard datasets are distributed in.
 OFFICIAL_BUILDERS: dict[str, type[VideoDatasetBuilder]] = {
-    cls.name: cls for cls in (Kinetics400, Kinetics600, Kinetics700, Ucf101, Hmdb51, Ssv2, Charades)
+    cls.name: cls for cls in (Kinetics400, Kinetics600, Kinetics700, Ucf101, Hmdb51, Ssv2, Charades, Ava)
 }
 BUILDERS: dict[str, type[VideoDatasetBuilder]] = GENERIC_BUILDERS | OFFICIAL_BUILDERS
 

@@ -532,7 +532,7 @@ def range_positions(start: float, end: float, result: decode_cache.DecodeResult)
     outside = max(0, first - lo) + max(0, hi - last)
     if not outside:
         return positions, None
-    return positions, (f"{outside} of the range's {hi - lo + 1} frames lie outside the video "
+    return positions, (f"{outside} of the range's {hi - lo + 1} frames lie outside the decoded video "
                        f"({first / result.fps:.3f}–{(last + 1) / result.fps:.3f} s); its edge frame is repeated")
 
 
