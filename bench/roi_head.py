@@ -9,8 +9,8 @@ Every program is jitted and run as forward + backward: gradients w.r.t. all para
 for the head alone (on the backbone's [B, T', H', W', C] map) and RoIAlign alone (on its mean over T').
 BatchNorm in training mode, float32, the first local device; synthetic clips, random boxes in [0, 1]. The
 head is `stjax.models.heads.RoIHead` (80 classes, 7×7 RoIAlign, dropout 0.5) with a sigmoid cross-entropy
-loss; each `--roi_methods` entry gets its rows. Printed: the median ms of --rounds calls after --warmup (the
-rounds interleave the programs) and each row's share of the backbone + head step of its method.
+loss; each `--roi_methods` entry gets its rows. Printed: the median (and min–max) ms of --rounds calls after
+--warmup (the rounds interleave the programs) and each row's share of the backbone + head step of its method.
 Imports no TensorFlow.
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _median_ms(programs, warmup: int, rounds: int) -> list[float]:
-    """Median ms per (fn, args) in ``programs``; the rounds interleave the programs, so that a slower spell of
+def _times_ms(programs, warmup: int, rounds: int) -> list[list[float]]:
+    """ms of each round per (fn, args) in ``programs``; the rounds interleave the programs, so that a slower spell of
     a shared machine falls on all of them."""
     import jax
 
@@ -54,7 +54,7 @@ def _median_ms(programs, warmup: int, rounds: int) -> list[float]:
             started = time.perf_counter()
             jax.block_until_ready(fn(*fn_args))
             times[i].append(time.perf_counter() - started)
-    return [1000 * statistics.median(t) for t in times]
+    return [[1000 * t for t in program_times] for program_times in times]
 
 
 def main(argv=None):
@@ -123,18 +123,18 @@ def main(argv=None):
                   (head_params, fmap)),
                  (f"RoIAlign alone ({method})", method, jax.jit(jax.grad(roi_loss)), (jnp.mean(fmap, axis=1),))]
 
-    medians = _median_ms([(fn, fn_args) for _, _, fn, fn_args in rows], args.warmup, args.rounds)
-    results = [(name, method, ms) for (name, method, _, _), ms in zip(rows, medians)]
-    totals = {method: ms for name, method, ms in results if name.startswith("backbone + RoIHead")}
+    times = _times_ms([(fn, fn_args) for _, _, fn, fn_args in rows], args.warmup, args.rounds)
+    results = [(name, method, statistics.median(t), min(t), max(t)) for (name, method, _, _), t in zip(rows, times)]
+    totals = {method: ms for name, method, ms, _, _ in results if name.startswith("backbone + RoIHead")}
     backbone_ms = results[0][2]
 
     print(f"{args.backbone} ({layout}), clips {tuple(x.shape)}, feature map {tuple(fmap_shape)}, "
           f"{args.boxes} boxes per clip, {args.classes} classes, jax {jax.__version__}, {device.platform}, "
           f"forward + backward, median of {args.rounds}\n")
-    print("| program | median ms | share of backbone + head |\n| --- | --- | --- |")
-    for name, method, ms in results:
+    print("| program | median ms | min–max ms | share of backbone + head |\n| --- | --- | --- | --- |")
+    for name, method, ms, low, high in results:
         shares = [f"{100 * ms / totals[m]:.1f} % ({m})" for m in ([method] if method else totals)]
-        print(f"| {name} | {ms:.2f} | {', '.join(shares)} |")
+        print(f"| {name} | {ms:.2f} | {low:.2f}–{high:.2f} | {', '.join(shares)} |")
     print()
     for method, total in totals.items():
         print(f"{method}: the detection step takes {total - backbone_ms:+.2f} ms "
