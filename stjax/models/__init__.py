@@ -1,4 +1,5 @@
-"""Models: 3D-ResNet backbones (channels-last video → pooled features) and heads.
+"""Models: 3D-ResNet backbones (channels-last video → pooled features, or the last feature map) and heads
+(projectors, prototypes, classifiers, the RoI head of action detection with its RoIAlign).
 
 ``create_backbone(name, **overrides)`` builds a registered backbone; overrides are
 ``ResNet3D`` fields (e.g. ``dtype=jnp.bfloat16``, ``lowering="native"``).
@@ -13,10 +14,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from .conv import LOWERINGS, Conv3D, conv3d, resolve_input_channel_padding, resolve_lowering
-from .heads import MLP, Linear, Prototypes, normalized_prototypes
+from .heads import MLP, Linear, Prototypes, RoIHead, normalized_prototypes
 from .norm import IMPLEMENTATIONS as BATCH_NORMS
 from .resnet3d import (REMAT_POLICIES, BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18,
                        r3d_micro, r3d_tiny, slow_r50, slow_r101)
+from .roi_align import roi_align
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "slow_r50": slow_r50,     # official Slow R-50 (8×8 or 16×4: the sampling is set in config.data); 2048-d, 31.6 M
@@ -71,4 +73,4 @@ def create_backbone(name: str, **overrides) -> nn.Module:
 __all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "REMAT_POLICIES", "backbone_options", "create_backbone",
            "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D", "conv3d", "LOWERINGS",
            "resolve_lowering", "resolve_input_channel_padding", "MLP", "Linear", "Prototypes", "normalized_prototypes",
-           "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]
+           "RoIHead", "roi_align", "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]
