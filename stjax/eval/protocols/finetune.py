@@ -114,10 +114,10 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     pooled = dict(zip(("mean", "max"), np.split(np.asarray(both), 2, axis=1)))
     if jax.process_index() == 0:  # the scores the metrics are of (e.g. for an official evaluation script)
         np.savez(os.path.join(directory, SCORES_FILE), labels=test_y, **{f"logits_{p}": s for p, s in pooled.items()})
-    metrics = metrics_lib.reported_metrics(pooled[pool], test_y, num_classes)
-    for p, logits in pooled.items():
-        metrics.update({f"{k}_view_{p}": value for k, value in metrics_lib.reported_metrics(
-            logits, test_y, num_classes).items() if isinstance(value, float)})
+    by_pool = {p: metrics_lib.reported_metrics(logits, test_y, num_classes) for p, logits in pooled.items()}
+    metrics = dict(by_pool[pool])
+    for p, values in by_pool.items():
+        metrics.update({f"{k}_view_{p}": v for k, v in values.items() if isinstance(v, float)})
     return metrics, num_train, len(test_y)
 
 
