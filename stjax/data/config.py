@@ -64,17 +64,35 @@ def pretrain_batches(config, per_process_batch: int, start_batch: int = 0, num_s
     processes, process = jax.process_count(), jax.process_index()
     num_shards = num_shards or processes
     mine = check_shards(num_shards, processes, per_process_batch)
-    iterators = [pipeline.pretrain_dataset(
-        config.data.dataset, batch_size=per_process_batch // mine, clips=clip_spec(config),
-        augmentation=augment_config(config), seed=config.seed, split=config.data.train_split,
-        data_dir=config.data.data_dir, process_index=process * mine + i, process_count=num_shards,
-        shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.get("deterministic", True),
-        start_batch=start_batch, augment_on=config.data.get("augment_on", "host"),
-        clip_labels=config.data.get("clip_labels", "video"),
-    ).as_numpy_iterator() for i in range(mine)]
+    iterators = [train_dataset(config, per_process_batch // mine, process * mine + i, num_shards, start_batch)
+                 .as_numpy_iterator() for i in range(mine)]
     if mine == 1:
         return iterators[0]
     return (jax.tree.map(lambda *parts: np.concatenate(parts), *batches) for batches in zip(*iterators))
+
+
+PIPELINES = ("clips", "keyframes")  # data.pipeline: ρ clips per video, or one clip per keyframe with its boxes
+
+
+def train_dataset(config, batch_size: int, process_index: int = 0, process_count: int = 1, start_batch: int = 0,
+                  shuffle_buffer: int | None = None):
+    """The training tf.data pipeline `config.data.pipeline` names, for slice `process_index` of
+    `process_count`: `clips` (`pipeline.pretrain_dataset`: ρ clips per video) or `keyframes`
+    (`keyframes.train_dataset`: one clip per keyframe with its person boxes, for detection)."""
+    from stjax.data import keyframes
+
+    data = config.data
+    kind = data.get("pipeline", "clips")
+    configlib.require_choice("data.pipeline", kind, PIPELINES)
+    common = dict(batch_size=batch_size, seed=config.seed, split=data.train_split, data_dir=data.data_dir,
+                  process_index=process_index, process_count=process_count,
+                  shuffle_buffer=data.shuffle_buffer if shuffle_buffer is None else shuffle_buffer,
+                  deterministic=data.get("deterministic", True), start_batch=start_batch)
+    if kind == "keyframes":
+        return keyframes.train_dataset(data.dataset, spec=keyframes.spec_from_config(config), **common)
+    return pipeline.pretrain_dataset(
+        data.dataset, clips=clip_spec(config), augmentation=augment_config(config),
+        augment_on=data.get("augment_on", "host"), clip_labels=data.get("clip_labels", "video"), **common)
 
 
 def check_shards(num_shards: int, process_count: int, per_process_batch: int) -> int:

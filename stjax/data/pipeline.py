@@ -164,6 +164,29 @@ def check_crop_fits(builder: tfds.core.DatasetBuilder, crop_size: int, field: st
     inputs.check_crop(crop_size, field, plan, [split] if split else list(plan.splits))
 
 
+def shuffled_epochs(ds: tf.data.Dataset, builder, host_split, split: str, process_count: int, select, base_seed,
+                    shuffle_buffer: int, start: int, num_parallel_calls, deterministic: bool) -> tf.data.Dataset:
+    """The endless stream of `select(position, example)` over epochs of `ds` (this process's slice), from
+    element `start` on: epoch e is the slice in its read order at positions e·n … (e+1)·n − 1, shuffled with
+    a seed of its own (from `base_seed`).
+
+    The shuffle comes after `select`, so the buffer holds what it keeps (a clip's frames: ~16 of a Kinetics
+    video's 300 JPEGs at 30 fps, so a 1024-video buffer takes ~0.5 GB instead of ~8 GB). Resuming at element
+    i reads from epoch i // n on and skips i % n of it: no earlier epoch is read.
+    """
+    n = examples_per_epoch(builder, host_split)
+    configlib.require(n >= 1, "data.num_shards", process_count,
+                      f"at most the {builder.info.splits[split].num_examples} examples of split {split!r}")
+
+    def epoch(e):
+        one = tf.data.Dataset.zip((tf.data.Dataset.range(e * n, (e + 1) * n), ds))
+        one = one.map(select, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, -1 - e)[0]
+        return one.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+
+    return tf.data.Dataset.range(start // n, tf.int64.max).flat_map(epoch).skip(start % n)
+
+
 def pretrain_dataset(
     dataset: str,
     *,
@@ -255,22 +278,8 @@ def pretrain_dataset(
             return dict(example, clips=decoded)
         return dict(example, clips=decoded[0], augment=decoded[1])
 
-    # Epoch e: the slice in its read order, positions e·n … (e+1)·n - 1, shuffled with a seed of its own.
-    # Shuffle after the frames are selected, so the buffer holds ρ·T frames per video instead of all of them
-    # (Kinetics at 30 fps: ~16 of 300 JPEGs; a 1024-video buffer then takes ~0.5 GB instead of ~8 GB).
-    # Resuming at element i reads from epoch i // n on and skips i % n of it: no earlier epoch is read.
-    n = examples_per_epoch(builder, host_split)
-    configlib.require(n >= 1, "data.num_shards", process_count,
-                      f"at most the {builder.info.splits[split].num_examples} examples of split {split!r}")
-
-    def epoch(e):
-        one = tf.data.Dataset.zip((tf.data.Dataset.range(e * n, (e + 1) * n), ds))
-        one = one.map(select_frames, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-        epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, -1 - e)[0]
-        return one.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-
-    start = start_batch * batch_size
-    ds = tf.data.Dataset.range(start // n, tf.int64.max).flat_map(epoch).skip(start % n)
+    ds = shuffled_epochs(ds, builder, host_split, split, process_count, select_frames, base_seed, shuffle_buffer,
+                         start_batch * batch_size, num_parallel_calls, deterministic)
     ds = ds.map(decode_clips, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(prefetch).with_options(_options(deterministic))

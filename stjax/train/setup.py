@@ -68,20 +68,17 @@ def build(config, mesh, *, batch_field: str = "batch_size", num_train: int | Non
     framework = objectives.create_framework(config, total_steps, steps_per_epoch)
     on_device = config.data.get("augment_on", "host") == "device"
     return Run(config=config, mesh=mesh, framework=framework, batches=batches,
-               element_spec=element_spec(config, clips, augmentation), total_steps=total_steps,
+               element_spec=element_spec(config), total_steps=total_steps,
                steps_per_epoch=steps_per_epoch, data_shards=config.data.get("num_shards", 0) or None,
                augmentation=augmentation if on_device else None, clips=clips, num_train=num_train,
                class_names=class_names, label_type=builders.label_type(builder))
 
 
-def element_spec(config, clips, augmentation) -> dict:
+def element_spec(config) -> dict:
     """The global batch's {name: ShapeDtypeStruct} as the training pipeline declares it (its tf.data
     `element_spec`, with the global `config.batch_size` as the leading dimension); nothing is read."""
-    from stjax.data import pipeline
+    from stjax.data import config as data_config
 
-    ds = pipeline.pretrain_dataset(
-        config.data.dataset, batch_size=1, clips=clips, augmentation=augmentation, seed=config.seed,
-        split=config.data.train_split, data_dir=config.data.data_dir, shuffle_buffer=1,
-        augment_on=config.data.get("augment_on", "host"))
+    ds = data_config.train_dataset(config, batch_size=1, shuffle_buffer=1)
     return {name: jax.ShapeDtypeStruct((config.batch_size, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
             for name, spec in ds.element_spec.items()}
