@@ -257,14 +257,16 @@ def test_the_registry_is_what_the_config_offers_and_names_the_valid_protocols():
     from stjax.eval import protocols
 
     eval_config = configlib.load_config_file(os.path.join(ROOT, "configs", "eval.py"), "knn")
-    assert list(protocols.PROTOCOLS) == list(evaluate.PROTOCOLS) == ["linear", "knn", "retrieval", "finetune"]
+    assert list(protocols.PROTOCOLS) == list(evaluate.PROTOCOLS) == ["linear", "knn", "retrieval", "finetune",
+                                                                      "detection"]
     for name, protocol in protocols.PROTOCOLS.items():
         assert protocol.name == name
         config = configlib.load_config_file(os.path.join(ROOT, "configs", "eval.py"), name)
         assert protocol.pool(config) == "mean" and protocol.block(config) in config  # every block has its pool
     assert protocols.get("linear").trains(eval_config) is False
     assert protocols.get("linear").block(eval_config) == "probe"
-    with pytest.raises(ValueError, match="^protocol='nope' is invalid; valid values: linear, knn, retrieval, finetune$"):
+    with pytest.raises(ValueError, match="^protocol='nope' is invalid; valid values: linear, knn, retrieval, finetune, "
+                       "detection$"):
         protocols.get("nope")
 
 

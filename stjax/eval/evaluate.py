@@ -286,10 +286,11 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
                 variables, config, num_classes)
         record = {"checkpoint": target.name, "step": target.step, "backbone": spec["backbone"],
                   "num_train": int(num_train), "num_test": int(num_test), **_scalars(metrics)}
+        shown = _shown_classes(metrics, len(class_names))  # (detection: the evaluated classes only)
         for key in ("per_class_top1", "per_class_ap"):  # single labels / multi-hot labels; None: no test video
             if key in metrics:                          # (positive) of the class
-                record[key] = {c: None if math.isnan(a) else round(float(a), 4)
-                               for c, a in zip(class_names, metrics[key])}
+                record[key] = {class_names[i]: None if math.isnan(metrics[key][i]) else round(float(metrics[key][i]), 4)
+                               for i in shown}
         records.append(record)
         last_metrics = metrics
         elapsed = time.time() - started
@@ -305,6 +306,11 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
     if jax.process_index() == 0:
         _write_outputs(workdir, results, last_metrics, class_names, report)
     return results
+
+
+def _shown_classes(metrics: dict, num_classes: int) -> list[int]:
+    """The class ids a protocol scored (`evaluated_classes`, e.g. AVA's 60 of 80), else all."""
+    return [int(i) for i in metrics.get("evaluated_classes", range(num_classes))]
 
 
 def _write_outputs(workdir, results, last_metrics, class_names, report) -> None:
@@ -330,7 +336,9 @@ def _write_outputs(workdir, results, last_metrics, class_names, report) -> None:
                                        title=f"{records[-1]['checkpoint']}: confusion (rows: true class)")
             pngs.append("confusion.png")
     elif "per_class_ap" in last_metrics:
-        report.write_per_class_png(os.path.join(workdir, "per_class.png"), class_names, last_metrics["per_class_ap"],
+        shown = _shown_classes(last_metrics, len(class_names))
+        report.write_per_class_png(os.path.join(workdir, "per_class.png"), [class_names[i] for i in shown],
+                                   [last_metrics["per_class_ap"][i] for i in shown],
                                    title=f"{records[-1]['checkpoint']}: average precision per class",
                                    xlabel="test AP")
         pngs.append("per_class.png")

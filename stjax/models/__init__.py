@@ -8,6 +8,7 @@ Framework- and data-agnostic: nothing here knows about losses or input pipelines
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import flax.linen as nn
@@ -18,6 +19,7 @@ from .heads import MLP, Linear, Prototypes, RoIHead, normalized_prototypes
 from .norm import IMPLEMENTATIONS as BATCH_NORMS
 from .resnet3d import (REMAT_POLICIES, BasicBlock, BottleneckBlock, R2Plus1DBlock, ResNet3D, r2plus1d_18, r3d_18,
                        r3d_micro, r3d_tiny, slow_r50, slow_r101)
+from .roi_align import METHODS as ROI_ALIGN_METHODS
 from .roi_align import roi_align
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -70,7 +72,53 @@ def create_backbone(name: str, **overrides) -> nn.Module:
     return BACKBONES[name](**overrides)
 
 
+def detection_overrides(name: str, output_stride: int | None = None) -> dict:
+    """ResNet3D overrides of backbone `name` for action detection: PySlowFast's AVA layout, the last stage at
+    spatial stride 1 with its 3×3 kernels dilated by 2 (Slow R-50: res5 at 1/16 of the frame).
+    `output_stride` (a power of 2) sets more strides to 1, last stages first, each later stage dilated by
+    the strides removed before it (DeepLab's rule), until the last map is at 1/output_stride of the frame
+    (r3d_tiny: 1/32 by PySlowFast's rule; 16 also sets res4's stride to 1, dilation 2, res5's dilation 4).
+    ValueError when the layout would not take the backbone's weights unchanged (a shortcut projection that
+    exists only for a stride) or `output_stride` is out of reach."""
+    probe = create_backbone(name)
+    strides, dilations = list(probe.spatial_strides), [1] * len(probe.stage_depths)
+    stem = probe.stem_strides[1] * (2 if probe.stem_pool else 1)
+    target = stem * math.prod(strides[:-1]) if output_stride is None else output_stride
+    reachable = [stem * math.prod(strides[:i]) for i in range(len(strides), -1, -1)]
+    if target not in reachable or (output_stride is not None and output_stride & (output_stride - 1)):
+        raise ValueError(f"output_stride={output_stride} is invalid for {name}; valid values: "
+                         f"{', '.join(map(str, sorted(set(reachable))))} (powers of 2; None: res5 at stride 1)")
+    for i in range(len(strides) - 1, -1, -1):
+        if stem * math.prod(strides) <= target:
+            break
+        strides[i] = 1
+    for i in range(len(strides)):  # a stage at or after a removed stride sees a grid that much finer
+        dilations[i] = math.prod(p for s, p in zip(strides[:i + 1], probe.spatial_strides[:i + 1]) if s != p)
+    overrides = {"spatial_strides": tuple(strides), "spatial_dilations": tuple(dilations)}
+    _check_same_weights(name, overrides)
+    return overrides
+
+
+def _check_same_weights(name: str, overrides: dict) -> None:
+    """ValueError unless backbone `name` with `overrides` has the same variables (names and shapes)."""
+    import jax
+
+    x = jnp.zeros((1, 2, 32, 32, 3))
+    key = jax.random.key(0)
+
+    def shapes(module):
+        tree = jax.eval_shape(lambda k: module.init(k, x, train=False), key)
+        return {"/".join(str(getattr(p, "key", p)) for p in path): leaf.shape
+                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+    before, after = shapes(create_backbone(name)), shapes(create_backbone(name, **overrides))
+    if before != after:
+        changed = sorted(set(before) ^ set(after))[:4]
+        raise ValueError(f"{name} with {overrides} does not take {name}'s weights unchanged (a shortcut "
+                         f"projection exists only for a stride): {', '.join(changed)}; choose a larger output_stride")
+
+
 __all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "REMAT_POLICIES", "backbone_options", "create_backbone",
            "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D", "conv3d", "LOWERINGS",
            "resolve_lowering", "resolve_input_channel_padding", "MLP", "Linear", "Prototypes", "normalized_prototypes",
-           "RoIHead", "roi_align", "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]
+           "RoIHead", "ROI_ALIGN_METHODS", "detection_overrides", "roi_align", "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]

@@ -1,16 +1,18 @@
 """Self-supervised objectives: pure losses on `[B, ρ, D]` embeddings and one module per
-framework, registered by name (plus `supervised`, the fine-tuning objective of stjax.eval)."""
+framework, registered by name (plus `supervised` and `detection`, the fine-tuning objectives of
+stjax.eval)."""
 from __future__ import annotations
 
 from stjax.objectives import auxiliary
 from stjax.objectives.base import Framework
 from stjax.objectives.byol import BYOL
+from stjax.objectives.detection import Detection
 from stjax.objectives.moco import MoCo
 from stjax.objectives.simclr import SimCLR
 from stjax.objectives.supervised import Supervised
 from stjax.objectives.swav import SwAV
 
-FRAMEWORKS: dict[str, type[Framework]] = {cls.name: cls for cls in (BYOL, MoCo, SimCLR, SwAV, Supervised)}
+FRAMEWORKS: dict[str, type[Framework]] = {cls.name: cls for cls in (BYOL, MoCo, SimCLR, SwAV, Supervised, Detection)}
 
 
 def create_framework(config, total_steps: int, steps_per_epoch: float | None = None) -> Framework:

@@ -11,12 +11,13 @@ of `stjax.main` need no change.
 from __future__ import annotations
 
 from stjax.eval.protocols.base import POOLS, Protocol, evaluate_features
+from stjax.eval.protocols.detection import Detection
 from stjax.eval.protocols.finetune import Finetune
 from stjax.eval.protocols.knn import KNN
 from stjax.eval.protocols.linear import Linear
 from stjax.eval.protocols.retrieval import Retrieval
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (Linear(), KNN(), Retrieval(), Finetune())}
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (Linear(), KNN(), Retrieval(), Finetune(), Detection())}
 
 
 def get(name: str) -> Protocol:
