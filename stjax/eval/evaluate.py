@@ -318,10 +318,12 @@ def _write_outputs(workdir, results, last_metrics, class_names, report) -> None:
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     metric_names = [k for k in records[0] if isinstance(records[0][k], float)]
+    unit = protocols_lib.get(results["protocol"]).example_unit
+    scored = "" if "evaluated_classes" not in last_metrics else f" ({len(last_metrics['evaluated_classes'])} evaluated)"
     lines = [f"# {results['protocol']} evaluation of {results['init_from']}", "",
              f"Dataset {results['dataset']}: train split `{results['train_split']}` "
-             f"({records[0]['num_train']} videos), test split `{results['eval_split']}` "
-             f"({records[0]['num_test']} videos), {results['num_classes']} classes.", "",
+             f"({records[0]['num_train']} {unit}), test split `{results['eval_split']}` "
+             f"({records[0]['num_test']} {unit}), {results['num_classes']} classes{scored}.", "",
              "| checkpoint | " + " | ".join(metric_names) + " |",
              "|---|" + "---|" * len(metric_names)]
     lines += ["| " + r["checkpoint"] + " | " + " | ".join(f"{r[m]:.4f}" for m in metric_names) + " |"

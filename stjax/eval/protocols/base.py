@@ -23,6 +23,7 @@ class Protocol:
     name: str = ""
     label_types: tuple[str, ...] = ("single",)  # the builders' LABEL_TYPES it can score
     default_block: str = ""
+    example_unit: str = "videos"  # what one example of its datasets is, for reports
 
     def block(self, config) -> str:
         """The config block holding this protocol's settings (its `pool` among them)."""

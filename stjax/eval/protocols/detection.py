@@ -29,6 +29,7 @@ class Detection(base.Protocol):
     name = "detection"
     default_block = "detection"
     label_types = ("boxes",)
+    example_unit = "keyframes"
 
     def trains(self, config):
         return True
