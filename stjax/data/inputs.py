@@ -170,8 +170,7 @@ def _synthetic_plan(cls, full: str, config, manual_dir: str, short_side: int | N
     rendered = os.path.isfile(os.path.join(manual_dir, make_synthetic.META_NAME))
     where = f"to be built from {manual_dir}" if rendered and given is None else \
         f"to be rendered into {manual_dir} and built"
-    splits = {"train": int(args["num_train"]), "test": int(args["num_test"])}
-    splits = {split: n for split, n in splits.items() if n > 0}
+    splits = cls.planned_splits(args)
     sides = None if short_side is not None else {split: {int(args["size"]): n} for split, n in splits.items()}
     return DatasetPlan(full, where, None, splits, short_side=short_side, short_sides=sides, manual_dir=manual_dir,
                        build_command=command)

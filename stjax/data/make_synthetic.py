@@ -27,6 +27,33 @@ length (each segment's objects first stand still for up to a quarter of it); the
 as for the motions set and continue across segments, only the motion changes. Suggested size for the
 CPU: ``--seconds 4 --fps 24`` (Charades' frame rate), where a 0.6 s clip sees mostly one action.
 
+``--kind ava`` writes an AVA-like set (several objects per frame, each with a box and its own actions at
+1 Hz keyframes) in the AVA v2.2 layout, so that `python -m stjax.data.build --dataset ava --manual_dir DIR`
+builds it like the real one (the `synthetic_ava` dataset renders and builds it on first use; ``--num_test``
+videos make its `val` split)::
+
+    DIR/videos_15min/<id>.mp4         id = syntr00000..., synva00000...; time 0 is movie second 900
+    DIR/ava_{train,val}_v2.2.csv      video_id, timestamp, x1, y1, x2, y2 (3 decimals), action_id, person_id
+                                      (the object's index): one row per box and action
+    DIR/ava_action_list_v2.2.pbtxt, DIR/ava_action_list_v2.2_for_activitynet_2019.pbtxt
+                                      the 6 actions (all evaluated): 1 stand, 2 orbit, 3 shake, 4 bob,
+                                      5 spin, 6 pulse
+    DIR/ava_{train,val}_predicted_boxes.csv
+                                      a simulated person detector (`ava_proposals`): each GT box found with
+                                      probability 0.92, jittered, score U(0.8, 1); false positives and
+                                      low-score duplicates
+    DIR/ava_val_excluded_timestamps_v2.2.csv   empty
+    DIR/synthetic_meta.json
+
+Each video holds 2–3 (``--objects``) objects of radius 0.13–0.16 of the frame, one per vertical band at a
+random height, placed so that their paths stay in the frame; background, lighting and hue drift are those
+of the motions set. Each object has its own actions, constant over the video: one movement (stand = still,
+orbit, shake, bob) and, for two objects in three, one change (spin or pulse); orbits and shakes are 3/4 of
+the motions set's. Keyframes are the movie seconds 902 … 900 + floor(seconds) − 1 (frame
+round((T − 900) · fps)); an object's GT box there is the tight box of its coverage > 0.5. Suggested (and
+`synthetic_ava`'s) size: ``--num_train 240 --num_test 80 --size 64 --seconds 6 --fps 30``, 4 keyframes per
+video (960 train, 320 val examples).
+
 Why it looks like this
 ----------------------
 The rho-framework objectives (rho-SimCLR/MoCo/BYOL/SwAV) treat clips taken at
@@ -223,105 +250,197 @@ def render_video(
     """
     if not 0 <= class_index < len(CLASS_NAMES):
         raise ValueError(f"class_index {class_index} out of range [0, {len(CLASS_NAMES)})")
-    motion = CLASS_NAMES[class_index]
-    S = float(size)
-    f32 = np.float32
-    t = (first_frame + np.arange(num_frames, dtype=np.float64)) / float(fps)  # seconds, [T]
-    T3 = (num_frames, 1, 1)
+    frame_ids = first_frame + np.arange(num_frames, dtype=np.float64)
+    out = _render_scene(rng, size, frame_ids, fps, CLASS_NAMES[class_index], return_mask=return_mask)
+    return (out["frames"], out["mask"]) if return_mask else out["frames"]
 
+
+def _draw_scene(rng: np.random.Generator, S: float, t: np.ndarray, n_objects, radius, free_places: bool) -> dict:
+    """Every random draw of a video, in the one order `render_video` has always made them (times ``t`` [T] s).
+
+    ``free_places``: anchors anywhere in [0.2, 0.8] of the frame (pixels); else the raw U(0, 1) draws,
+    placed later by `_place_in_bands`."""
+    sc = {}
     # ---- nuisances (class-independent draws) ----------------------------------
     # Background: two colours whose hues drift, mixed by a low-contrast texture of
     # plane waves whose directions rotate and phases drift.
     bg_h = rng.uniform(0.0, 1.0, 2)[:, None] + _signed_uniform(rng, 0.15, 0.45, 2)[:, None] * t
     bg_s = rng.uniform(0.3, 0.9, 2)
     bg_v = np.array([rng.uniform(0.08, 0.25), rng.uniform(0.25, 0.45)])
-    bg_rgb = _hsv_to_rgb(bg_h, bg_s[:, None], bg_v[:, None])  # [2, T, 3]
-    w_theta = rng.uniform(0.0, 2 * np.pi, _N_WAVES)[:, None] + _signed_uniform(rng, *_WAVE_TURN, _N_WAVES)[:, None] * t
-    w_phase = rng.uniform(0.0, 2 * np.pi, _N_WAVES)[:, None] + _signed_uniform(rng, *_WAVE_DRIFT, _N_WAVES)[:, None] * t
-    gain = 1.0 + rng.uniform(0.05, 0.15) * np.sin(2 * np.pi * rng.uniform(0.2, 0.5) * t + rng.uniform(0, 2 * np.pi))
+    sc["bg_rgb"] = _hsv_to_rgb(bg_h, bg_s[:, None], bg_v[:, None])  # [2, T, 3]
+    sc["w_theta"] = rng.uniform(0.0, 2 * np.pi, _N_WAVES)[:, None] + \
+        _signed_uniform(rng, *_WAVE_TURN, _N_WAVES)[:, None] * t
+    sc["w_phase"] = rng.uniform(0.0, 2 * np.pi, _N_WAVES)[:, None] + \
+        _signed_uniform(rng, *_WAVE_DRIFT, _N_WAVES)[:, None] * t
+    sc["gain"] = 1.0 + rng.uniform(0.05, 0.15) * np.sin(2 * np.pi * rng.uniform(0.2, 0.5) * t
+                                                         + rng.uniform(0, 2 * np.pi))
     # Objects: how many, shapes, sizes, places, colours (hue drifting within a second or two).
-    n = int(rng.integers(_N_OBJECTS[0], _N_OBJECTS[1] + 1))
-    shape_ids = rng.integers(0, len(SHAPES), n)
-    R = rng.uniform(*_OBJ_RADIUS, n) * S
-    anchor = rng.uniform(0.2 * S, 0.8 * S, (n, 2))
-    angle0 = rng.uniform(0.0, 2 * np.pi, n)
-    obj_h = rng.uniform(0.0, 1.0, n)[:, None] + _signed_uniform(rng, 0.25, 0.6, n)[:, None] * t
-    obj_s = rng.uniform(0.5, 1.0, n)
-    obj_v = rng.uniform(0.8, 1.0, n)
+    n = sc["n"] = int(rng.integers(n_objects[0], n_objects[1] + 1))
+    sc["shape_ids"] = rng.integers(0, len(SHAPES), n)
+    sc["R"] = rng.uniform(*radius, n) * S
+    sc["anchor"] = rng.uniform(0.2 * S, 0.8 * S, (n, 2)) if free_places else rng.uniform(0.0, 1.0, (n, 2))
+    sc["angle0"] = rng.uniform(0.0, 2 * np.pi, n)
+    sc["obj_h"] = rng.uniform(0.0, 1.0, n)[:, None] + _signed_uniform(rng, 0.25, 0.6, n)[:, None] * t
+    sc["obj_s"] = rng.uniform(0.5, 1.0, n)
+    sc["obj_v"] = rng.uniform(0.8, 1.0, n)
     # ---- motion parameters (drawn for every class, used according to the class) --
-    phase = rng.uniform(0.0, 2 * np.pi, n)[:, None]  # per object, for the periodic motions
-    speed = rng.uniform(*_SPEED) * S * rng.uniform(0.8, 1.2, n)[:, None]  # px/s
-    side = rng.choice([-1.0, 1.0])  # slide direction, shared by the video's objects
-    orbit_r = rng.uniform(*_ORBIT_RADIUS, n)[:, None] * S
-    orbit_w = 2 * np.pi / rng.uniform(*_ORBIT_PERIOD, n)[:, None] * rng.choice([-1.0, 1.0])
-    spin_w = 2 * np.pi * rng.uniform(*_SPIN_RATE, n)[:, None] * rng.choice([-1.0, 1.0])
-    pulse_w = 2 * np.pi / rng.uniform(*_PULSE_PERIOD, n)[:, None]
-    blink_w = 2 * np.pi / rng.uniform(*_BLINK_PERIOD, n)[:, None]
-    shake_a = rng.uniform(*_SHAKE_AMPLITUDE, n)[:, None] * S
-    shake_w = 2 * np.pi * rng.uniform(*_SHAKE_FREQ, n)[:, None]
+    sc["phase"] = rng.uniform(0.0, 2 * np.pi, n)[:, None]  # per object, for the periodic motions
+    sc["speed"] = rng.uniform(*_SPEED) * S * rng.uniform(0.8, 1.2, n)[:, None]  # px/s
+    sc["side"] = rng.choice([-1.0, 1.0])  # slide direction, shared by the video's objects
+    sc["orbit_r"] = rng.uniform(*_ORBIT_RADIUS, n)[:, None] * S
+    sc["orbit_w"] = 2 * np.pi / rng.uniform(*_ORBIT_PERIOD, n)[:, None] * rng.choice([-1.0, 1.0])
+    sc["spin_w"] = 2 * np.pi * rng.uniform(*_SPIN_RATE, n)[:, None] * rng.choice([-1.0, 1.0])
+    sc["pulse_w"] = 2 * np.pi / rng.uniform(*_PULSE_PERIOD, n)[:, None]
+    sc["blink_w"] = 2 * np.pi / rng.uniform(*_BLINK_PERIOD, n)[:, None]
+    sc["shake_a"] = rng.uniform(*_SHAKE_AMPLITUDE, n)[:, None] * S
+    sc["shake_w"] = 2 * np.pi * rng.uniform(*_SHAKE_FREQ, n)[:, None]
+    return sc
 
+
+def _reach(sc: dict, motions) -> np.ndarray:
+    """[n, 2] how far (px, x and y) each object can extend from its anchor, given its motions."""
+    out = np.empty((sc["n"], 2))
+    for i, names in enumerate(motions):
+        extent = _EXTENT * sc["R"][i] * (_PULSE_MAX if "pulse" in names else 1.0)
+        orbit = sc["orbit_r"][i, 0] if "orbit" in names else 0.0
+        out[i, 0] = extent + orbit + (sc["shake_a"][i, 0] if "shake" in names else 0.0)
+        out[i, 1] = extent + orbit + (sc["shake_a"][i, 0] if "bob" in names else 0.0)
+    return out
+
+
+def _place_in_bands(sc: dict, S: float, motions) -> np.ndarray:
+    """Anchors [n, 2] (px) from the U(0, 1) draws: object i in the middle half of the i-th of n vertical
+    bands, at a random height, so that its whole path (and its anti-aliased edge) stays in the frame (the nearest
+    place that does, when the band is too narrow for it)."""
+    n = sc["n"]
+    reach = np.minimum(_reach(sc, motions) + 1.0, S / 2)
+    lo = np.maximum((np.arange(n) + 0.25) * S / n, reach[:, 0])
+    hi = np.minimum((np.arange(n) + 0.75) * S / n, S - reach[:, 0])
+    x = np.where(lo <= hi, lo + sc["anchor"][:, 0] * (hi - lo), np.clip((np.arange(n) + 0.5) * S / n,
+                                                                          reach[:, 0], S - reach[:, 0]))
+    y = reach[:, 1] + sc["anchor"][:, 1] * (S - 2 * reach[:, 1])
+    return np.stack([x, y], axis=1)
+
+
+def _render_scene(
+    rng: np.random.Generator,
+    size: int,
+    frame_ids: np.ndarray,
+    fps: float,
+    motions,
+    *,
+    n_objects=_N_OBJECTS,
+    radius=_OBJ_RADIUS,
+    bands: bool = False,
+    amplitude: float = 1.0,
+    return_mask: bool = False,
+    boxes: bool = False,
+    draw: bool = True,
+    only=None,
+) -> dict:
+    """The frames ``frame_ids`` (float64 [T]) of the video ``rng`` draws; its draws do not depend on them.
+
+    ``motions``: one name of CLASS_NAMES for every object (the motions set), or per object a tuple of
+    motions (then there are exactly that many objects; "still" is none). ``bands``: objects placed by
+    `_place_in_bands` instead of anywhere; ``amplitude`` scales the orbits' radii and the shakes'
+    amplitudes. ``draw=False`` computes only the boxes; ``only``: the indices of the objects drawn (all
+    by default; the boxes are those of every object). Returns {"frames": uint8 [T, size, size, 3] (if
+    ``draw``), "mask": the drawn objects' coverage float32 [T, size, size] (if ``return_mask``), "boxes":
+    float64 [T, n, 4] (if ``boxes``): each object's own pixels of coverage > 0.5 inside the frame, as
+    x1, y1, x2, y2 in [0, 1] (pixel edges), NaN where it has none}.
+    """
+    S = float(size)
+    f32 = np.float32
+    t = frame_ids / float(fps)  # seconds, [T]
+    num_frames = len(frame_ids)
+    T3 = (num_frames, 1, 1)
+    if isinstance(motions, str):
+        sc = _draw_scene(rng, S, t, n_objects, radius, not bands)
+        motions = [(motions,)] * sc["n"]
+    else:
+        motions = [tuple(m) for m in motions]
+        sc = _draw_scene(rng, S, t, (len(motions), len(motions)), radius, not bands)
+    n, R = sc["n"], sc["R"]
+    if amplitude != 1.0:
+        sc["orbit_r"] = sc["orbit_r"] * amplitude
+        sc["shake_a"] = sc["shake_a"] * amplitude
+    anchor = _place_in_bands(sc, S, motions) if bands else sc["anchor"]
+
+    def moving(name):
+        return np.array([name in m for m in motions])[:, None]  # [n, 1]
+
+    phase = sc["phase"]
     cx = np.repeat(anchor[:, :1], num_frames, 1)  # [n, T]
     cy = np.repeat(anchor[:, 1:], num_frames, 1)
-    angle = np.repeat(angle0[:, None], num_frames, 1)
+    angle = np.repeat(sc["angle0"][:, None], num_frames, 1)
     scale = np.ones((n, num_frames))
     visible = np.ones((n, num_frames))
     margin = _EXTENT * _PULSE_MAX * R[:, None]
-    if motion == "slide":
-        cx = _wrap(cx + side * speed * t, -margin, S + margin)
-    elif motion == "fall":
-        cy = _wrap(cy + speed * t, -margin, S + margin)
-    elif motion == "rise":
-        cy = _wrap(cy - speed * t, -margin, S + margin)
-    elif motion == "orbit":
-        cx = cx + orbit_r * np.cos(orbit_w * t + phase)
-        cy = cy + orbit_r * np.sin(orbit_w * t + phase)
-    elif motion == "spin":
-        angle = angle + spin_w * t
-    elif motion == "pulse":
-        scale = 1.0 + _PULSE_DEPTH * np.sin(pulse_w * t + phase)
-    elif motion == "blink":
-        visible = np.clip(0.5 + 2.0 * np.sin(blink_w * t + phase), 0.0, 1.0)
-    elif motion == "shake":
-        cx = cx + shake_a * np.sin(shake_w * t + phase)
-    elif motion == "bob":
-        cy = cy + shake_a * np.sin(shake_w * t + phase)
+    present = {name for m in motions for name in m}
+    if "slide" in present:
+        cx = np.where(moving("slide"), _wrap(cx + sc["side"] * sc["speed"] * t, -margin, S + margin), cx)
+    if "fall" in present:
+        cy = np.where(moving("fall"), _wrap(cy + sc["speed"] * t, -margin, S + margin), cy)
+    if "rise" in present:
+        cy = np.where(moving("rise"), _wrap(cy - sc["speed"] * t, -margin, S + margin), cy)
+    if "orbit" in present:
+        on = moving("orbit")
+        cx, cy = (np.where(on, cx + sc["orbit_r"] * np.cos(sc["orbit_w"] * t + phase), cx),
+                  np.where(on, cy + sc["orbit_r"] * np.sin(sc["orbit_w"] * t + phase), cy))
+    if "spin" in present:
+        angle = np.where(moving("spin"), angle + sc["spin_w"] * t, angle)
+    if "pulse" in present:
+        scale = np.where(moving("pulse"), 1.0 + _PULSE_DEPTH * np.sin(sc["pulse_w"] * t + phase), scale)
+    if "blink" in present:
+        visible = np.where(moving("blink"), np.clip(0.5 + 2.0 * np.sin(sc["blink_w"] * t + phase), 0.0, 1.0),
+                           visible)
+    if "shake" in present:
+        cx = np.where(moving("shake"), cx + sc["shake_a"] * np.sin(sc["shake_w"] * t + phase), cx)
+    if "bob" in present:
+        cy = np.where(moving("bob"), cy + sc["shake_a"] * np.sin(sc["shake_w"] * t + phase), cy)
 
     # ---- compose on a canvas padded so that every object window fits ------------
     # Background on the visible frame only; objects are drawn on a canvas padded so that
     # the window around an object entering or leaving the frame always fits.
-    coords = np.arange(size, dtype=f32) + f32(0.5)  # pixel centres
-    xn = (coords / f32(S) - f32(0.5))[None, None, :]
-    yn = (coords / f32(S) - f32(0.5))[None, :, None]
-    shp = (num_frames, size, size)
-    tmp = np.empty(shp, f32)
-    tex = np.zeros(shp, f32)
-    for k in range(_N_WAVES):
-        kx = (2 * np.pi * _WAVE_FREQ[k] * np.cos(w_theta[k])).astype(f32).reshape(T3)
-        ky = (2 * np.pi * _WAVE_FREQ[k] * np.sin(w_theta[k])).astype(f32).reshape(T3)
-        ax = kx * xn + w_phase[k].astype(f32).reshape(T3)  # [T, 1, W]
-        ay = ky * yn  # [T, H, 1]
-        np.multiply(np.sin(ax), np.cos(ay), out=tmp)
-        tex += tmp
-        np.multiply(np.cos(ax), np.sin(ay), out=tmp)
-        tex += tmp
-    tex *= f32(_TEXTURE_CONTRAST / _N_WAVES)
-    tex += f32(0.5)
-    np.clip(tex, 0.0, 1.0, out=tex)
     pad = int(math.ceil(2 * float(margin.max()))) + 2
     P = size + 2 * pad
-    img = np.zeros((3, num_frames, P, P), f32)
     inner = (slice(None), slice(pad, pad + size), slice(pad, pad + size))
-    c0 = bg_rgb[0].T.reshape(3, num_frames, 1, 1)
-    dc = (bg_rgb[1] - bg_rgb[0]).T.reshape(3, num_frames, 1, 1)
-    for ch in range(3):
-        np.multiply(tex, dc[ch], out=tmp)
-        tmp += c0[ch]
-        img[ch][inner] = tmp
+    shp = (num_frames, size, size)
+    tmp = np.empty(shp, f32)
+    if draw:
+        coords = np.arange(size, dtype=f32) + f32(0.5)  # pixel centres
+        xn = (coords / f32(S) - f32(0.5))[None, None, :]
+        yn = (coords / f32(S) - f32(0.5))[None, :, None]
+        tex = np.zeros(shp, f32)
+        for k in range(_N_WAVES):
+            kx = (2 * np.pi * _WAVE_FREQ[k] * np.cos(sc["w_theta"][k])).astype(f32).reshape(T3)
+            ky = (2 * np.pi * _WAVE_FREQ[k] * np.sin(sc["w_theta"][k])).astype(f32).reshape(T3)
+            ax = kx * xn + sc["w_phase"][k].astype(f32).reshape(T3)  # [T, 1, W]
+            ay = ky * yn  # [T, H, 1]
+            np.multiply(np.sin(ax), np.cos(ay), out=tmp)
+            tex += tmp
+            np.multiply(np.cos(ax), np.sin(ay), out=tmp)
+            tex += tmp
+        tex *= f32(_TEXTURE_CONTRAST / _N_WAVES)
+        tex += f32(0.5)
+        np.clip(tex, 0.0, 1.0, out=tex)
+        img = np.zeros((3, num_frames, P, P), f32)
+        bg_rgb = sc["bg_rgb"]
+        c0 = bg_rgb[0].T.reshape(3, num_frames, 1, 1)
+        dc = (bg_rgb[1] - bg_rgb[0]).T.reshape(3, num_frames, 1, 1)
+        for ch in range(3):
+            np.multiply(tex, dc[ch], out=tmp)
+            tmp += c0[ch]
+            img[ch][inner] = tmp
     cover = np.zeros((num_frames, P, P), f32) if return_mask else None
+    found = np.full((num_frames, n, 4), np.nan) if boxes else None
 
     # Each object is drawn in a small window that follows it: [T, W, W] instead of the full frame.
     ti = np.arange(num_frames)[:, None, None]
     for i in range(n):
+        drawn = only is None or i in only
+        if not (drawn and (draw or return_mask)) and not boxes:
+            continue
         W = 2 * int(math.ceil(float(margin[i, 0]))) + 2
         ox = np.floor(cx[i]).astype(np.int64) - W // 2 + pad  # window origin, canvas pixels [T]
         oy = np.floor(cy[i]).astype(np.int64) - W // 2 + pad
@@ -334,26 +453,52 @@ def render_video(
         px = ca * dx + sa * dy
         py = ca * dy - sa * dx
         r = (R[i] * scale[i]).astype(f32).reshape(T3)
-        alpha = np.clip(f32(0.5) - _shape_sdf(SHAPES[shape_ids[i]], px, py, r), 0.0, 1.0)
+        alpha = np.clip(f32(0.5) - _shape_sdf(SHAPES[sc["shape_ids"][i]], px, py, r), 0.0, 1.0)
         alpha = alpha * visible[i].astype(f32).reshape(T3)
-        col = _hsv_to_rgb(obj_h[i], obj_s[i], obj_v[i]).T.reshape(3, num_frames, 1, 1)  # [3, T, 1, 1]
-        for ch in range(3):
-            win = img[ch][ti, rows, cols]
-            img[ch][ti, rows, cols] = win + alpha * (col[ch] - win)
+        if boxes:
+            found[:, i] = _tight_boxes(alpha > 0.5, rows - pad, cols - pad, size)
+        if not drawn:
+            continue
+        if draw:
+            col = _hsv_to_rgb(sc["obj_h"][i], sc["obj_s"][i], sc["obj_v"][i]).T.reshape(3, num_frames, 1, 1)
+            for ch in range(3):
+                win = img[ch][ti, rows, cols]
+                img[ch][ti, rows, cols] = win + alpha * (col[ch] - win)
         if cover is not None:
             cw = cover[ti, rows, cols]
             cover[ti, rows, cols] = cw + alpha * (1.0 - cw)
 
-    g = gain.astype(f32).reshape(T3) * f32(255.0)
-    frames = np.empty((num_frames, size, size, 3), np.uint8)
-    for ch in range(3):
-        v = img[ch][inner] * g
-        np.rint(v, out=v)
-        np.clip(v, 0.0, 255.0, out=v)
-        frames[..., ch] = v
+    out = {}
+    if draw:
+        g = sc["gain"].astype(f32).reshape(T3) * f32(255.0)
+        frames = np.empty((num_frames, size, size, 3), np.uint8)
+        for ch in range(3):
+            v = img[ch][inner] * g
+            np.rint(v, out=v)
+            np.clip(v, 0.0, 255.0, out=v)
+            frames[..., ch] = v
+        out["frames"] = frames
     if return_mask:
-        return frames, cover[inner]
-    return frames
+        out["mask"] = cover[inner]
+    if boxes:
+        out["boxes"] = found
+    return out
+
+
+def _tight_boxes(inside: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
+    """[T, 4] x1, y1, x2, y2 in [0, 1] of the pixels `inside` (bool [T, W, W]) of a window whose frame pixel
+    indices are `rows` [T, W, 1] and `cols` [T, 1, W], counting only pixels inside the frame; NaN where none."""
+    inside = inside & (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
+    in_col = inside.any(axis=1)  # [T, W]
+    in_row = inside.any(axis=2)
+    W = inside.shape[-1]
+    first_c, last_c = np.argmax(in_col, axis=1), W - 1 - np.argmax(in_col[:, ::-1], axis=1)
+    first_r, last_r = np.argmax(in_row, axis=1), W - 1 - np.argmax(in_row[:, ::-1], axis=1)
+    tt = np.arange(inside.shape[0])
+    out = np.stack([cols[tt, 0, first_c], rows[tt, first_r, 0], cols[tt, 0, last_c] + 1,
+                    rows[tt, last_r, 0] + 1], axis=1).astype(np.float64) / size
+    out[~in_col.any(axis=1)] = np.nan
+    return out
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -409,7 +554,7 @@ def write_mp4(path, frames: np.ndarray, fps: float) -> None:
 
 # ----------------------------------------------------------------------------- dataset
 
-KINDS = ("motions", "charades")
+KINDS = ("motions", "charades", "ava")
 CHARADES_VERSION = "stjax-synthetic-charades-v1"
 # The Charades-like set's action classes: every motion but "still", which is what the objects do between
 # actions; ids c000.. in this order.
@@ -422,18 +567,49 @@ CHARADES_COLUMNS = ("id", "subject", "scene", "quality", "relevance", "verified"
 CHARADES_DEFAULTS = dict(num_train=800, num_test=200, size=64, seconds=4.0, fps=24.0, seed=0, segments=(2, 4))
 _MAX_LEAD = 0.25  # of a segment: how long its objects may stay still before its action starts
 
+AVA_VERSION = "stjax-synthetic-ava-v1"
+# The AVA-like set's actions, AVA action ids 1.. in this order: each object has one movement (the first four)
+# and, with probability _AVA_CHANGE_P, one change (the last two), constant over its video.
+AVA_ACTIONS: tuple[str, ...] = ("stand", "orbit", "shake", "bob", "spin", "pulse")
+AVA_MOVEMENTS, AVA_CHANGES = AVA_ACTIONS[:4], AVA_ACTIONS[4:]
+AVA_SPLITS = ("train", "val")
+_AVA_SPLIT_IDS = {"train": 0, "val": 1}
+AVA_FILES = {"train": "ava_train_v2.2.csv", "val": "ava_val_v2.2.csv", "actions": "ava_action_list_v2.2.pbtxt",
+             "evaluated": "ava_action_list_v2.2_for_activitynet_2019.pbtxt",
+             "train_proposals": "ava_train_predicted_boxes.csv", "val_proposals": "ava_val_predicted_boxes.csv",
+             "val_excluded": "ava_val_excluded_timestamps_v2.2.csv", "videos": "videos_15min"}
+AVA_OFFSET = 900  # the movie second at time 0 of a videos_15min/ file
+AVA_VALID_SECONDS = (902, 1798)  # the keyframes AVA annotates
+# `generate`'s arguments for the AVA-like set the `synthetic_ava` dataset renders by default (num_test: val videos).
+AVA_DEFAULTS = dict(num_train=240, num_test=80, size=64, seconds=6.0, fps=30.0, seed=0, objects=(2, 3))
+_AVA_RADIUS = (0.13, 0.16)  # smaller than the motions set's, so that 2-3 objects side by side overlap little
+_AVA_AMPLITUDE = 0.75  # orbit radii and shake amplitudes, of the motions set's: the paths fit in the frame
+_AVA_CHANGE_P = 2.0 / 3.0
+_AVA_MAX_OBJECTS = 4
+# The simulated person detector of the *_predicted_boxes.csv files.
+_DETECT_P, _DETECT_JITTER, _DETECT_SCORE = 0.92, 0.08, (0.8, 1.0)  # a GT box found: jitter of its w / h
+_FALSE_P, _FALSE_SIZE, _FALSE_SCORE = 0.3, (0.12, 0.4), (0.5, 0.95)  # one random box per keyframe
+_DUPLICATE_P, _DUPLICATE_SCORE = 0.5, (0.1, 0.6)  # one low-score duplicate of a GT box per keyframe
+
 
 def _num_frames(seconds: float, fps: float) -> int:
     return max(1, int(round(seconds * fps)))
 
 
-def _build_meta(num_train, num_test, size, seconds, fps, seed, kind="motions", segments=(2, 4)) -> dict:
+def _build_meta(num_train, num_test, size, seconds, fps, seed, kind="motions", segments=(2, 4),
+                objects=(2, 3)) -> dict:
     args = {"num_train": int(num_train), "num_test": int(num_test), "size": int(size),
             "seconds": float(seconds), "fps": float(fps), "seed": int(seed)}
     if kind == "motions":  # as it has always been written: a folder made before `kind` existed still matches
         return {"version": VERSION, "generator": "stjax.data.make_synthetic", "args": args,
                 "num_frames": _num_frames(seconds, fps), "classes": list(CLASS_NAMES),
                 "splits": {"train": int(num_train), "test": int(num_test)}, "encoding": dict(CODEC)}
+    if kind == "ava":
+        return {"version": AVA_VERSION, "generator": "stjax.data.make_synthetic",
+                "args": {**args, "kind": kind, "objects": [int(o) for o in objects]},
+                "num_frames": _num_frames(seconds, fps), "classes": list(AVA_ACTIONS),
+                "splits": {"train": int(num_train), "val": int(num_test)},
+                "keyframes": list(ava_keyframes(seconds)), "encoding": dict(CODEC)}
     return {"version": CHARADES_VERSION, "generator": "stjax.data.make_synthetic",
             "args": {**args, "kind": kind, "segments": [int(s) for s in segments]},
             "num_frames": _num_frames(seconds, fps), "classes": list(ACTION_CLASSES),
@@ -520,12 +696,159 @@ def _render(schedule, rng_key, size: int, num_frames: int, fps: float) -> np.nda
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+def ava_keyframes(seconds: float) -> tuple[int, ...]:
+    """The keyframes (movie seconds) of an AVA-like video of `seconds` s: 902 … 900 + floor(seconds) − 1, the
+    integer seconds AVA annotates (902–1798) whose frame the video has; none for videos under 3 s."""
+    last = min(AVA_VALID_SECONDS[1], AVA_OFFSET + int(math.floor(seconds)) - 1)
+    return tuple(range(AVA_VALID_SECONDS[0], last + 1))
+
+
+def ava_keyframe_index(timestamp: int, fps: float) -> int:
+    """The frame of a videos_15min/ file (from 0) that keyframe `timestamp` (movie seconds) shows."""
+    return int(round((timestamp - AVA_OFFSET) * fps))
+
+
+def ava_id(split: str, index: int) -> str:
+    """`syntr00000`, `synva00000`: the video id of an AVA-like video."""
+    return f"syn{split[:2]}{index:05d}"
+
+
+def ava_actions(seed: int, split: str, index: int, objects: tuple[int, int]) -> tuple[tuple[int, ...], ...]:
+    """Per object of one AVA-like video, its AVA action ids (1–6, ascending; see AVA_ACTIONS): one movement
+    and, with probability 2/3, one change; k ∈ `objects` (inclusive) objects. Its own random stream."""
+    rng = np.random.default_rng([seed, _AVA_SPLIT_IDS[split], index, 2])
+    n = int(rng.integers(objects[0], objects[1] + 1))
+    out = []
+    for _ in range(n):  # the same draws for every object, whatever they give
+        movement = int(rng.integers(0, len(AVA_MOVEMENTS)))
+        changes = bool(rng.random() < _AVA_CHANGE_P)
+        change = int(rng.integers(0, len(AVA_CHANGES)))
+        ids = (1 + movement,) + ((1 + len(AVA_MOVEMENTS) + change,) if changes else ())
+        out.append(ids)
+    return tuple(out)
+
+
+def _ava_motions(actions) -> list[tuple[str, ...]]:
+    """Per object, the motions (names of CLASS_NAMES) its action ids make it do; `stand` is no motion."""
+    return [tuple(AVA_ACTIONS[a - 1] for a in ids if AVA_ACTIONS[a - 1] != "stand") for ids in actions]
+
+
+def render_ava_video(actions, rng: np.random.Generator, size: int, frame_ids, fps: float, *, boxes: bool = False,
+                     draw: bool = True, only=None, return_mask: bool = False) -> dict:
+    """Frames `frame_ids` (ints) of the AVA-like video whose objects do `actions` (`ava_actions`), drawn by
+    `rng` (its background, lighting and hue drift as `render_video` draws them; the objects smaller, one per
+    vertical band, their paths inside the frame). Returns {"frames": uint8 [T, size, size, 3] (if `draw`),
+    "boxes": float64 [T, n, 4] (if `boxes`): each object's tight box (its coverage > 0.5), x1, y1, x2, y2 in
+    [0, 1], NaN where none, "mask": float32 [T, size, size] (if `return_mask`)}; `only`: the objects drawn."""
+    return _render_scene(rng, size, np.asarray(frame_ids, np.float64), fps, _ava_motions(actions),
+                         radius=_AVA_RADIUS, bands=True, amplitude=_AVA_AMPLITUDE, boxes=boxes, draw=draw,
+                         only=only, return_mask=return_mask)
+
+
+def _ava_rng_key(seed: int, split: str, index: int) -> list[int]:
+    return [seed, _AVA_SPLIT_IDS[split], index]
+
+
+def ava_boxes(seed: int, split: str, index: int, actions, size: int, fps: float,
+              keyframes) -> np.ndarray:
+    """float64 [K, n, 4]: the GT boxes of one AVA-like video's objects at its `keyframes` (NaN: none)."""
+    frame_ids = [ava_keyframe_index(k, fps) for k in keyframes]
+    return render_ava_video(actions, np.random.default_rng(_ava_rng_key(seed, split, index)), size, frame_ids,
+                            fps, boxes=True, draw=False)["boxes"]
+
+
+def _jitter(rng, box, amount: float) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    return np.clip(np.asarray(box) + rng.uniform(-amount, amount, 4) * np.array([w, h, w, h]), 0.0, 1.0)
+
+
+def ava_proposals(seed: int, split: str, index: int, boxes: np.ndarray) -> list[list[tuple[np.ndarray, float]]]:
+    """A simulated person detector on one video's keyframes (GT `boxes` [K, n, 4], NaN: none): per keyframe
+    [(box, score), ...] by descending score. Each GT box is found with probability 0.92 (each coordinate moved
+    by up to ±8 % of the box's width / height, score U(0.8, 1)); with probability 0.3 one false positive (a
+    random box of an object's size, score U(0.5, 0.95)); with probability 0.5 one low-score duplicate of a GT
+    box (jittered the same way, score U(0.1, 0.6)). Its own random stream; every draw is made, used or not."""
+    rng = np.random.default_rng([seed, _AVA_SPLIT_IDS[split], index, 3])
+    out = []
+    for frame in boxes:
+        found = []
+        present = [b for b in frame if np.isfinite(b).all()]
+        for box in frame:
+            hit, moved, score = rng.random() < _DETECT_P, _jitter(rng, np.nan_to_num(box), _DETECT_JITTER), \
+                rng.uniform(*_DETECT_SCORE)
+            if hit and np.isfinite(box).all():
+                found.append((moved, score))
+        hit, (w, h), (u, v), score = rng.random() < _FALSE_P, rng.uniform(*_FALSE_SIZE, 2), rng.uniform(0, 1, 2), \
+            rng.uniform(*_FALSE_SCORE)
+        if hit:
+            x1, y1 = u * (1.0 - w), v * (1.0 - h)
+            found.append((np.array([x1, y1, x1 + w, y1 + h]), score))
+        hit, pick = rng.random() < _DUPLICATE_P, rng.random()
+        moved = _jitter(rng, present[int(pick * len(present))] if present else np.zeros(4), _DETECT_JITTER)
+        score = rng.uniform(*_DUPLICATE_SCORE)
+        if hit and present:
+            found.append((moved, score))
+        out.append(sorted(found, key=lambda item: -item[1]))
+    return out
+
+
+def _ava_list(num_train: int, num_test: int, seed: int, objects) -> list[tuple[str, int, tuple, str]]:
+    out = []
+    for split, n in (("train", num_train), ("val", num_test)):
+        for i in range(n):
+            rel = f"{AVA_FILES['videos']}/{ava_id(split, i)}.mp4"
+            out.append((split, i, ava_actions(seed, split, i, objects), rel))
+    return out
+
+
+def _box_text(box) -> str | None:
+    """x1,y1,x2,y2 with 3 decimals, or None when they do not make a box 0 <= x1 < x2 <= 1, 0 <= y1 < y2 <= 1."""
+    x1, y1, x2, y2 = (round(float(v), 3) for v in box)
+    if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
+        return None
+    return f"{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f}"
+
+
+def _ava_index_files(videos, size: int, fps: float, seconds: float, seed: int) -> dict[str, str]:
+    """{file name: text}: the AVA v2.2 annotation files of the AVA-like videos (GT, proposals, label maps)."""
+    keyframes = ava_keyframes(seconds)
+    gt = {split: [] for split in AVA_SPLITS}
+    detected = {split: [] for split in AVA_SPLITS}
+    for split, index, actions, _ in videos:
+        video = ava_id(split, index)
+        boxes = ava_boxes(seed, split, index, actions, size, fps, keyframes)
+        for timestamp, frame, proposals in zip(keyframes, boxes, ava_proposals(seed, split, index, boxes)):
+            for person, (box, ids) in enumerate(zip(frame, actions)):
+                text = _box_text(box) if np.isfinite(box).all() else None
+                if text is not None:  # degenerate at this frame: not in this keyframe
+                    gt[split] += [f"{video},{timestamp:04d},{text},{a},{person}\n" for a in ids]
+            for box, score in proposals:
+                text = _box_text(box)
+                if text is not None:
+                    detected[split].append(f"{video},{timestamp:04d},{text},,{score:.6f}\n")
+    names = list(enumerate(AVA_ACTIONS, start=1))
+    return {
+        AVA_FILES["actions"]: "".join(
+            f'label {{\n  name: "{name}"\n  label_id: {i}\n  label_type: PERSON_MOVEMENT\n}}\n' for i, name in names),
+        AVA_FILES["evaluated"]: "".join(f'item {{\n  name: "{name}"\n  id: {i}\n}}\n' for i, name in names),
+        AVA_FILES["train"]: "".join(gt["train"]), AVA_FILES["val"]: "".join(gt["val"]),
+        AVA_FILES["train_proposals"]: "".join(detected["train"]),
+        AVA_FILES["val_proposals"]: "".join(detected["val"]),
+        AVA_FILES["val_excluded"]: "",
+    }
+
+
 def _make_one(job) -> str:
-    out_dir, split, index, schedule, rel, size, num_frames, fps, seed = job
+    out_dir, split, index, schedule, rel, size, num_frames, fps, seed, kind = job
     path = Path(out_dir) / rel
     if path.exists():  # complete: files only appear under their final name when done
         return rel
-    frames = _render(schedule, [seed, _SPLIT_IDS[split], index], size, num_frames, fps)
+    if kind == "ava":  # schedule: the objects' actions
+        frames = render_ava_video(schedule, np.random.default_rng(_ava_rng_key(seed, split, index)), size,
+                                  np.arange(num_frames), fps)["frames"]
+    else:
+        frames = _render(schedule, [seed, _SPLIT_IDS[split], index], size, num_frames, fps)
     write_mp4(path, frames, fps)
     return rel
 
@@ -536,8 +859,19 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _index_files(kind: str, videos, fps: float, seconds: float) -> dict[str, str]:
+def _index_names(kind: str) -> list[str]:
+    """The names of the files that list the videos of a `kind` (written after them)."""
+    if kind == "motions":
+        return [f"{split}.txt" for split in SPLITS]
+    if kind == "charades":
+        return [CHARADES_FILES[k] for k in ("classes", "train", "test")]
+    return [name for key, name in AVA_FILES.items() if key != "videos"]
+
+
+def _index_files(kind: str, videos, fps: float, seconds: float, size: int, seed: int) -> dict[str, str]:
     """{file name: text} of the files that list the videos (written after them)."""
+    if kind == "ava":
+        return _ava_index_files(videos, size, fps, seconds, seed)
     if kind == "motions":
         return {f"{split}.txt": "".join(rel + "\n" for s, _, _, rel in videos if s == split) for split in SPLITS}
     import csv
@@ -556,8 +890,8 @@ def _index_files(kind: str, videos, fps: float, seconds: float) -> dict[str, str
     return files
 
 
-def _is_complete(out: Path, videos, index_files) -> bool:
-    if not all((out / name).is_file() for name in index_files):
+def _is_complete(out: Path, videos, index_names) -> bool:
+    if not all((out / name).is_file() for name in index_names):
         return False
     return all((out / rel).is_file() for _, _, _, rel in videos)
 
@@ -574,12 +908,15 @@ def generate(
     progress: bool = True,
     kind: str = "motions",
     segments: tuple[int, int] = (2, 4),
+    objects: tuple[int, int] = (2, 3),
 ) -> dict:
     """Generate the dataset into ``out_dir`` and return its meta dict.
 
-    ``kind``: "motions" (the built-in set, class-per-folder with train.txt / test.txt) or "charades"
+    ``kind``: "motions" (the built-in set, class-per-folder with train.txt / test.txt), "charades"
     (several actions per video one after the other, `segments` = (fewest, most), in the Charades v1
-    layout that the `charades` builder reads; see the module docstring).
+    layout that the `charades` builder reads) or "ava" (`objects` = (fewest, most) objects per video, each
+    with its own actions and boxes at 1 Hz keyframes, in the AVA v2.2 layout that the `ava` builder reads;
+    `num_test` videos make its `val` split); see the module docstring.
 
     Idempotent: if ``out_dir`` already holds a complete dataset with the same meta,
     returns at once. Raises ``ValueError`` if it holds one made with different
@@ -595,12 +932,23 @@ def generate(
     segments = tuple(int(s) for s in segments)
     if len(segments) != 2 or not 1 <= segments[0] <= segments[1]:
         raise ValueError(f"segments={segments!r} is invalid: (fewest, most) actions per video, 1 <= fewest <= most")
+    objects = tuple(int(o) for o in objects)
+    if len(objects) != 2 or not 1 <= objects[0] <= objects[1] <= _AVA_MAX_OBJECTS:
+        raise ValueError(f"objects={objects!r} is invalid: (fewest, most) objects per video, "
+                         f"1 <= fewest <= most <= {_AVA_MAX_OBJECTS}")
+    if kind == "ava" and not ava_keyframes(seconds):
+        raise ValueError(f"seconds={seconds} is invalid for kind='ava': its keyframes are the movie seconds "
+                         f"902 … 900 + floor(seconds) − 1, so it needs seconds >= 3")
     out = Path(out_dir)
-    meta = _build_meta(num_train, num_test, size, seconds, fps, seed, kind, segments)
+    meta = _build_meta(num_train, num_test, size, seconds, fps, seed, kind, segments, objects)
     nf = meta["num_frames"]
-    videos = _video_list(num_train, num_test) if kind == "motions" else \
-        _charades_list(num_train, num_test, nf, seed, segments)
-    index_files = _index_files(kind, videos, fps, seconds)
+    if kind == "motions":
+        videos = _video_list(num_train, num_test)
+    elif kind == "charades":
+        videos = _charades_list(num_train, num_test, nf, seed, segments)
+    else:
+        videos = _ava_list(num_train, num_test, seed, objects)
+    index_names = _index_names(kind)
     meta_path, partial_path = out / META_NAME, out / PARTIAL_NAME
 
     def check(existing_path: Path) -> None:
@@ -615,7 +963,7 @@ def generate(
 
     if meta_path.exists():
         check(meta_path)
-        if _is_complete(out, videos, index_files):
+        if _is_complete(out, videos, index_names):
             if progress:
                 print(f"[make_synthetic] {out} already holds this dataset "
                       f"({len(videos)} videos); nothing to do.")
@@ -640,7 +988,8 @@ def generate(
         for stale in d.glob(".*.mp4.tmp-*"):  # leftovers of a killed run
             stale.unlink()
 
-    jobs = [(str(out), s, i, schedule, rel, int(size), nf, float(fps), int(seed)) for s, i, schedule, rel in videos]
+    jobs = [(str(out), s, i, schedule, rel, int(size), nf, float(fps), int(seed), kind)
+            for s, i, schedule, rel in videos]
     todo = [j for j in jobs if not (out / j[4]).exists()]
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     workers = max(1, min(workers, len(todo) or 1))
@@ -671,7 +1020,7 @@ def generate(
         bar.close()
     elapsed = time.time() - t0
 
-    for name, text in index_files.items():
+    for name, text in _index_files(kind, videos, fps, seconds, size, seed).items():
         _write_text_atomic(out / name, text)
     _write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")  # completion marker
     partial_path.unlink(missing_ok=True)
@@ -693,13 +1042,16 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=None, help="default: os.cpu_count()")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.add_argument("--kind", choices=KINDS, default="motions",
-                   help="motions: one class per video; charades: several actions per video (Charades v1 layout)")
+                   help="motions: one class per video; charades: several actions per video (Charades v1 layout); "
+                        "ava: several objects per video with their own actions and boxes (AVA v2.2 layout)")
     p.add_argument("--segments", type=int, nargs=2, default=(2, 4), metavar=("FEWEST", "MOST"),
                    help="--kind charades: actions per video")
+    p.add_argument("--objects", type=int, nargs=2, default=(2, 3), metavar=("FEWEST", "MOST"),
+                   help="--kind ava: objects per video")
     a = p.parse_args(argv)
     generate(a.out, num_train=a.num_train, num_test=a.num_test, size=a.size, seconds=a.seconds,
              fps=a.fps, seed=a.seed, workers=a.workers, progress=not a.quiet, kind=a.kind,
-             segments=tuple(a.segments))
+             segments=tuple(a.segments), objects=tuple(a.objects))
 
 
 if __name__ == "__main__":

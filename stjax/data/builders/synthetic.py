@@ -1,6 +1,8 @@
 """The built-in synthetic video sets (see `stjax.data.make_synthetic`) as TFDS datasets, rendered into their
-folder of videos on first use: `synthetic` (one motion class per video) and `synthetic_charades` (several
-motions one after the other per video, in the Charades v1 layout, built by the `charades` builder's code)."""
+folder of videos on first use: `synthetic` (one motion class per video), `synthetic_charades` (several
+motions one after the other per video, in the Charades v1 layout, built by the `charades` builder's code) and
+`synthetic_ava` (several objects per video, each with its box and its own actions at 1 Hz keyframes, in the
+AVA v2.2 layout, built by the `ava` builder's code)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +11,7 @@ import os
 import tensorflow_datasets as tfds
 
 from stjax.data import make_synthetic
+from stjax.data.builders.ava import Ava, AvaConfig
 from stjax.data.builders.charades import Charades
 from stjax.data.builders.video_folder import VideoFolder, VideoFolderConfig
 
@@ -45,9 +48,18 @@ class Rendered:
                 generator_kwargs = json.load(f).get("args")
         args = {**cls.GENERATOR_DEFAULTS, **(generator_kwargs or {})}
         args["kind"] = cls.KIND
-        if "segments" in args:
-            args["segments"] = tuple(args["segments"])
+        for key in ("segments", "objects"):
+            if key in args:
+                args[key] = tuple(args[key])
         return args
+
+    @classmethod
+    def planned_splits(cls, args: dict) -> dict[str, int]:
+        """{split: examples} of the dataset `make_synthetic.generate(**args)` renders and this builder builds:
+        here one example per video, `num_train` in train and `num_test` in test; splits without any are left
+        out."""
+        splits = {"train": int(args["num_train"]), "test": int(args["num_test"])}
+        return {split: n for split, n in splits.items() if n > 0}
 
 
 class Synthetic(Rendered, VideoFolder):
@@ -82,6 +94,30 @@ class SyntheticCharades(Rendered, Charades, skip_registration=True):
     RELEASE_NOTES = {"1.0.0": "stjax-synthetic-charades-v1: 2–4 motions per 4 s video."}
     BUILDER_CONFIGS = [VideoFolderConfig(name="default", fps=24.0, short_side=None,
                                description="24 fps, stored at the generated size")]
+
+
+class SyntheticAva(Rendered, Ava, skip_registration=True):
+    """AVA-like: 2–3 objects per video, each with its box and its own actions (one movement of stand, orbit,
+    shake, bob and, for two in three objects, one change of spin, pulse; AVA action ids 1–6, all evaluated),
+    6 s videos at 30 fps with keyframes 902–905, stored at their native size with ±0.6 s around each keyframe
+    (enough for 8×2 clips); read by the `ava` builder's code from the AVA v2.2 layout the generator writes.
+    Splits `train` and `val` (the generator's `num_test` videos), one example per keyframe."""
+
+    name = "synthetic_ava"
+    KIND = "ava"
+    DEFAULT_VIDEO_DIR = os.path.join(DATA_ROOT, "synthetic_ava_videos")
+    GENERATOR_DEFAULTS = make_synthetic.AVA_DEFAULTS
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "stjax-synthetic-ava-v1: 2–3 objects with their own actions per 6 s video."}
+    BUILDER_CONFIGS = [AvaConfig(name="default", fps=30.0, short_side=None, half_window=0.6,
+                                 description="30 fps, stored at the generated size, ±0.6 s around each keyframe")]
+
+    @classmethod
+    def planned_splits(cls, args: dict) -> dict[str, int]:
+        """{split: examples}: one per keyframe (every keyframe has a box), `train` and `val`."""
+        keyframes = len(make_synthetic.ava_keyframes(float(args["seconds"])))
+        splits = {"train": int(args["num_train"]) * keyframes, "val": int(args["num_test"]) * keyframes}
+        return {split: n for split, n in splits.items() if n > 0}
 
 
 def renders_itself(cls) -> bool:
