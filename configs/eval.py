@@ -26,7 +26,8 @@ task's):
              AVA-like synthetic set (`synthetic_ava`): 8×8 clips centred on the keyframes, short side
              256-320 + 224 crops + flips, SGD lr 0.3 at 64, ×0.1 at epochs 16, 24, 28 of 32, warm-up 5,
              weight decay 1e-7, dropout 0.5; val proposals of score >= 0.8, frame mAP@0.5 over the 60
-             evaluated classes (the demo: 8×2 clips of 64², res5 at 1/16, 12 epochs at lr 0.1)
+             evaluated classes (the demo: 8×2 clips of 64², res5 and res4 at stride 1 (1/16), 36 epochs
+             at lr 0.1, ×0.1 at 24 and 32)
 
 `init_from` is a pretraining run's workdir or one checkpoint (`python -m stjax.export` output, or a
 PySlowFast / torchvision file). For a run, `steps` picks checkpoints: last (default), all, or N,M
@@ -153,5 +154,5 @@ def _ava(config, paper_scale: bool, args) -> None:
         data.num_frames, data.stride = 8, 2
         data.augmentation.crop_size = 64
         data.keyframes.update(test_short_side=64, test_aspect=1.0, box_jitter=0.05, max_boxes=8)
-        config.detection.update(epochs=12.0, base_lr=0.1, warmup_epochs=1.0, decay_epochs=(8.0, 11.0),
+        config.detection.update(epochs=36.0, base_lr=0.1, warmup_epochs=2.0, decay_epochs=(24.0, 32.0),
                                 output_stride=16, weight_decay=1e-4)

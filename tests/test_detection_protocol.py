@@ -166,6 +166,7 @@ def test_detection_end_to_end_writes_the_official_detections_its_map_is_of(layou
     assert set(record["per_class_ap"]) == {f"a{i}" for i in range(1, 7)}  # the evaluated classes only
     assert 0.0 <= record["mAP"] <= 1.0 and 0.0 <= record["mAP_gt_boxes"] <= 1.0
     assert record["num_test"] == 3 and record["num_train"] == 3
+    assert record["counts"] == {"keyframes": 3, "gt_boxes": 5, "proposals": 4, "excluded_keyframes": 0}
     kept = sum(1 for rows in PROPOSALS.values() for _, s in rows if s >= 0.8)
     path = tmp_path / "detection" / "random_init" / "detections.csv"
     with open(path) as f:

@@ -39,6 +39,14 @@ def _outside_all(img, boxes, margin=2.0):
     return img[~near]
 
 
+def test_a_layout_with_its_own_label_map_has_its_classes(keyframe_set):
+    from stjax.data import builders
+
+    builder = builders.load_builder("ava/boxes", keyframe_set)
+    assert builders.class_names(builder) == tuple(f"a{i}" for i in range(1, 7))
+    assert builder.info.metadata["evaluated_classes"] == list(range(6))
+
+
 def test_clip_indices_are_pyslowfasts_sequence_clamped_to_the_window():
     from stjax.data import keyframes
 
@@ -56,7 +64,7 @@ def test_training_boxes_follow_their_pixels_through_scale_crop_and_flip(keyframe
     checked = 0
     for batch in ds.take(24).as_numpy_iterator():
         clip, boxes, mask, labels = batch["clips"][0, 0], batch["boxes"][0], batch["box_mask"][0], batch["label"][0]
-        assert clip.shape == (4, 40, 40, 3) and boxes.shape == (3, 4) and labels.shape == (3, 80)
+        assert clip.shape == (4, 40, 40, 3) and boxes.shape == (3, 4) and labels.shape == (3, 6)  # the label map's 6 actions
         frame = clip[2].astype(np.float32)  # the keyframe's own frame (index T/2 of the clip)
         grey_of = {}
         for box, valid in zip(boxes, mask):
@@ -177,3 +185,15 @@ def test_a_dataset_without_boxes_is_refused_naming_the_pipeline(tmp_path):
         data_config.train_dataset(c, 1)
     with pytest.raises(ValueError, match="scale_range"):
         keyframes.KeyframeSpec(scale_range=(0.5, 1.0))
+
+
+def test_show_draws_the_keyframe_clips_with_their_boxes(keyframe_set, tmp_path):
+    from stjax.data import keyframes, show
+
+    ds = keyframes.train_dataset("ava/boxes", batch_size=2, spec=_spec(), data_dir=keyframe_set, shuffle_buffer=1)
+    path = tmp_path / "keyframes.png"
+    show.render_keyframes_png(next(ds.as_numpy_iterator()), [f"a{i}" for i in range(1, 7)], str(path), "t")
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.size[0] > 400 and image.size[1] > 200

@@ -286,6 +286,8 @@ def _evaluate(config, targets: list[Target], workdir: str) -> dict:
                 variables, config, num_classes)
         record = {"checkpoint": target.name, "step": target.step, "backbone": spec["backbone"],
                   "num_train": int(num_train), "num_test": int(num_test), **_scalars(metrics)}
+        if "counts" in metrics:  # what a protocol scored (detection: keyframes, boxes), beside the metrics
+            record["counts"] = {k: int(v) for k, v in metrics["counts"].items()}
         shown = _shown_classes(metrics, len(class_names))  # (detection: the evaluated classes only)
         for key in ("per_class_top1", "per_class_ap"):  # single labels / multi-hot labels; None: no test video
             if key in metrics:                          # (positive) of the class

@@ -8,7 +8,9 @@ Layout of the manual directory (the annotation files in DIR or DIR/annotations/)
     ava_action_list_v2.2.pbtxt               the 80 actions (`label { name: "…" label_id: N … }`)
     ava_action_list_v2.2_for_activitynet_2019.pbtxt
                                              the 60 evaluated ones (`item { name: "…" id: N }`); at least one
-                                             of the two files (names neither gives are `action N`)
+                                             of the two files (names neither gives are `action N`); the
+                                             classes are the ids 1 … the largest a map lists (AVA: 80; a
+                                             dataset in this layout with its own, smaller label map: its own)
     ava_train_excluded_timestamps_v2.2.csv, ava_val_excluded_timestamps_v2.2.csv
                                              video_id, timestamp: keys the evaluation ignores (optional)
     ava_train_predicted_boxes.csv, ava_val_predicted_boxes.csv, ava_test_predicted_boxes.csv
@@ -37,7 +39,7 @@ span its keyframes' windows cover, and each example holds
   video_id, timestamp (int32 movie seconds; the example's key is `video_id,%04d`, the evaluator's key)
   boxes           float32 [M, 4]: the GT boxes, x1, y1, x2, y2 in [0, 1] of the frame, in file order
   label           the GT boxes' actions, [M, (k)] class ids = action id − 1 (label type `boxes`,
-                  `stjax.data.targets.box_labels` makes the multi-hot [M, 80])
+                  `stjax.data.targets.box_labels` makes the multi-hot [M, C], C = 80 for AVA)
   person_id       int32 [M] (-1 where the row has none)
   proposals       float32 [P, 4] and proposal_scores float32 [P]: all the detector's boxes of the key (the
                   same box listed with several action ids once, at its highest score); the score threshold
@@ -46,8 +48,8 @@ span its keyframes' windows cover, and each example holds
 
 and the usual `video_id`, `fps`, `num_frames`, `height`, `width`. `info.metadata["evaluated_classes"]` lists
 the label ids (action id − 1) of the 60 evaluated actions. Rows that do not parse (column count, a box not
-0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1, an action id outside 1–80, a timestamp outside 902–1798 or not an
-integer, a score that is not a number) are skipped, one report record each; a video without media is one
+0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1, an action id outside 1–80 or past the label maps' largest, a
+timestamp outside 902–1798 or not an integer, a score that is not a number) are skipped, one report record each; a video without media is one
 record with the number of keyframes it loses (and counts once in `missing`).
 """
 from __future__ import annotations
@@ -148,7 +150,9 @@ class Ava(VideoDatasetBuilder, skip_registration=True):
         for name in (LABEL_MAP_60, LABEL_MAP_80):  # the 80-action list's names win
             if name in maps:
                 names.update(read_label_map(os.path.join(root, maps[name])))
-        classes = _unique([names.get(i, f"action {i}") for i in range(1, NUM_CLASSES + 1)])
+        # AVA's 80 actions; a dataset in AVA's layout with its own label map (the synthetic set's 6, e.g.) has
+        # the ids 1 … its largest
+        classes = _unique([names.get(i, f"action {i}") for i in range(1, min(max(names), NUM_CLASSES) + 1)])
         evaluated = (sorted(read_label_map(os.path.join(root, maps[LABEL_MAP_60])))
                      if LABEL_MAP_60 in maps else list(EVALUATED_IDS))
         self._evaluated = [i - 1 for i in evaluated]
@@ -159,9 +163,9 @@ class Ava(VideoDatasetBuilder, skip_registration=True):
 
         boxes, proposals, excluded = {}, {}, {}
         for split, rel in files["gt"].items():
-            boxes[split] = _read_rows(root, rel, split, False, annotations)
+            boxes[split] = _read_rows(root, rel, split, False, annotations, len(classes))
         for split, rel in files["proposals"].items():
-            proposals[split] = _read_rows(root, rel, split, True, annotations)
+            proposals[split] = _read_rows(root, rel, split, True, annotations, len(classes))
         for split, rel in files["excluded"].items():
             excluded[split] = _read_excluded(root, rel, split, annotations)
 
@@ -247,8 +251,9 @@ def read_label_map(path: str) -> dict[int, str]:
     return names
 
 
-def parse_row(row: list[str], proposals: bool) -> tuple[str, int, tuple[float, ...], tuple[int, int] | float]:
-    """(video id, timestamp, (x1, y1, x2, y2), value) of one CSV row; value: for a GT row (action id 1–80,
+def parse_row(row: list[str], proposals: bool, num_classes: int = NUM_CLASSES
+              ) -> tuple[str, int, tuple[float, ...], tuple[int, int] | float]:
+    """(video id, timestamp, (x1, y1, x2, y2), value) of one CSV row; value: for a GT row (action id 1–num_classes,
     person id or -1 if absent), for a proposal row its score (its action column is ignored). Raises
     ValueError saying what is wrong."""
     need = 8 if proposals else 7
@@ -282,8 +287,8 @@ def parse_row(row: list[str], proposals: bool) -> tuple[str, int, tuple[float, .
         action = int(row[6])
     except ValueError:
         raise ValueError(f"action id {row[6]!r} is not an integer") from None
-    if not 1 <= action <= NUM_CLASSES:
-        raise ValueError(f"action id {action} is outside 1–{NUM_CLASSES}")
+    if not 1 <= action <= num_classes:
+        raise ValueError(f"action id {action} is outside 1–{num_classes}")
     person = row[7].strip() if len(row) > 7 else ""
     try:
         person_id = int(person) if person else -1
@@ -292,7 +297,7 @@ def parse_row(row: list[str], proposals: bool) -> tuple[str, int, tuple[float, .
     return video, timestamp, box, (action, person_id)
 
 
-def _read_rows(root, rel, split, proposals, annotations) -> dict:
+def _read_rows(root, rel, split, proposals, annotations, num_classes: int = NUM_CLASSES) -> dict:
     """GT: {(video, timestamp): {box: (set of action ids, person id)}}; proposals: {(video, timestamp):
     {box: score}} (the highest of a box's rows); rows that do not parse are reported."""
     keys = {}
@@ -301,7 +306,7 @@ def _read_rows(root, rel, split, proposals, annotations) -> dict:
             if not any(cell.strip() for cell in row):
                 continue
             try:
-                video, timestamp, box, value = parse_row(row, proposals)
+                video, timestamp, box, value = parse_row(row, proposals, num_classes)
             except ValueError as e:
                 annotations.skipped.append({"path": f"{rel}:{line}", "split": split, "reason": str(e)})
                 continue

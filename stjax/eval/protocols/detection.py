@@ -9,7 +9,7 @@ classes (`stjax.eval.detection.frame_ap`, the official AVA evaluation's rules; e
 
 Metrics: `mAP` (proposals: the reported number), `mAP_gt_boxes` (the same head on the GT boxes: the
 classification part alone), `per_class_ap` [C] (NaN: not evaluated or no GT box), `evaluated_classes`, and
-counts. DIR/detection/<checkpoint>/detections.csv holds the scored proposals in the official format
+`counts` (keyframes, GT boxes, proposals scored, excluded keyframes). DIR/detection/<checkpoint>/detections.csv holds the scored proposals in the official format
 (video_id, timestamp, x1, y1, x2, y2, action_id, score) for the official evaluator.
 """
 from __future__ import annotations
@@ -222,8 +222,8 @@ def keyframe_metrics(outputs: dict, evaluated: list[int], num_classes: int) -> d
         per_class[c - 1] = ap
     return {"mAP": results["mAP"]["mAP"], "mAP_gt_boxes": results["mAP_gt_boxes"]["mAP"],
             "per_class_ap": per_class, "evaluated_classes": list(evaluated),
-            "num_keyframes": len(real), "num_gt_boxes": float(sum(int(m.sum()) for m in outputs["gt_mask"][real])),
-            "num_proposals": float(sum(int(m.sum()) for m in outputs["box_mask"][real]))}
+            "counts": {"keyframes": len(real), "gt_boxes": int(outputs["gt_mask"][real].sum()),
+                       "proposals": int(outputs["box_mask"][real].sum()), "excluded_keyframes": len(excluded)}}
 
 
 def write_detections(path: str, outputs: dict, evaluated: list[int]) -> None:
