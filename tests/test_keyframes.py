@@ -64,7 +64,7 @@ def test_training_boxes_follow_their_pixels_through_scale_crop_and_flip(keyframe
     checked = 0
     for batch in ds.take(24).as_numpy_iterator():
         clip, boxes, mask, labels = batch["clips"][0, 0], batch["boxes"][0], batch["box_mask"][0], batch["label"][0]
-        assert clip.shape == (4, 40, 40, 3) and boxes.shape == (3, 4) and labels.shape == (3, 6)  # the label map's 6 actions
+        assert clip.shape == (4, 40, 40, 3) and boxes.shape == (3, 4) and labels.shape == (3, 6)  # 6: the label map's
         frame = clip[2].astype(np.float32)  # the keyframe's own frame (index T/2 of the clip)
         grey_of = {}
         for box, valid in zip(boxes, mask):

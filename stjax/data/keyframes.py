@@ -5,8 +5,8 @@ READ this process's slice (JPEGs left encoded) → the clip's T frames at stride
 (PySlowFast's `get_sequence`: frames k − ⌊T·τ/2⌋ + i·τ, clamped to the stored window) → training: SHUFFLE,
 DECODE, scale jitter (short side uniform in `scale_range` × crop), a random square crop and a horizontal
 flip applied to the frames and the boxes together (boxes clipped to the crop; those left under a pixel wide
-or high are masked out and zeroed, like padding), the GT boxes optionally jittered first → BATCH. Evaluation: the whole frame resized to
-fit a fixed canvas (`test_short_side` × `test_long_side`, padded at the bottom / right), the detector's
+or high are masked out and zeroed, like padding), the GT boxes optionally jittered first → BATCH.
+Evaluation: the whole frame resized to fit a fixed canvas (`test_short_side` × `test_long_side`, padded at the bottom / right), the detector's
 proposals with score ≥ `score_threshold` (highest first) and the GT boxes.
 
 Training batches: {'clips': uint8 [b, 1, T, S, S, 3], 'boxes': float32 [b, M, 4] (x1, y1, x2, y2 in [0, 1]

@@ -121,4 +121,5 @@ def _check_same_weights(name: str, overrides: dict) -> None:
 __all__ = ["BACKBONES", "BATCH_NORMS", "COMPUTE_DTYPES", "REMAT_POLICIES", "backbone_options", "create_backbone",
            "ResNet3D", "BasicBlock", "BottleneckBlock", "R2Plus1DBlock", "Conv3D", "conv3d", "LOWERINGS",
            "resolve_lowering", "resolve_input_channel_padding", "MLP", "Linear", "Prototypes", "normalized_prototypes",
-           "RoIHead", "ROI_ALIGN_METHODS", "detection_overrides", "roi_align", "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]
+           "RoIHead", "ROI_ALIGN_METHODS", "detection_overrides", "roi_align",
+           "slow_r50", "slow_r101", "r3d_18", "r2plus1d_18", "r3d_tiny", "r3d_micro"]

@@ -49,8 +49,9 @@ span its keyframes' windows cover, and each example holds
 and the usual `video_id`, `fps`, `num_frames`, `height`, `width`. `info.metadata["evaluated_classes"]` lists
 the label ids (action id − 1) of the 60 evaluated actions. Rows that do not parse (column count, a box not
 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1, an action id outside 1–80 or past the label maps' largest, a
-timestamp outside 902–1798 or not an integer, a score that is not a number) are skipped, one report record each; a video without media is one
-record with the number of keyframes it loses (and counts once in `missing`).
+timestamp outside 902–1798 or not an integer, a score that is not a number) are skipped, one report record
+each; a video without media is one record with the number of keyframes it loses (and counts once in
+`missing`).
 """
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ classes (`stjax.eval.detection.frame_ap`, the official AVA evaluation's rules; e
 
 Metrics: `mAP` (proposals: the reported number), `mAP_gt_boxes` (the same head on the GT boxes: the
 classification part alone), `per_class_ap` [C] (NaN: not evaluated or no GT box), `evaluated_classes`, and
-`counts` (keyframes, GT boxes, proposals scored, excluded keyframes). DIR/detection/<checkpoint>/detections.csv holds the scored proposals in the official format
-(video_id, timestamp, x1, y1, x2, y2, action_id, score) for the official evaluator.
+`counts` (keyframes, GT boxes, proposals scored, excluded keyframes).
+DIR/detection/<checkpoint>/detections.csv holds the scored proposals in the official format (video_id,
+timestamp, x1, y1, x2, y2, action_id, score) for the official evaluator.
 """
 from __future__ import annotations
 
