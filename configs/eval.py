@@ -48,6 +48,7 @@ steps=..., folds=all|N+M, seed=N. Any field can be overridden with `--config.a.b
 import os
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from stjax import configlib
 from stjax.eval.protocols import PROTOCOLS as REGISTERED  # numpy only: no TensorFlow, no JAX
@@ -94,9 +95,12 @@ def get_config(arg=None):
     config.detection = ml_collections.ConfigDict(dict(
         epochs=32.0, batch_size=pretrain.eval_batch_size, base_lr=0.3, base_batch_size=64, warmup_epochs=5.0,
         weight_decay=1e-7, dropout=0.5, schedule="steps", decay_epochs=(16.0, 24.0, 28.0), decay_factor=0.1,
-        output_stride=None, roi_output_size=(7, 7), roi_max_sampling=None, roi_method="gather", dtype="float32",
+        roi_output_size=(7, 7), roi_method="gather", dtype="float32",
         log_every=pretrain.log_every, checkpoint_every=pretrain.checkpoint_every,
     ))
+    # None (typed, settable from the command line): res5 at stride 1 only / exact RoIAlign sampling
+    config.detection.output_stride = placeholder(int)
+    config.detection.roi_max_sampling = placeholder(int)
     # The keyframe clips and boxes of `detection` (stjax.data.keyframes), PySlowFast's AVA recipe: short side
     # 256-320 then a 224 crop and flips in training; the full frame at short side 256 in evaluation; proposals
     # of score >= 0.8 (the study; PySlowFast's default is 0.9).

@@ -210,3 +210,39 @@ def test_the_ava_preset_is_the_studys_recipe():
     k = c.data.keyframes
     assert (k.score_threshold, k.test_short_side, k.flip, k.box_jitter) == (0.8, 256, True, 0.0)
     assert tuple(k.scale_range) == pytest.approx((256 / 224, 320 / 224))
+
+
+@pytest.mark.slow
+def test_two_processes_score_every_keyframe_and_write_the_detections_once(layout, tmp_path):
+    """2 processes of 4 devices: each scores its slice of the val keyframes; all of them are gathered, scored
+    once and written once by process 0 (`launch/multiprocess.sh`, real processes)."""
+    import subprocess
+    import sys
+
+    from conftest import xla_flags
+    from stjax.eval import detection
+
+    root, data_dir = layout
+    flags = ["--config=configs/eval.py:detection", "--config.init_from=random:r3d_micro",
+             "--config.data.dataset=ava/boxes", f"--config.data.data_dir={data_dir}", "--config.data.eval_split=val",
+             "--config.data.num_frames=4", "--config.data.stride=2", "--config.data.augmentation.crop_size=40",
+             "--config.data.keyframes.test_short_side=32", "--config.data.keyframes.test_aspect=2.0",
+             "--config.data.keyframes.max_boxes=3", "--config.eval_batch_size=8", "--config.detection.batch_size=8",
+             "--config.detection.epochs=8.0", "--config.detection.warmup_epochs=0.5",
+             "--config.detection.decay_epochs=(6.0,)", "--config.detection.output_stride=16",
+             f"--workdir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_")) and k != "XLA_FLAGS"}
+    env.update(XLA_FLAGS=xla_flags(4), PYTHON=sys.executable, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+               PORT=str(20000 + os.getpid() % 20000))
+    done = subprocess.run(["bash", os.path.join(ROOT, "launch", "multiprocess.sh"), "2", *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    record = json.loads((tmp_path / "results.json").read_text())["checkpoints"][0]
+    assert record["counts"] == {"keyframes": 3, "gt_boxes": 5, "proposals": 4, "excluded_keyframes": 0}
+    path = tmp_path / "detection" / "random_init" / "detections.csv"
+    rows = list(csv.reader(open(path)))
+    assert len(rows) == 4 * 6 and len({tuple(r[:2]) for r in rows}) == 2  # vidA,0902 and vidB,0902
+    classes = list(range(1, 7))
+    official = detection.frame_ap(detection.read_boxes_csv(os.path.join(root, "ava_val_v2.2.csv"), classes),
+                                  detection.read_boxes_csv(str(path), classes, with_scores=True), classes)
+    assert official["mAP"] == pytest.approx(record["mAP"], abs=1e-5)
