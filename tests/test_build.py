@@ -85,7 +85,8 @@ def test_rebuild_is_a_no_op_and_missing_dataset_says_how_to_build(tmp_path, tiny
     assert report["written"] == 12 and report["written_per_split"] == {"train": 9, "test": 3}
     with pytest.raises(FileNotFoundError, match="python -m stjax.data.build --dataset video_folder"):
         builders.load_builder("video_folder/absent", str(tmp_path))
-    with pytest.raises(ValueError, match="valid choices: synthetic, synthetic_ava, synthetic_charades, video_folder"):
+    with pytest.raises(ValueError, match="valid choices: synthetic, synthetic_ava, synthetic_biased, "
+                                         "synthetic_charades, video_folder"):
         build.build("kinetics9000", manual_dir=manual_dir, data_dir=str(tmp_path))
 
 

@@ -54,6 +54,20 @@ round((T − 900) · fps)); an object's GT box there is the tight box of its cov
 `synthetic_ava`'s) size: ``--num_train 240 --num_test 80 --size 64 --seconds 6 --fps 30``, 4 keyframes per
 video (960 train, 320 val examples).
 
+``--kind biased [--bias 0.8]`` writes a scene-biased variant of the motions set, in its layout (the
+`synthetic_biased` dataset renders and builds it on first use), plus ``DIR/backgrounds.json`` ({relpath:
+background class index}, every video). Each class b has its own typical background: two colours with hues
+centred on b/10 (dark) and b/10 + 0.35 (light), narrow bands of saturation and value, and a texture whose
+plane waves point near b·π/10 at 0.7 (even b) or 1.3 (odd b) times the motions set's frequencies; within a
+video the hues and directions still drift, as fast as the motions set's, but swing around the class's centre
+(±0.04 cycles, ±0.25 rad). In train a video of class c has background c with probability ``--bias``, else
+one of the other nine, uniformly (0.1 = 1/10: no bias); in test the background class is uniform,
+independent of the motion. Everything else is the motions set's video of the same seed, split and index
+(the same stream: objects, motion, lighting, texture phases). Why: the background is a per-video constant
+that all clips of a video share, so the ρ-objectives can match clips by it; a representation that keys on it
+gets the class from it in train and fails on test, one that keys on the motion does not. Default (and
+`synthetic_biased`'s) size: the motions set's.
+
 Why it looks like this
 ----------------------
 The rho-framework objectives (rho-SimCLR/MoCo/BYOL/SwAV) treat clips taken at
@@ -172,6 +186,19 @@ _N_WAVES = len(_WAVE_FREQ)
 _WAVE_TURN = (0.4, 0.4)
 _WAVE_DRIFT = (1.0, 1.0)
 _TEXTURE_CONTRAST = 0.3
+# The scene-biased set (--kind biased): class b's typical background, made from the motions set's draws. Its
+# two colours' hues are centred on b / 10 (the dark one) and b / 10 + _SCENE_HUE_OFFSET (the light one) and
+# swing by ±_SCENE_HUE_SWING cycles, as fast as the motions set's hues drift; saturation and value lie in
+# narrow bands; its plane waves point near b · π / 10 (±_SCENE_WAVE_SPREAD rad) and swing by
+# ±_SCENE_TURN_SWING rad, as fast as the motions set's turn, at the motions set's frequencies times
+# _SCENE_FREQ_SCALE[b % 2].
+_SCENE_HUE_OFFSET = 0.35
+_SCENE_HUE_SWING = 0.04
+_SCENE_SATURATION = (0.6, 0.8)
+_SCENE_VALUE = ((0.14, 0.18), (0.32, 0.38))
+_SCENE_WAVE_SPREAD = (-0.25, 0.0, 0.25)
+_SCENE_TURN_SWING = 0.25
+_SCENE_FREQ_SCALE = (0.7, 1.3)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -236,6 +263,7 @@ def render_video(
     *,
     return_mask: bool = False,
     first_frame: int = 0,
+    background: int | None = None,
 ):
     """Render one video of class ``class_index``: uint8 array [T, size, size, 3].
 
@@ -247,31 +275,45 @@ def render_video(
     shapes, sizes, colours and places of the objects) for every class; only the
     way the objects move differs. With ``return_mask=True`` also returns the
     objects' coverage in [0, 1], float32 [T, size, size].
+
+    ``background``: None (the motions set's) or a class index: the background of the scene-biased set
+    (``--kind biased``) typical of that class, from the same draws; everything else is unchanged.
     """
     if not 0 <= class_index < len(CLASS_NAMES):
         raise ValueError(f"class_index {class_index} out of range [0, {len(CLASS_NAMES)})")
+    if background is not None and not 0 <= background < len(CLASS_NAMES):
+        raise ValueError(f"background {background} out of range [0, {len(CLASS_NAMES)}) (or None)")
     frame_ids = first_frame + np.arange(num_frames, dtype=np.float64)
-    out = _render_scene(rng, size, frame_ids, fps, CLASS_NAMES[class_index], return_mask=return_mask)
+    out = _render_scene(rng, size, frame_ids, fps, CLASS_NAMES[class_index], return_mask=return_mask,
+                        background=background)
     return (out["frames"], out["mask"]) if return_mask else out["frames"]
 
 
-def _draw_scene(rng: np.random.Generator, S: float, t: np.ndarray, n_objects, radius, free_places: bool) -> dict:
+def _draw_scene(rng: np.random.Generator, S: float, t: np.ndarray, n_objects, radius, free_places: bool,
+                background: int | None = None) -> dict:
     """Every random draw of a video, in the one order `render_video` has always made them (times ``t`` [T] s).
 
     ``free_places``: anchors anywhere in [0.2, 0.8] of the frame (pixels); else the raw U(0, 1) draws,
-    placed later by `_place_in_bands`."""
+    placed later by `_place_in_bands`. ``background``: None, the motions set's background (hues anywhere,
+    drifting round the colour circle; texture in any direction, turning), or a class index: that class's
+    typical background (`_scene_background`), made from the same draws."""
     sc = {}
     # ---- nuisances (class-independent draws) ----------------------------------
     # Background: two colours whose hues drift, mixed by a low-contrast texture of
     # plane waves whose directions rotate and phases drift.
-    bg_h = rng.uniform(0.0, 1.0, 2)[:, None] + _signed_uniform(rng, 0.15, 0.45, 2)[:, None] * t
+    hue0, hue_rate = rng.uniform(0.0, 1.0, 2), _signed_uniform(rng, 0.15, 0.45, 2)
     bg_s = rng.uniform(0.3, 0.9, 2)
     bg_v = np.array([rng.uniform(0.08, 0.25), rng.uniform(0.25, 0.45)])
-    sc["bg_rgb"] = _hsv_to_rgb(bg_h, bg_s[:, None], bg_v[:, None])  # [2, T, 3]
-    sc["w_theta"] = rng.uniform(0.0, 2 * np.pi, _N_WAVES)[:, None] + \
-        _signed_uniform(rng, *_WAVE_TURN, _N_WAVES)[:, None] * t
+    theta0, turn = rng.uniform(0.0, 2 * np.pi, _N_WAVES), _signed_uniform(rng, *_WAVE_TURN, _N_WAVES)
     sc["w_phase"] = rng.uniform(0.0, 2 * np.pi, _N_WAVES)[:, None] + \
         _signed_uniform(rng, *_WAVE_DRIFT, _N_WAVES)[:, None] * t
+    if background is None:
+        bg_h = hue0[:, None] + hue_rate[:, None] * t
+        sc["bg_rgb"] = _hsv_to_rgb(bg_h, bg_s[:, None], bg_v[:, None])  # [2, T, 3]
+        sc["w_theta"] = theta0[:, None] + turn[:, None] * t
+        sc["w_freq"] = _WAVE_FREQ
+    else:
+        sc.update(_scene_background(int(background), t, hue0, hue_rate, bg_s, bg_v, theta0, turn))
     sc["gain"] = 1.0 + rng.uniform(0.05, 0.15) * np.sin(2 * np.pi * rng.uniform(0.2, 0.5) * t
                                                          + rng.uniform(0, 2 * np.pi))
     # Objects: how many, shapes, sizes, places, colours (hue drifting within a second or two).
@@ -295,6 +337,29 @@ def _draw_scene(rng: np.random.Generator, S: float, t: np.ndarray, n_objects, ra
     sc["shake_a"] = rng.uniform(*_SHAKE_AMPLITUDE, n)[:, None] * S
     sc["shake_w"] = 2 * np.pi * rng.uniform(*_SHAKE_FREQ, n)[:, None]
     return sc
+
+
+def _rescale(x, source, target):
+    """Maps x linearly from the interval `source` onto `target`."""
+    return target[0] + (np.asarray(x) - source[0]) * (target[1] - target[0]) / (source[1] - source[0])
+
+
+def _scene_background(b: int, t: np.ndarray, hue0, hue_rate, sat, value, theta0, turn) -> dict:
+    """Class ``b``'s typical background (the scene-biased set) at times ``t`` [T] s, from the draws `_draw_scene`
+    makes for the motions set's (hue0, hue_rate, sat, value [2]; theta0, turn [_N_WAVES]): {"bg_rgb": [2, T, 3],
+    "w_theta": [_N_WAVES, T] rad, "w_freq": _N_WAVES cycles per frame width}. Each hue and wave direction
+    swings around the class's centre (a sine whose fastest rate is the motions set's drift / turn rate, its
+    phase the motions set's start value), so a video's background drifts but stays the class's."""
+    centre = np.array([b / len(CLASS_NAMES), b / len(CLASS_NAMES) + _SCENE_HUE_OFFSET])[:, None]
+    hue = centre + _SCENE_HUE_SWING * np.sin(2 * np.pi * hue0[:, None] + hue_rate[:, None] / _SCENE_HUE_SWING * t)
+    sat = _rescale(sat, (0.3, 0.9), _SCENE_SATURATION)  # the ranges _draw_scene draws from
+    value = np.array([_rescale(value[0], (0.08, 0.25), _SCENE_VALUE[0]),
+                      _rescale(value[1], (0.25, 0.45), _SCENE_VALUE[1])])
+    direction = b * np.pi / len(CLASS_NAMES) + np.array(_SCENE_WAVE_SPREAD)[:, None]
+    theta = direction + _SCENE_TURN_SWING * np.sin(theta0[:, None] + turn[:, None] / _SCENE_TURN_SWING * t)
+    scale = _SCENE_FREQ_SCALE[b % len(_SCENE_FREQ_SCALE)]
+    return {"bg_rgb": _hsv_to_rgb(hue, sat[:, None], value[:, None]), "w_theta": theta,
+            "w_freq": tuple(scale * f for f in _WAVE_FREQ)}
 
 
 def _reach(sc: dict, motions) -> np.ndarray:
@@ -337,6 +402,7 @@ def _render_scene(
     boxes: bool = False,
     draw: bool = True,
     only=None,
+    background: int | None = None,
 ) -> dict:
     """The frames ``frame_ids`` (float64 [T]) of the video ``rng`` draws; its draws do not depend on them.
 
@@ -347,7 +413,7 @@ def _render_scene(
     by default; the boxes are those of every object). Returns {"frames": uint8 [T, size, size, 3] (if
     ``draw``), "mask": the drawn objects' coverage float32 [T, size, size] (if ``return_mask``), "boxes":
     float64 [T, n, 4] (if ``boxes``): each object's own pixels of coverage > 0.5 inside the frame, as
-    x1, y1, x2, y2 in [0, 1] (pixel edges), NaN where it has none}.
+    x1, y1, x2, y2 in [0, 1] (pixel edges), NaN where it has none}. ``background``: see `_draw_scene`.
     """
     S = float(size)
     f32 = np.float32
@@ -355,11 +421,11 @@ def _render_scene(
     num_frames = len(frame_ids)
     T3 = (num_frames, 1, 1)
     if isinstance(motions, str):
-        sc = _draw_scene(rng, S, t, n_objects, radius, not bands)
+        sc = _draw_scene(rng, S, t, n_objects, radius, not bands, background)
         motions = [(motions,)] * sc["n"]
     else:
         motions = [tuple(m) for m in motions]
-        sc = _draw_scene(rng, S, t, (len(motions), len(motions)), radius, not bands)
+        sc = _draw_scene(rng, S, t, (len(motions), len(motions)), radius, not bands, background)
     n, R = sc["n"], sc["R"]
     if amplitude != 1.0:
         sc["orbit_r"] = sc["orbit_r"] * amplitude
@@ -413,8 +479,8 @@ def _render_scene(
         yn = (coords / f32(S) - f32(0.5))[None, :, None]
         tex = np.zeros(shp, f32)
         for k in range(_N_WAVES):
-            kx = (2 * np.pi * _WAVE_FREQ[k] * np.cos(sc["w_theta"][k])).astype(f32).reshape(T3)
-            ky = (2 * np.pi * _WAVE_FREQ[k] * np.sin(sc["w_theta"][k])).astype(f32).reshape(T3)
+            kx = (2 * np.pi * sc["w_freq"][k] * np.cos(sc["w_theta"][k])).astype(f32).reshape(T3)
+            ky = (2 * np.pi * sc["w_freq"][k] * np.sin(sc["w_theta"][k])).astype(f32).reshape(T3)
             ax = kx * xn + sc["w_phase"][k].astype(f32).reshape(T3)  # [T, 1, W]
             ay = ky * yn  # [T, H, 1]
             np.multiply(np.sin(ax), np.cos(ay), out=tmp)
@@ -554,7 +620,12 @@ def write_mp4(path, frames: np.ndarray, fps: float) -> None:
 
 # ----------------------------------------------------------------------------- dataset
 
-KINDS = ("motions", "charades", "ava")
+KINDS = ("motions", "charades", "ava", "biased")
+BIASED_VERSION = "stjax-synthetic-biased-v1"
+BIASED_FILES = {"backgrounds": "backgrounds.json"}  # {relpath: background class index}, every video
+# `generate`'s arguments for the scene-biased set the `synthetic_biased` dataset renders by default (the motions
+# set's sizes); `bias`: the chance that a train video has its own class's background.
+BIASED_DEFAULTS = dict(num_train=2000, num_test=500, size=64, seconds=2.0, fps=25.0, seed=0, bias=0.8)
 CHARADES_VERSION = "stjax-synthetic-charades-v1"
 # The Charades-like set's action classes: every motion but "still", which is what the objects do between
 # actions; ids c000.. in this order.
@@ -597,13 +668,19 @@ def _num_frames(seconds: float, fps: float) -> int:
 
 
 def _build_meta(num_train, num_test, size, seconds, fps, seed, kind="motions", segments=(2, 4),
-                objects=(2, 3)) -> dict:
+                objects=(2, 3), bias=0.8) -> dict:
     args = {"num_train": int(num_train), "num_test": int(num_test), "size": int(size),
             "seconds": float(seconds), "fps": float(fps), "seed": int(seed)}
     if kind == "motions":  # as it has always been written: a folder made before `kind` existed still matches
         return {"version": VERSION, "generator": "stjax.data.make_synthetic", "args": args,
                 "num_frames": _num_frames(seconds, fps), "classes": list(CLASS_NAMES),
                 "splits": {"train": int(num_train), "test": int(num_test)}, "encoding": dict(CODEC)}
+    if kind == "biased":
+        return {"version": BIASED_VERSION, "generator": "stjax.data.make_synthetic",
+                "args": {**args, "kind": kind, "bias": float(bias)},
+                "num_frames": _num_frames(seconds, fps), "classes": list(CLASS_NAMES),
+                "splits": {"train": int(num_train), "test": int(num_test)},
+                "backgrounds": BIASED_FILES["backgrounds"], "encoding": dict(CODEC)}
     if kind == "ava":
         return {"version": AVA_VERSION, "generator": "stjax.data.make_synthetic",
                 "args": {**args, "kind": kind, "objects": [int(o) for o in objects]},
@@ -640,6 +717,26 @@ def _video_list(num_train: int, num_test: int) -> list[tuple[str, int, tuple, st
             c = i % len(CLASS_NAMES)
             out.append((split, i, ((c, 0, None),), f"{CLASS_NAMES[c]}/{split}_{i:06d}.mp4"))
     return out
+
+
+def biased_background(seed: int, split: str, index: int, class_index: int, bias: float) -> int:
+    """The background class (an index of CLASS_NAMES) of video `index` of the scene-biased set, whose motion
+    class is `class_index`: in `train` the class's own with probability `bias`, else one of the other nine,
+    uniformly; in `test` any of the ten, uniformly, whatever the class. Its own random stream; every draw is
+    made, used or not."""
+    rng = np.random.default_rng([seed, _SPLIT_IDS[split], index, 4])
+    own, other, anywhere = rng.random() < bias, int(rng.integers(0, len(CLASS_NAMES) - 1)), \
+        int(rng.integers(0, len(CLASS_NAMES)))
+    if split == "test":
+        return anywhere
+    return class_index if own else (class_index + 1 + other) % len(CLASS_NAMES)
+
+
+def _biased_list(num_train: int, num_test: int, seed: int, bias: float) -> list[tuple[str, int, tuple, str]]:
+    """(split, index, (class_index, background class), relpath) for every video of the scene-biased set: the
+    motions set's classes and paths, each with its background (`biased_background`)."""
+    return [(split, i, (schedule[0][0], biased_background(seed, split, i, schedule[0][0], bias)), rel)
+            for split, i, schedule, rel in _video_list(num_train, num_test)]
 
 
 def charades_schedule(seed: int, split: str, index: int, num_frames: int,
@@ -847,6 +944,9 @@ def _make_one(job) -> str:
     if kind == "ava":  # schedule: the objects' actions
         frames = render_ava_video(schedule, np.random.default_rng(_ava_rng_key(seed, split, index)), size,
                                   np.arange(num_frames), fps)["frames"]
+    elif kind == "biased":  # schedule: (class, background class); the stream of the motions set's video
+        frames = render_video(schedule[0], np.random.default_rng([seed, _SPLIT_IDS[split], index]), size,
+                              num_frames, fps, background=schedule[1])
     else:
         frames = _render(schedule, [seed, _SPLIT_IDS[split], index], size, num_frames, fps)
     write_mp4(path, frames, fps)
@@ -863,6 +963,8 @@ def _index_names(kind: str) -> list[str]:
     """The names of the files that list the videos of a `kind` (written after them)."""
     if kind == "motions":
         return [f"{split}.txt" for split in SPLITS]
+    if kind == "biased":
+        return [f"{split}.txt" for split in SPLITS] + [BIASED_FILES["backgrounds"]]
     if kind == "charades":
         return [CHARADES_FILES[k] for k in ("classes", "train", "test")]
     return [name for key, name in AVA_FILES.items() if key != "videos"]
@@ -872,8 +974,11 @@ def _index_files(kind: str, videos, fps: float, seconds: float, size: int, seed:
     """{file name: text} of the files that list the videos (written after them)."""
     if kind == "ava":
         return _ava_index_files(videos, size, fps, seconds, seed)
-    if kind == "motions":
-        return {f"{split}.txt": "".join(rel + "\n" for s, _, _, rel in videos if s == split) for split in SPLITS}
+    if kind in ("motions", "biased"):
+        files = {f"{split}.txt": "".join(rel + "\n" for s, _, _, rel in videos if s == split) for split in SPLITS}
+        if kind == "biased":
+            files[BIASED_FILES["backgrounds"]] = json.dumps({rel: bg for _, _, (_, bg), rel in videos}, indent=1) + "\n"
+        return files
     import csv
     import io
 
@@ -909,6 +1014,7 @@ def generate(
     kind: str = "motions",
     segments: tuple[int, int] = (2, 4),
     objects: tuple[int, int] = (2, 3),
+    bias: float = 0.8,
 ) -> dict:
     """Generate the dataset into ``out_dir`` and return its meta dict.
 
@@ -916,7 +1022,9 @@ def generate(
     (several actions per video one after the other, `segments` = (fewest, most), in the Charades v1
     layout that the `charades` builder reads) or "ava" (`objects` = (fewest, most) objects per video, each
     with its own actions and boxes at 1 Hz keyframes, in the AVA v2.2 layout that the `ava` builder reads;
-    `num_test` videos make its `val` split); see the module docstring.
+    `num_test` videos make its `val` split) or "biased" (the motions set with each class's own typical
+    background in a fraction `bias` of its train videos and backgrounds independent of the class in test;
+    `backgrounds.json` names each video's); see the module docstring.
 
     Idempotent: if ``out_dir`` already holds a complete dataset with the same meta,
     returns at once. Raises ``ValueError`` if it holds one made with different
@@ -936,14 +1044,19 @@ def generate(
     if len(objects) != 2 or not 1 <= objects[0] <= objects[1] <= _AVA_MAX_OBJECTS:
         raise ValueError(f"objects={objects!r} is invalid: (fewest, most) objects per video, "
                          f"1 <= fewest <= most <= {_AVA_MAX_OBJECTS}")
+    if not 0.0 <= float(bias) <= 1.0:
+        raise ValueError(f"bias={bias!r} is invalid: the chance that a train video has its class's own background, "
+                         f"in [0, 1] (0.1 = 1/10: none)")
     if kind == "ava" and not ava_keyframes(seconds):
         raise ValueError(f"seconds={seconds} is invalid for kind='ava': its keyframes are the movie seconds "
                          f"902 … 900 + floor(seconds) − 1, so it needs seconds >= 3")
     out = Path(out_dir)
-    meta = _build_meta(num_train, num_test, size, seconds, fps, seed, kind, segments, objects)
+    meta = _build_meta(num_train, num_test, size, seconds, fps, seed, kind, segments, objects, bias)
     nf = meta["num_frames"]
     if kind == "motions":
         videos = _video_list(num_train, num_test)
+    elif kind == "biased":
+        videos = _biased_list(num_train, num_test, seed, float(bias))
     elif kind == "charades":
         videos = _charades_list(num_train, num_test, nf, seed, segments)
     else:
@@ -1043,15 +1156,18 @@ def main(argv=None):
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.add_argument("--kind", choices=KINDS, default="motions",
                    help="motions: one class per video; charades: several actions per video (Charades v1 layout); "
-                        "ava: several objects per video with their own actions and boxes (AVA v2.2 layout)")
+                        "ava: several objects per video with their own actions and boxes (AVA v2.2 layout); "
+                        "biased: the motions set with a class-typical background in train (--bias)")
     p.add_argument("--segments", type=int, nargs=2, default=(2, 4), metavar=("FEWEST", "MOST"),
                    help="--kind charades: actions per video")
     p.add_argument("--objects", type=int, nargs=2, default=(2, 3), metavar=("FEWEST", "MOST"),
                    help="--kind ava: objects per video")
+    p.add_argument("--bias", type=float, default=0.8,
+                   help="--kind biased: the chance that a train video has its class's own background (0.1: none)")
     a = p.parse_args(argv)
     generate(a.out, num_train=a.num_train, num_test=a.num_test, size=a.size, seconds=a.seconds,
              fps=a.fps, seed=a.seed, workers=a.workers, progress=not a.quiet, kind=a.kind,
-             segments=tuple(a.segments), objects=tuple(a.objects))
+             segments=tuple(a.segments), objects=tuple(a.objects), bias=a.bias)
 
 
 if __name__ == "__main__":

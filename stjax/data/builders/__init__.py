@@ -16,13 +16,14 @@ from stjax.data.builders.charades import Charades
 from stjax.data.builders.hmdb51 import Hmdb51
 from stjax.data.builders.kinetics import Kinetics400, Kinetics600, Kinetics700
 from stjax.data.builders.ssv2 import Ssv2
-from stjax.data.builders.synthetic import Synthetic, SyntheticAva, SyntheticCharades, renders_itself
+from stjax.data.builders.synthetic import (Synthetic, SyntheticAva, SyntheticBiased, SyntheticCharades,
+                                           renders_itself)
 from stjax.data.builders.ucf101 import Ucf101
 from stjax.data.builders.video_folder import VideoFolder
 from stjax.data.builders.video_multilabel import VideoMultilabel
 
 __all__ = ["Ava", "BUILDERS", "Charades", "DEFAULT_DATA_DIR", "LABEL_TYPES", "FoldConfig", "Synthetic",
-           "SyntheticAva", "SyntheticCharades", "VideoDatasetBuilder",
+           "SyntheticAva", "SyntheticBiased", "SyntheticCharades", "VideoDatasetBuilder",
            "VideoFolder", "VideoFolderConfig", "VideoMultilabel", "builder_class", "class_names",
            "default_config_name", "label_type",
            "load_builder", "prepared_dir", "renders_itself", "split_name"]
@@ -34,6 +35,7 @@ GENERIC_BUILDERS: dict[str, type[VideoDatasetBuilder]] = {
     "synthetic": Synthetic,
     "synthetic_charades": SyntheticCharades,  # rendered on first use, like `synthetic`
     "synthetic_ava": SyntheticAva,
+    "synthetic_biased": SyntheticBiased,
 }
 # Builders for the layouts the standard datasets are distributed in.
 OFFICIAL_BUILDERS: dict[str, type[VideoDatasetBuilder]] = {

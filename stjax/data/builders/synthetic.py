@@ -1,8 +1,9 @@
 """The built-in synthetic video sets (see `stjax.data.make_synthetic`) as TFDS datasets, rendered into their
 folder of videos on first use: `synthetic` (one motion class per video), `synthetic_charades` (several
-motions one after the other per video, in the Charades v1 layout, built by the `charades` builder's code) and
+motions one after the other per video, in the Charades v1 layout, built by the `charades` builder's code),
 `synthetic_ava` (several objects per video, each with its box and its own actions at 1 Hz keyframes, in the
-AVA v2.2 layout, built by the `ava` builder's code)."""
+AVA v2.2 layout, built by the `ava` builder's code) and `synthetic_biased` (the motions set with a
+class-typical background in most train videos, independent of the class in test)."""
 from __future__ import annotations
 
 import json
@@ -79,6 +80,22 @@ class Synthetic(Rendered, VideoFolder):
         VideoFolderConfig(name="default", fps=25.0, short_side=None,
                           description="25 fps, stored at the generated size"),
     ]
+
+
+class SyntheticBiased(Rendered, VideoFolder, skip_registration=True):
+    """Scene-biased: the motions set (class = how the two objects move, 2 s at 25 fps) where each class has its
+    own typical background (hues and texture), which a train video has with probability `bias` (0.8; else
+    another class's) and a test video independently of its class (`make_synthetic --kind biased`; each video's
+    background class in `backgrounds.json` of the video folder). Stored at the generated size."""
+
+    name = "synthetic_biased"
+    KIND = "biased"
+    DEFAULT_VIDEO_DIR = os.path.join(DATA_ROOT, "synthetic_biased_videos")
+    GENERATOR_DEFAULTS = make_synthetic.BIASED_DEFAULTS
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "stjax-synthetic-biased-v1: the ten motions, class-typical backgrounds in train."}
+    BUILDER_CONFIGS = [VideoFolderConfig(name="default", fps=25.0, short_side=None,
+                                         description="25 fps, stored at the generated size")]
 
 
 class SyntheticCharades(Rendered, Charades, skip_registration=True):
