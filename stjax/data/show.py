@@ -2,11 +2,13 @@
 
     python -m stjax.data.show --config configs/pretrain.py:demo --out clips.png [--num_videos 4]
     python -m stjax.data.show --config configs/eval.py:ava --out keyframes.png   # detection: clips with boxes
+    python -m stjax.data.show --config configs/pretrain.py:demo --scene_ops --out scene_ops.png  # BE / DSM
 
 One row per clip (ρ rows per video), one column per frame; each row is labelled
 with the video's class and the clip's start time in seconds. For a dataset of person boxes (label type
 `boxes`) the rows are keyframes' training clips (`stjax.data.keyframes`: scaled, cropped, flipped) with
-each valid box drawn on every frame and its actions written on the keyframe's frame.
+each valid box drawn on every frame and its actions written on the keyframe's frame. With `--scene_ops`, a few
+training clips each with BE's and DSM's transforms of it (`stjax.data.scene_ops`), one row each.
 """
 from __future__ import annotations
 
@@ -131,11 +133,142 @@ def show_clips(config, out_path: str, num_videos: int = 4, split: str | None = N
     return out_path
 
 
+def scene_op_settings(config) -> dict:
+    """The scene transforms' settings: `config.auxiliary.background_erasing` / `.dsm` where the config has
+    them, else the defaults of `stjax.data.scene_ops` (the official code's)."""
+    from stjax.data import scene_ops
+
+    settings = {"max_lambda": 0.3, "per_clip": False, "num_points": scene_ops.SLD_POINTS,
+                "centre": scene_ops.SLD_CENTRE, "shift": scene_ops.SLD_SHIFT, "insert_rounds": 2, "swap_rounds": 2}
+    auxiliary = config.get("auxiliary", None) if hasattr(config, "get") else None
+    for block in ("background_erasing", "dsm"):
+        values = auxiliary.get(block, None) if auxiliary is not None else None
+        for name in settings:
+            if values is not None and name in values:
+                settings[name] = values[name]
+    return settings
+
+
+def apply_scene_ops(clips, seed: int = 0, settings: dict | None = None) -> dict:
+    """uint8 clips [N, T, H, W, 3] → {'background_erasing', 'spatial_local_disturbance',
+    'temporal_local_disturbance': uint8 [N, T, H, W, 3], 'draws': {op: its draws, NumPy}}: each clip's draws from
+    `scene_ops.*_draws` (key `seed`), applied by the JAX ops to the clips as float, rounded back to uint8."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from stjax.data import scene_ops
+
+    s = dict(scene_op_settings({}), **(settings or {}))
+    clips = np.asarray(clips)
+    n, t, h, w = clips.shape[:4]
+    be_rng, sld_rng, tld_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
+    draws = {"background_erasing": scene_ops.background_erasing_draws(be_rng, (n,), t, s["max_lambda"],
+                                                                      s["per_clip"]),
+             "spatial_local_disturbance": scene_ops.sld_draws(sld_rng, (n,), h, w, s["num_points"], s["centre"],
+                                                              s["shift"]),
+             "temporal_local_disturbance": scene_ops.tld_draws(tld_rng, (n,), t, s["insert_rounds"],
+                                                               s["swap_rounds"])}
+    x = jnp.asarray(clips, jnp.float32)
+    ops = {"background_erasing": scene_ops.background_erase,
+           "spatial_local_disturbance": scene_ops.spatial_local_disturbance,
+           "temporal_local_disturbance": scene_ops.temporal_local_disturbance}
+    out = {name: np.asarray(jnp.round(jnp.clip(op(x, **draws[name]), 0, 255))).astype(np.uint8)
+           for name, op in ops.items()}
+    out["draws"] = {name: {k: np.asarray(v) for k, v in d.items()} for name, d in draws.items()}
+    return out
+
+
+def render_scene_ops_png(clips, path: str, title: str = "", seed: int = 0, settings: dict | None = None,
+                         labels=None) -> None:
+    """uint8 clips [N, T, H, W, 3] → PNG: per clip the rows "original", "background erasing (λ, k)", "spatial
+    local disturbance" (+: the warp points c + s) and "temporal local disturbance (the frames shown)", its frames
+    across (`apply_scene_ops` with `seed`); `labels` [N] strings name the clips."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    clips = np.asarray(clips)
+    n, t, h, w = clips.shape[:4]
+    result = apply_scene_ops(clips, seed, settings)
+    draws = result["draws"]
+    fig, axes = plt.subplots(4 * n, 1, figsize=(0.9 * t + 2.4, 0.95 * 4 * n + 0.6), squeeze=False)
+    for v in range(n):
+        be, sld, tld = (draws[k] for k in ("background_erasing", "spatial_local_disturbance",
+                                           "temporal_local_disturbance"))
+        active = np.flatnonzero(sld["active"][v])
+        frames = " ".join(str(int(i)) for i in tld["indices"][v])
+        rows = [("original", clips[v]),
+                (f"background erasing\n(λ={float(be['lam'][v]):.2f}, k={int(be['frame'][v])})",
+                 result["background_erasing"][v]),
+                (f"spatial local disturbance\n({len(active)} point{'s' if len(active) != 1 else ''})",
+                 result["spatial_local_disturbance"][v]),
+                (f"temporal local disturbance\n(frames {frames})", result["temporal_local_disturbance"][v])]
+        for r, (caption, row) in enumerate(rows):
+            ax = axes[4 * v + r, 0]
+            ax.imshow(np.concatenate(list(row), axis=1), interpolation="nearest")
+            if r == 2:  # where each active warp pushes the content to, on every frame
+                points = sld["centres"][v][active] + sld["shifts"][v][active]
+                for j in range(t):
+                    ax.plot(points[:, 0] + j * w, points[:, 1], "+", color="yellow", markersize=5, markeredgewidth=0.7)
+                ax.set_xlim(-0.5, t * w - 0.5)
+                ax.set_ylim(h - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and labels is not None:
+                caption = f"{labels[v]}\n{caption}"
+            ax.set_ylabel(caption, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def show_scene_ops(config, out_path: str, num_videos: int = 3, split: str | None = None, seed: int = 0) -> str:
+    """Builds the data if needed, takes the first training clip of `num_videos` examples (a keyframe's clip for
+    a dataset of person boxes) and writes `render_scene_ops_png` of them (draws from `seed`; settings from
+    `scene_op_settings(config)`)."""
+    from stjax.data import builders, inputs, keyframes, pipeline, targets
+    from stjax.data import config as data_config
+
+    split = split or config.data.train_split
+    needed = [inputs.Needed("split", split, "show_scene_ops reads it")]
+    if builders.label_type(config.data.dataset) == "boxes":
+        data_config.ensure_built(config, splits=needed)
+        ds = keyframes.train_dataset(config.data.dataset, batch_size=num_videos,
+                                     spec=keyframes.spec_from_config(config), seed=config.seed, split=split,
+                                     data_dir=config.data.data_dir, shuffle_buffer=config.data.shuffle_buffer)
+        batch = next(iter(ds.as_numpy_iterator()))
+        labels = [f"keyframe {i}" for i in range(num_videos)]
+    else:
+        data_config.validate(config, needed)
+        data_config.ensure_built(config, splits=needed)
+        ds = pipeline.pretrain_dataset(
+            config.data.dataset, batch_size=num_videos, clips=data_config.clip_spec(config),
+            augmentation=data_config.augment_config(config), seed=config.seed, split=split,
+            data_dir=config.data.data_dir, shuffle_buffer=config.data.shuffle_buffer)
+        batch = next(iter(ds.as_numpy_iterator()))
+        names = builders.class_names(builders.load_builder(config.data.dataset, config.data.data_dir))
+        labels = [targets.label_text(label, names) for label in batch["label"]]
+    clips = batch["clips"][:, 0]
+    settings = scene_op_settings(config)
+    title = (f"{config.data.dataset}: BE max λ={settings['max_lambda']:g}; DSM points {tuple(settings['num_points'])}"
+             f", {settings['insert_rounds']} insert + {settings['swap_rounds']} swap rounds (seed {seed})")
+    render_scene_ops_png(clips, out_path, title, seed, settings, labels)
+    return out_path
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
-    path = show_clips(f.config, f.out, f.num_videos, f.split)
+    if f.scene_ops:
+        path = show_scene_ops(f.config, f.out, f.num_videos, f.split, seed=f.config.seed)
+    else:
+        path = show_clips(f.config, f.out, f.num_videos, f.split)
     print(f"wrote {path}")
 
 
@@ -145,5 +278,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", "clips.png", "PNG file to write")
     flags.DEFINE_integer("num_videos", 4, "how many videos to show")
     flags.DEFINE_string("split", None, "split to show (default: config.data.train_split)")
+    flags.DEFINE_bool("scene_ops", False, "show BE's and DSM's clip transforms of a few training clips instead")
     flags.mark_flags_as_required(["config"])
     app.run(main)
