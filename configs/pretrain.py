@@ -109,7 +109,13 @@ def get_config(arg=None):
     config.knn = ml_collections.ConfigDict(dict(k=200, temperature=0.07, pool="mean"))
     # Auxiliary terms added to the framework's loss, each with its weight (0: off), e.g.
     # `--config.auxiliary.arrow_of_time.weight=0.1`; one block per term of stjax.objectives.auxiliary.AUXILIARY.
-    config.auxiliary = ml_collections.ConfigDict(dict(arrow_of_time=dict(weight=0.0)))
+    # background_erasing (BE) and dsm (its triplet form) with the official defaults: ρMoCo + BE is
+    # `--config.framework=moco --config.auxiliary.background_erasing.weight=1.0`.
+    config.auxiliary = ml_collections.ConfigDict(dict(
+        arrow_of_time=dict(weight=0.0),
+        background_erasing=dict(weight=0.0, max_lambda=0.3, per_clip=False),
+        dsm=dict(weight=0.0, margin=0.5, num_points=(1, 3), centre=(60 / 224, 140 / 224), shift=(10 / 224, 20 / 224),
+                 insert_rounds=2, swap_rounds=2)))
 
     data = config.data = ml_collections.ConfigDict()
     data.data_dir = placeholder(str)   # default: $STJAX_DATA_ROOT/tfds (~/stjax_data/tfds)

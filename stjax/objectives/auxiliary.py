@@ -16,6 +16,7 @@ configs/pretrain.py) is all a new one takes.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import flax.linen as nn
@@ -58,7 +59,136 @@ class ArrowOfTime:
         return loss, batch_stats, {f"aux/{self.name}_accuracy": accuracy}
 
 
-AUXILIARY = {cls.name: cls for cls in (ArrowOfTime,)}
+def _unit(x):
+    """x / ‖x‖ along the last axis, with a finite gradient at x = 0."""
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), 1e-12))
+
+
+def _distance(a, b):
+    """‖a − b‖₂ along the last axis, with a finite gradient where a = b (PyTorch's pairwise_distance adds
+    eps = 1e-6 to the difference for the same reason)."""
+    return jnp.sqrt(jnp.sum(jnp.square(a - b), axis=-1) + 1e-12)
+
+
+def _range(name: str, value, low: float, high: float) -> tuple[float, float]:
+    """(lo, hi) of a setting `auxiliary.name` that must be a pair low <= lo <= hi <= high."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        lo, hi = math.nan, math.nan
+    if not low <= lo <= hi <= high:
+        raise ValueError(f"auxiliary.{name}={value!r} is invalid; valid values: (lo, hi) with {low} <= lo <= hi "
+                         f"<= {high}")
+    return lo, hi
+
+
+class BackgroundErasing:
+    """Background Erasing (Wang et al., CVPR 2021): each clip's distracting copy, a static frame of it blended
+    into every frame (`stjax.data.scene_ops.background_erase`, λ = max_lambda·U(0, 1), one λ per batch as the
+    official code or per clip), is pulled to the clip's own embedding: 2 − 2·cos(f(x̃), sg(f(x))) (the paper's
+    "pull the distracting video's feature to the original's", as a term any framework can take; the released
+    MoCo code instead makes x̃ the query of MoCo's own loss). Cost: one backbone pass over 2× the clips."""
+
+    name = "background_erasing"
+    defaults = {"max_lambda": 0.3, "per_clip": False}
+
+    def __init__(self, settings):
+        lam = settings["max_lambda"]
+        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0.0 <= lam <= 1.0:
+            raise ValueError(f"auxiliary.background_erasing.max_lambda={lam!r} is invalid; valid values: numbers in "
+                             "[0, 1] (the mixing weight's upper bound; the official 0.3)")
+        self.max_lambda = float(lam)
+        self.per_clip = bool(settings["per_clip"])
+
+    def init(self, rng, features):
+        del rng, features
+        return {}
+
+    def loss(self, head_params, framework, params, batch_stats, extra, clips, rng):
+        from stjax.data import scene_ops
+
+        del head_params
+        draw_rng, embed_rng = jax.random.split(rng)
+        b, rho, t = clips.shape[:3]
+        draws = scene_ops.background_erasing_draws(draw_rng, (b, rho), t, self.max_lambda, self.per_clip)
+        both = jnp.concatenate([clips, scene_ops.background_erase(clips, **draws)], axis=1)
+        feats, batch_stats = framework.embed(params, batch_stats, extra, both, embed_rng, train=True)
+        clean, mixed = _unit(jax.lax.stop_gradient(feats[:, :rho])), _unit(feats[:, rho:])
+        loss = jnp.mean(2.0 - 2.0 * jnp.sum(clean * mixed, axis=-1))
+        return loss, batch_stats, {f"aux/{self.name}_lambda": jnp.mean(draws["lam"])}
+
+
+def triplet_margin(anchor, positive, negative, margin: float) -> jnp.ndarray:
+    """mean over rows of max(‖a − p‖₂ − ‖a − n‖₂ + margin, 0) (PyTorch's TripletMarginLoss, p = 2)."""
+    return jnp.mean(jnp.maximum(_distance(anchor, positive) - _distance(anchor, negative) + margin, 0.0))
+
+
+class DecoupleSceneMotion:
+    """DSM (Wang et al., AAAI 2021), its triplet form: the anchor is a clip with its scene disturbed (spatial
+    local disturbance: one smooth local warp for all frames), the positive another clip of its video (the
+    next of its ρ; with ρ = 1 the other augmentation), the negatives the anchor's clip with its motion broken
+    (temporal local disturbance: frames inserted and swapped) and those of the other videos (the batch
+    reversed); L = TM(a, p, n) + TM(a, p, n_rev) on L2-normalised backbone features, margin 0.5 (the
+    official `dsm_triplet`). The official negative "the same video at another time" is not used: with ρ ≥ 2
+    it is a ρ positive. Cost: one backbone pass over 3× the clips."""
+
+    name = "dsm"
+    defaults = {"margin": 0.5, "num_points": (1, 3), "centre": (60 / 224, 140 / 224), "shift": (10 / 224, 20 / 224),
+                "insert_rounds": 2, "swap_rounds": 2}
+
+    def __init__(self, settings):
+        margin = settings["margin"]
+        if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0.0 <= margin < float("inf"):
+            raise ValueError(f"auxiliary.dsm.margin={margin!r} is invalid; valid values: finite numbers >= 0")
+        self.margin = float(margin)
+        lo, hi = _range("dsm.num_points", settings["num_points"], 1, 64)
+        if lo != int(lo) or hi != int(hi):
+            raise ValueError(f"auxiliary.dsm.num_points={settings['num_points']!r} is invalid; valid values: "
+                             "(fewest, most) integers >= 1")
+        self.num_points = (int(lo), int(hi))
+        self.centre = _range("dsm.centre", settings["centre"], 0.0, 1.0)
+        self.shift = _range("dsm.shift", settings["shift"], 0.0, 1.0)
+        for field in ("insert_rounds", "swap_rounds"):
+            value = settings[field]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"auxiliary.dsm.{field}={value!r} is invalid; valid values: integers >= 0")
+        if settings["insert_rounds"] + settings["swap_rounds"] < 1:
+            raise ValueError("auxiliary.dsm.insert_rounds + swap_rounds must be >= 1: the negative needs its motion "
+                             "broken")
+        self.insert_rounds, self.swap_rounds = int(settings["insert_rounds"]), int(settings["swap_rounds"])
+
+    def init(self, rng, features):
+        del rng, features
+        return {}
+
+    def disturb(self, clips, rng):
+        """(scene-disturbed, motion-disturbed) copies of clips [B, ρ, T, H, W, C]."""
+        from stjax.data import scene_ops
+
+        sld_rng, tld_rng = jax.random.split(rng)
+        b, rho, t, h, w = clips.shape[:5]
+        sld = scene_ops.sld_draws(sld_rng, (b, rho), h, w, self.num_points, self.centre, self.shift)
+        tld = scene_ops.tld_draws(tld_rng, (b, rho), t, self.insert_rounds, self.swap_rounds)
+        return scene_ops.spatial_local_disturbance(clips, **sld), scene_ops.temporal_local_disturbance(clips, **tld)
+
+    def loss(self, head_params, framework, params, batch_stats, extra, clips, rng):
+        del head_params
+        disturb_rng, embed_rng = jax.random.split(rng)
+        rho = clips.shape[1]
+        scene, motion = self.disturb(clips, disturb_rng)
+        feats, batch_stats = framework.embed(params, batch_stats, extra, jnp.concatenate([scene, clips, motion], 1),
+                                             embed_rng, train=True)
+        feats = _unit(feats)
+        anchor, positive, negative = feats[:, :rho], jnp.roll(feats[:, rho:2 * rho], -1, axis=1), feats[:, 2 * rho:]
+        loss = (triplet_margin(anchor, positive, negative, self.margin)
+                + triplet_margin(anchor, positive, jnp.flip(negative, axis=0), self.margin))
+        d_pos = jnp.mean(_distance(anchor, positive))
+        d_neg = jnp.mean(_distance(anchor, negative))
+        return loss, batch_stats, {f"aux/{self.name}_positive_distance": d_pos,
+                                   f"aux/{self.name}_negative_distance": d_neg}
+
+
+AUXILIARY = {cls.name: cls for cls in (ArrowOfTime, BackgroundErasing, DecoupleSceneMotion)}
 
 
 def create_terms(auxiliary) -> dict:
