@@ -19,6 +19,15 @@ from stjax.data import show
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLD_KEYS = ("centres", "shifts", "active")
 
+# jitted: one compile per shape instead of op-by-op dispatch (the suite's time); the ops themselves unchanged
+_be_draws = jax.jit(S.background_erasing_draws, static_argnums=(1, 2, 3, 4))
+_sld_draws = jax.jit(S.sld_draws, static_argnums=(1, 2, 3, 4, 5, 6))
+_tld_draws = jax.jit(S.tld_draws, static_argnums=(1, 2, 3, 4, 5))
+_be = jax.jit(S.background_erase)
+_sld = jax.jit(S.spatial_local_disturbance)
+_tld = jax.jit(S.temporal_local_disturbance)
+_coords = jax.jit(S.sld_source_coordinates, static_argnums=(0, 1))
+
 
 def _clips(lead, t=5, h=14, w=18, seed=0):
     """float32 uint8-range clips [*lead, T, H, W, 3]: smooth blobs plus noise (distinct frames)."""
@@ -58,8 +67,8 @@ LEADS = [(), (3,), (2, 2)]
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_background_erase_host_equals_device(lead, seed):
     clips = _clips(lead, seed=seed)
-    draws = S.background_erasing_draws(jax.random.PRNGKey(seed), lead, clips.shape[-4], 0.3, per_clip=seed == 1)
-    device = np.asarray(S.background_erase(jnp.asarray(clips), **draws))
+    draws = _be_draws(jax.random.PRNGKey(seed), lead, clips.shape[-4], 0.3, per_clip=seed == 1)
+    device = np.asarray(_be(jnp.asarray(clips), **draws))
     host = _per_clip(H.background_erase, clips, draws, ("lam", "frame"))
     np.testing.assert_allclose(host, device, rtol=0, atol=1e-5)
     assert not np.allclose(host, clips, atol=1e-3)  # something was blended in
@@ -70,8 +79,8 @@ def test_background_erase_host_equals_device(lead, seed):
 def test_sld_host_equals_device(lead, seed):
     clips = _clips(lead, h=17 + seed, w=23 - seed, seed=seed)
     h, w = clips.shape[-3:-1]
-    draws = S.sld_draws(jax.random.PRNGKey(seed), lead, h, w)
-    device = np.asarray(S.spatial_local_disturbance(jnp.asarray(clips), **draws))
+    draws = _sld_draws(jax.random.PRNGKey(seed), lead, h, w)
+    device = np.asarray(_sld(jnp.asarray(clips), **draws))
     host = _per_clip(H.spatial_local_disturbance, clips, draws, SLD_KEYS)
     # XLA's float32 norm is one ulp off the exact rounding (measured ~1e-6 px in the coordinates, TF's equals
     # NumPy's), which a pixel gradient of up to ~255/px turns into < 1e-3 on uint8-range noise; almost all
@@ -80,7 +89,7 @@ def test_sld_host_equals_device(lead, seed):
     assert np.mean(np.abs(host - device) > 1e-5) < 0.02
     flat = {k: np.asarray(v).reshape((-1,) + np.asarray(v).shape[len(lead):]) for k, v in draws.items()}
     for i in range(flat["active"].shape[0]):
-        coords_jax = np.asarray(S.sld_source_coordinates(h, w, *(flat[k][i] for k in SLD_KEYS)))
+        coords_jax = np.asarray(_coords(h, w, *(flat[k][i] for k in SLD_KEYS)))
         coords_tf = H.sld_source_coordinates(h, w, *(flat[k][i] for k in SLD_KEYS)).numpy()
         np.testing.assert_allclose(coords_tf, coords_jax, rtol=0, atol=1e-5)
     assert not np.allclose(host, clips, atol=1e-3)  # the warp moved something
@@ -89,11 +98,11 @@ def test_sld_host_equals_device(lead, seed):
 def test_sld_host_equals_device_where_the_warp_reaches_the_border():
     """Points near the top-left corner with large shifts: sources left of / above the frame are clamped."""
     clips = _clips((4,), h=21, w=19, seed=9)
-    draws = S.sld_draws(jax.random.PRNGKey(9), (4,), 21, 19, centre=(0.0, 0.1), shift=(0.2, 0.35))
-    coords = np.stack([np.asarray(S.sld_source_coordinates(21, 19, *(draws[k][i] for k in SLD_KEYS)))
+    draws = _sld_draws(jax.random.PRNGKey(9), (4,), 21, 19, centre=(0.0, 0.1), shift=(0.2, 0.35))
+    coords = np.stack([np.asarray(_coords(21, 19, *(draws[k][i] for k in SLD_KEYS)))
                        for i in range(4)])
     assert np.mean(coords == 0) > 0.01  # the clamp is in use
-    device = np.asarray(S.spatial_local_disturbance(jnp.asarray(clips), **draws))
+    device = np.asarray(_sld(jnp.asarray(clips), **draws))
     host = _per_clip(H.spatial_local_disturbance, clips, draws, SLD_KEYS)
     np.testing.assert_allclose(host, device, rtol=0, atol=2e-3)
 
@@ -102,8 +111,8 @@ def test_sld_host_equals_device_where_the_warp_reaches_the_border():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_tld_host_equals_device(lead, seed):
     clips = _clips(lead, t=8, seed=seed)
-    draws = S.tld_draws(jax.random.PRNGKey(seed), lead, 8)
-    device = np.asarray(S.temporal_local_disturbance(jnp.asarray(clips), **draws))
+    draws = _tld_draws(jax.random.PRNGKey(seed), lead, 8)
+    device = np.asarray(_tld(jnp.asarray(clips), **draws))
     host = _per_clip(H.temporal_local_disturbance, clips, draws, ("indices",))
     np.testing.assert_array_equal(host, device)
 
@@ -111,9 +120,9 @@ def test_tld_host_equals_device(lead, seed):
 def test_host_twins_run_inside_a_tf_data_map_with_dynamic_shapes():
     """Graph mode, H, W, T and P unknown when traced: the same clips as the JAX ops."""
     clips = _clips((3,), t=6, h=15, w=19, seed=7)
-    be = S.background_erasing_draws(jax.random.PRNGKey(1), (3,), 6, per_clip=True)
-    sld = S.sld_draws(jax.random.PRNGKey(2), (3,), 15, 19)
-    tld = S.tld_draws(jax.random.PRNGKey(3), (3,), 6)
+    be = _be_draws(jax.random.PRNGKey(1), (3,), 6, per_clip=True)
+    sld = _sld_draws(jax.random.PRNGKey(2), (3,), 15, 19)
+    tld = _tld_draws(jax.random.PRNGKey(3), (3,), 6)
     numpy = lambda d: {k: np.asarray(v) for k, v in d.items()}  # noqa: E731
     ds = tf.data.Dataset.from_tensor_slices((clips, numpy(be), numpy(sld), numpy(tld)))
 
@@ -130,8 +139,8 @@ def test_host_twins_run_inside_a_tf_data_map_with_dynamic_shapes():
     out = [tuple(x.numpy() for x in traced(*args)) for args in ds]
     out_map = list(ds.map(transform).as_numpy_iterator())
     x = jnp.asarray(clips)
-    expected = (S.background_erase(x, **be), S.spatial_local_disturbance(x, **sld),
-                S.temporal_local_disturbance(x, **tld))
+    expected = (_be(x, **be), _sld(x, **sld),
+                _tld(x, **tld))
     for i in range(3):
         for got in (out[i], out_map[i]):
             for g, e, atol in zip(got, expected, (1e-5, 2e-3, 0)):
@@ -143,7 +152,7 @@ def test_host_twins_run_inside_a_tf_data_map_with_dynamic_shapes():
 def test_background_erase_is_the_formula():
     clips = _clips((2,), t=4, seed=3)
     lam, frame = np.array([0.25, 0.1], np.float32), np.array([3, 0], np.int32)
-    got = np.asarray(S.background_erase(jnp.asarray(clips), jnp.asarray(lam), jnp.asarray(frame)))
+    got = np.asarray(_be(jnp.asarray(clips), jnp.asarray(lam), jnp.asarray(frame)))
     x = clips.astype(np.float64)
     for b in range(2):
         expected = (1 - lam[b]) * x[b] + lam[b] * x[b, frame[b]][None]
@@ -152,24 +161,24 @@ def test_background_erase_is_the_formula():
         # the temporal derivative is scaled by (1 − λ), not destroyed
         np.testing.assert_allclose(np.diff(got[b], axis=0), (1 - lam[b]) * np.diff(x[b], axis=0), atol=1e-3)
     # λ = 0 is the identity
-    zero = S.background_erase(jnp.asarray(clips), jnp.zeros(2), jnp.asarray(frame))
+    zero = _be(jnp.asarray(clips), jnp.zeros(2), jnp.asarray(frame))
     np.testing.assert_array_equal(np.asarray(zero), clips)
     np.testing.assert_array_equal(H.background_erase(clips[0], 0.0, 2).numpy(), clips[0])
 
 
 def test_background_erasing_draws_ranges():
     rng = jax.random.PRNGKey(0)
-    d = S.background_erasing_draws(rng, (64, 2), 6, max_lambda=0.3)
+    d = _be_draws(rng, (64, 2), 6, max_lambda=0.3)
     lam, frame = np.asarray(d["lam"]), np.asarray(d["frame"])
     assert lam.shape == frame.shape == (64, 2) and lam.dtype == np.float32 and frame.dtype == np.int32
     assert np.all(lam == lam.flat[0]) and 0 <= lam.flat[0] <= 0.3  # one λ for the batch (the official code)
     assert frame.min() >= 0 and frame.max() <= 5 and len(np.unique(frame)) == 6
-    lams = [float(S.background_erasing_draws(jax.random.PRNGKey(i), (), 6, 0.3)["lam"]) for i in range(40)]
+    lams = [float(_be_draws(jax.random.PRNGKey(i), (), 6, 0.3)["lam"]) for i in range(40)]
     assert 0 <= min(lams) and max(lams) <= 0.3 and np.std(lams) > 0.03
-    per = np.asarray(S.background_erasing_draws(rng, (256,), 6, max_lambda=0.5, per_clip=True)["lam"])
+    per = np.asarray(_be_draws(rng, (256,), 6, max_lambda=0.5, per_clip=True)["lam"])
     assert 0 <= per.min() and per.max() <= 0.5 and len(np.unique(per)) > 200
     assert abs(per.mean() - 0.25) < 0.05  # max_lambda · U(0, 1)
-    assert np.all(np.asarray(S.background_erasing_draws(rng, (8,), 6, max_lambda=0.0)["lam"]) == 0)
+    assert np.all(np.asarray(_be_draws(rng, (8,), 6, max_lambda=0.0)["lam"]) == 0)
 
 
 # ----------------------------------------------------------------------------- spatial local disturbance
@@ -186,31 +195,31 @@ def _boxes_mask(h, w, centres, shifts, active):
 
 def test_sld_one_warp_for_all_frames():
     h, w = 20, 26
-    draws = S.sld_draws(jax.random.PRNGKey(4), (2,), h, w)
+    draws = _sld_draws(jax.random.PRNGKey(4), (2,), h, w)
     clips = _clips((2,), t=4, h=h, w=w, seed=4)
-    out = np.asarray(S.spatial_local_disturbance(jnp.asarray(clips), **draws))
+    out = np.asarray(_sld(jnp.asarray(clips), **draws))
     for b in range(2):
         for t in range(4):  # each frame alone gets the same warp
-            single = S.spatial_local_disturbance(jnp.asarray(clips[b, t:t + 1]), *(draws[k][b] for k in SLD_KEYS))
+            single = _sld(jnp.asarray(clips[b, t:t + 1]), *(draws[k][b] for k in SLD_KEYS))
             np.testing.assert_allclose(out[b, t], np.asarray(single)[0], atol=1e-4)
     # a static clip stays static (its frame differences stay zero); frames that differ by a constant keep it
     static = np.repeat(clips[:, :1], 4, axis=1)
-    warped = np.asarray(S.spatial_local_disturbance(jnp.asarray(static), **draws))
+    warped = np.asarray(_sld(jnp.asarray(static), **draws))
     assert np.all(warped == warped[:, :1])
     assert not np.allclose(warped, static, atol=1e-2)
     shifted = static + np.arange(4, dtype=np.float32)[None, :, None, None, None] * 10
-    warped = np.asarray(S.spatial_local_disturbance(jnp.asarray(shifted), **draws))
+    warped = np.asarray(_sld(jnp.asarray(shifted), **draws))
     np.testing.assert_allclose(np.diff(warped, axis=1), 10.0, atol=1e-3)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_sld_leaves_pixels_far_from_every_point_unchanged(seed):
     h, w = 40, 33
-    draws = S.sld_draws(jax.random.PRNGKey(seed), (), h, w, shift=(0.05, 0.12))
+    draws = _sld_draws(jax.random.PRNGKey(seed), (), h, w, shift=(0.05, 0.12))
     clip = _clips((), t=3, h=h, w=w, seed=seed)
     mask = _boxes_mask(h, w, *(draws[k] for k in SLD_KEYS))
     assert 0 < mask.mean() < 1
-    for out in (np.asarray(S.spatial_local_disturbance(jnp.asarray(clip), **draws)),
+    for out in (np.asarray(_sld(jnp.asarray(clip), **draws)),
                 H.spatial_local_disturbance(clip, *(np.asarray(draws[k]) for k in SLD_KEYS)).numpy()):
         np.testing.assert_array_equal(out[:, ~mask], clip[:, ~mask])
         assert np.abs(out[:, mask] - clip[:, mask]).max() > 1.0
@@ -231,7 +240,7 @@ def test_sld_moves_content_near_a_point_by_w_times_s():
     src_y = np.clip(np.where(inside, ys - weight * shift[0, 1], ys), 0, h - 1)
     expected = 3.0 * src_x - 2.0 * src_y + 100.0
     args = (centre.astype(np.float32), shift.astype(np.float32), np.array([True]))
-    for out in (np.asarray(S.spatial_local_disturbance(jnp.asarray(clip), *(jnp.asarray(a) for a in args))),
+    for out in (np.asarray(_sld(jnp.asarray(clip), *(jnp.asarray(a) for a in args))),
                 H.spatial_local_disturbance(clip, *args).numpy()):
         np.testing.assert_allclose(out[..., 0], np.broadcast_to(expected, (2, h, w)), atol=1e-3)
         # at the pixel nearest c + s the content came from about 0.5·s back: moved by about w·s, w ≈ 0.5
@@ -245,7 +254,7 @@ def test_sld_moves_content_near_a_point_by_w_times_s():
 
 def test_sld_draws_ranges():
     h, w = 40, 100
-    d = S.sld_draws(jax.random.PRNGKey(0), (500,), h, w)
+    d = _sld_draws(jax.random.PRNGKey(0), (500,), h, w)
     centres, shifts, active = (np.asarray(d[k]) for k in SLD_KEYS)
     assert centres.shape == shifts.shape == (500, 3, 2) and active.shape == (500, 3) and active.dtype == bool
     counts = active.sum(-1)
@@ -258,10 +267,10 @@ def test_sld_draws_ranges():
         assert frac.min() < lo + 0.02 and frac.max() > hi - 0.02  # spread over the range, both axes scaled
     assert centres[..., 0].max() > 0.55 * w and centres[..., 1].max() < 0.63 * h
     # the official 224² constants: centres in [60, 140), shifts in [10, 20) px
-    d224 = S.sld_draws(jax.random.PRNGKey(1), (200,), 224, 224)
+    d224 = _sld_draws(jax.random.PRNGKey(1), (200,), 224, 224)
     assert 60 <= np.asarray(d224["centres"]).min() and np.asarray(d224["centres"]).max() < 140
     assert 10 <= np.asarray(d224["shifts"]).min() and np.asarray(d224["shifts"]).max() < 20
-    two = S.sld_draws(jax.random.PRNGKey(2), (50,), h, w, num_points=(2, 2))
+    two = _sld_draws(jax.random.PRNGKey(2), (50,), h, w, num_points=(2, 2))
     assert np.asarray(two["active"]).shape == (50, 2) and np.all(np.asarray(two["active"]))
 
 
@@ -270,10 +279,10 @@ def test_sld_draws_ranges():
 def test_tld_shows_input_frames_in_another_order():
     t = 8
     clips = _clips((64,), t=t, h=6, w=7, seed=5)
-    draws = S.tld_draws(jax.random.PRNGKey(5), (64,), t)
+    draws = _tld_draws(jax.random.PRNGKey(5), (64,), t)
     indices = np.asarray(draws["indices"])
     assert indices.shape == (64, t) and indices.min() >= 0 and indices.max() < t
-    out = np.asarray(S.temporal_local_disturbance(jnp.asarray(clips), **draws))
+    out = np.asarray(_tld(jnp.asarray(clips), **draws))
     for b in range(64):  # every output frame is some input frame: the one its index names
         for j in range(t):
             matches = [i for i in range(t) if np.array_equal(out[b, j], clips[b, i])]
@@ -282,7 +291,7 @@ def test_tld_shows_input_frames_in_another_order():
     assert changed.mean() > 0.95
     repeats = np.array([len(set(row)) < t for row in indices])
     assert repeats.mean() > 0.8  # insertions repeat a frame (and drop another)
-    many = np.concatenate([np.asarray(S.tld_draws(jax.random.PRNGKey(100 + i), (64,), t)["indices"])
+    many = np.concatenate([np.asarray(_tld_draws(jax.random.PRNGKey(100 + i), (64,), t)["indices"])
                            for i in range(20)])
     assert np.mean(np.all(many == np.arange(t), axis=-1)) < 0.005  # the identity is (nearly) never drawn
 
@@ -290,10 +299,10 @@ def test_tld_shows_input_frames_in_another_order():
 def test_tld_swaps_only_keep_the_frames():
     t = 10
     clips = _clips((32,), t=t, h=6, w=7, seed=6)
-    draws = S.tld_draws(jax.random.PRNGKey(7), (32,), t, insert_rounds=0, swap_rounds=3)
+    draws = _tld_draws(jax.random.PRNGKey(7), (32,), t, insert_rounds=0, swap_rounds=3)
     indices = np.asarray(draws["indices"])
     assert np.all(np.sort(indices, axis=-1) == np.arange(t))  # a permutation
-    out = np.asarray(S.temporal_local_disturbance(jnp.asarray(clips), **draws))
+    out = np.asarray(_tld(jnp.asarray(clips), **draws))
     means_in, means_out = clips.mean(axis=(2, 3, 4)), out.mean(axis=(2, 3, 4))
     np.testing.assert_allclose(np.sort(means_out, -1), np.sort(means_in, -1), atol=1e-3)
     assert np.mean(np.any(indices != np.arange(t), axis=-1)) > 0.9
@@ -307,8 +316,8 @@ def test_tld_breaks_the_frame_order_and_sld_keeps_it():
     ramp = (pattern + 12.0 * np.arange(t, dtype=np.float32)[None, :, None, None, None]).astype(np.float32)
     before = _consecutive_mad(ramp)
     np.testing.assert_allclose(before, 12.0, atol=1e-3)
-    tld = S.temporal_local_disturbance(jnp.asarray(ramp), **S.tld_draws(jax.random.PRNGKey(9), (n,), t))
-    sld = S.spatial_local_disturbance(jnp.asarray(ramp), **S.sld_draws(jax.random.PRNGKey(9), (n,), h, w))
+    tld = _tld(jnp.asarray(ramp), **_tld_draws(jax.random.PRNGKey(9), (n,), t))
+    sld = _sld(jnp.asarray(ramp), **_sld_draws(jax.random.PRNGKey(9), (n,), h, w))
     after_tld, after_sld = _consecutive_mad(np.asarray(tld)), _consecutive_mad(np.asarray(sld))
     assert after_tld.mean() > 1.5 * before.mean()
     np.testing.assert_allclose(after_sld, before, atol=1e-2)
