@@ -39,7 +39,7 @@ from ml_collections.config_dict import placeholder  # None, but typed: settable 
 from stjax import configlib
 
 PRESETS = ("demo", "k400_r50")
-FRAMEWORKS = ("byol", "moco", "simclr", "swav")  # the names registered in stjax.objectives.FRAMEWORKS
+FRAMEWORKS = ("byol", "moco", "simclr", "swav", "dsm")  # names registered in stjax.objectives.FRAMEWORKS
 
 
 def get_config(arg=None):
@@ -94,6 +94,12 @@ def get_config(arg=None):
         projector_hidden=(2048, 2048), projector_out=128, num_prototypes=1000, temperature=0.1,
         epsilon=0.05, sinkhorn_iterations=3, freeze_prototypes_epochs=1.0, pairing="all",
         queue_size=0, queue_start_epochs=15.0,
+    ))
+    # DSM alone (its official triplet form, stjax/objectives/dsm.py): a 128-d linear projection, margin 0.5,
+    # the spatial / temporal local disturbances' defaults (the same block as auxiliary.dsm, less the weight).
+    config.dsm = ml_collections.ConfigDict(dict(
+        projector_out=128, margin=0.5, num_points=(1, 3), centre=(60 / 224, 140 / 224), shift=(10 / 224, 20 / 224),
+        insert_rounds=2, swap_rounds=2,
     ))
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,

@@ -44,7 +44,7 @@ def test_presets_and_arguments():
     ("demo,sampling=0x4", "sampling must be FRAMESxSTRIDE"),
     ("tiny", "unknown preset 'tiny'; valid presets: demo, k400_r50"),
     ("demo,rho=two", "rho='two' must be of type int"),
-    ("demo,framework=dino", "framework='dino' is invalid; valid values: byol, moco, simclr, swav"),
+    ("demo,framework=dino", "framework='dino' is invalid; valid values: byol, moco, simclr, swav, dsm"),
 ])
 def test_bad_arguments_name_the_field(arg, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -94,7 +94,7 @@ def test_config_flags_with_a_misspelt_field_name_it_and_the_valid_names():
                                          "auxiliary, batch_size, byol,"):
         configlib.check_config_flags(["--config", pretrain, "--workdir=x", "--config.init_from=runs/a"])
     with pytest.raises(ValueError, match="^--config.auxiliary.nope.weight: no field 'nope' under auxiliary; valid "
-                                         "names: arrow_of_time$"):
+                                         "names: arrow_of_time, background_erasing, dsm$"):
         configlib.check_config_flags([f"--config={pretrain}:demo", "--config.auxiliary.nope.weight=1"])
     configlib.check_config_flags([f"--config={pretrain}:demo", "--config.auxiliary.arrow_of_time.weight=0.1"])
     configlib.check_config_flags([f"--config={os.path.join(ROOT, 'configs', 'eval.py')}:knn", "--config.init_from=a"])
@@ -104,12 +104,13 @@ def test_config_flags_with_a_misspelt_field_name_it_and_the_valid_names():
 @pytest.mark.parametrize("preset", ["demo", "k400_r50"])
 def test_every_framework_has_its_recipe_and_builds(preset):
     names = sorted(set(objectives.FRAMEWORKS) - {"supervised", "detection"})  # the fine-tuning objectives
-    assert names == ["byol", "moco", "simclr", "swav"]  # the config's own list, see the bad-arguments test
+    assert names == ["byol", "dsm", "moco", "simclr", "swav"]  # the config's own list, see the bad-arguments test
     for name in names:
         config = _get_config(f"{preset},framework={name}")
         # PySlowFast's pairing in the recipe: every other clip for BYOL/MoCo, consecutive clips for SimCLR/SwAV
+        # (DSM's triplets pair each clip with the next of its video: no pairing field)
         official = "consecutive" if preset == "k400_r50" and name in ("simclr", "swav") else "all"
-        assert config.framework == name and config[name].pairing == official
+        assert config.framework == name and config[name].get("pairing", "all") == official
         # PySlowFast's contrastive configs keep ZERO_INIT_FINAL_BN off; the demo keeps it on
         assert config.model.zero_init_residual == (preset == "demo")
         assert objectives.base.backbone_from_config(config).zero_init_residual == (preset == "demo")

@@ -288,12 +288,15 @@ def test_tld_shows_input_frames_in_another_order():
             matches = [i for i in range(t) if np.array_equal(out[b, j], clips[b, i])]
             assert matches == [indices[b, j]]
     changed = ~np.all(indices == np.arange(t), axis=-1)
-    assert changed.mean() > 0.95
+    assert changed.all()
     repeats = np.array([len(set(row)) < t for row in indices])
     assert repeats.mean() > 0.8  # insertions repeat a frame (and drop another)
     many = np.concatenate([np.asarray(_tld_draws(jax.random.PRNGKey(100 + i), (64,), t)["indices"])
                            for i in range(20)])
-    assert np.mean(np.all(many == np.arange(t), axis=-1)) < 0.005  # the identity is (nearly) never drawn
+    assert not np.any(np.all(many == np.arange(t), axis=-1))  # the identity is never drawn
+    for frames in (2, 3):  # where rounds often undo each other, an extra swap still changes the order
+        short = np.asarray(_tld_draws(jax.random.PRNGKey(7), (2000,), frames)["indices"])
+        assert not np.any(np.all(short == np.arange(frames), axis=-1))
 
 
 def test_tld_swaps_only_keep_the_frames():

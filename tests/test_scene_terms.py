@@ -147,3 +147,28 @@ def test_rho_simclr_plus_be_and_dsm_trains_on_8_devices_with_the_1_device_loss()
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), jax.device_get(state.params["backbone"]),
                          before.params["backbone"])
     assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_dsm_alone_is_the_triplet_term_on_its_projection():
+    config = _config("dsm", dsm=ml_collections.ConfigDict(dict(projector_out=8, **DSM)))
+    framework = objectives.create_framework(config, 10, 2)
+    clips, rng = jax.random.uniform(_key(1), CLIPS_SHAPE), _key(5)
+    params, batch_stats, extra = framework.init(_key(0), clips)
+    assert params["projector"]["out"]["kernel"].shape[-1] == 8 and extra == {}
+    loss, (stats, _, metrics) = framework.loss(params, batch_stats, extra, clips, rng, jnp.int32(0))
+
+    def embed(x):  # the backbone then the linear projection, written out
+        b, n = x.shape[:2]
+        feats, bb = framework.backbone.apply({"params": params["backbone"], "batch_stats": batch_stats["backbone"]},
+                                             x.reshape((-1,) + x.shape[2:]), train=True, mutable=["batch_stats"])
+        w = params["projector"]["out"]
+        return (feats @ w["kernel"] + w["bias"]).reshape(b, n, -1), {"backbone": bb["batch_stats"]}
+
+    expected, _, _ = auxiliary.DecoupleSceneMotion({**DSM}).triplets(embed, clips, rng)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert 0 < float(loss) and math.isfinite(float(metrics["negative_distance"]))
+    grads = jax.grad(lambda p: framework.loss(p, batch_stats, extra, clips, rng, jnp.int32(0))[0])(params)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    bad = _config("dsm", dsm=ml_collections.ConfigDict(dict(projector_out=8, **{**DSM, "margin": -1.0})))
+    with pytest.raises(ValueError, match=r"^dsm.margin=-1.0 is invalid"):
+        objectives.create_framework(bad, 10, 2)

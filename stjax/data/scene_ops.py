@@ -131,13 +131,14 @@ def tld_draws(rng, batch_shape: tuple, num_frames: int, insert_rounds: int = 2, 
     """{'indices': int32 [..., T]}: the frame each output frame shows, per clip: `insert_rounds` rounds of
     random insertion (a copy of the frame at a random position goes in at a random position, later frames move
     on, the last drops) then `swap_rounds` rounds of random swaps of two distinct positions, n = max(1,
-    ⌊fraction·T⌋) per round (the official in-clip "EDA": T = 8 → 2 insertions, 2 swaps). Each insertion
-    repeats a frame, so the order always changes."""
+    ⌊fraction·T⌋) per round (the official in-clip "EDA": T = 8 → 2 insertions, 2 swaps). Draws that would
+    leave the clip as it was (e.g. two swaps undoing each other: 13 % of draws at T = 2, none seen at T = 8)
+    get one more swap, so the order always changes."""
     if insert_rounds < 0 or swap_rounds < 0 or insert_rounds + swap_rounds < 1:
         raise ValueError(f"insert_rounds={insert_rounds}, swap_rounds={swap_rounds} are invalid; valid values: "
                          "integers >= 0, at least one of them > 0")
     if num_frames < 2:
-        raise ValueError(f"a temporal disturbance needs clips of >= 2 frames, got {num_frames}")
+        raise ValueError(f"num_frames={num_frames} is invalid: a temporal disturbance needs clips of >= 2 frames")
     per_round = max(1, math.floor(fraction * num_frames))
     t = num_frames
     positions = jnp.arange(t)
@@ -157,12 +158,13 @@ def tld_draws(rng, batch_shape: tuple, num_frames: int, insert_rounds: int = 2, 
 
     def one(key):
         indices = positions.astype(jnp.int32)
-        keys = jax.random.split(key, (insert_rounds + swap_rounds) * per_round)
+        keys = jax.random.split(key, (insert_rounds + swap_rounds) * per_round + 1)
         for i in range(insert_rounds * per_round):
             indices = insert(indices, keys[i])
-        for i in range(insert_rounds * per_round, len(keys)):
+        for i in range(insert_rounds * per_round, len(keys) - 1):
             indices = swap(indices, keys[i])
-        return indices
+        unchanged = jnp.all(indices == positions)
+        return jnp.where(unchanged, swap(indices, keys[-1]), indices)
 
     n = math.prod(batch_shape)
     indices = jax.vmap(one)(jax.random.split(rng, max(n, 1)))[:n]

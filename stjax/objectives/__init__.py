@@ -7,12 +7,14 @@ from stjax.objectives import auxiliary
 from stjax.objectives.base import Framework
 from stjax.objectives.byol import BYOL
 from stjax.objectives.detection import Detection
+from stjax.objectives.dsm import DSM
 from stjax.objectives.moco import MoCo
 from stjax.objectives.simclr import SimCLR
 from stjax.objectives.supervised import Supervised
 from stjax.objectives.swav import SwAV
 
-FRAMEWORKS: dict[str, type[Framework]] = {cls.name: cls for cls in (BYOL, MoCo, SimCLR, SwAV, Supervised, Detection)}
+FRAMEWORKS: dict[str, type[Framework]] = {cls.name: cls for cls in (BYOL, MoCo, SimCLR, SwAV, DSM, Supervised,
+                                                          Detection)}
 
 
 def create_framework(config, total_steps: int, steps_per_epoch: float | None = None) -> Framework:

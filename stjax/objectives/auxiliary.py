@@ -173,11 +173,16 @@ class DecoupleSceneMotion:
 
     def loss(self, head_params, framework, params, batch_stats, extra, clips, rng):
         del head_params
-        disturb_rng, embed_rng = jax.random.split(rng)
+        embed_rng, rng = jax.random.split(rng)
+        return self.triplets(lambda x: framework.embed(params, batch_stats, extra, x, embed_rng, train=True),
+                             clips, rng)
+
+    def triplets(self, embed, clips, rng):
+        """(loss, new batch_stats, metrics) with `embed(x [B, 3ρ, ...]) -> (features [B, 3ρ, D], batch_stats)`
+        the features the triplets are of (the backbone's here; `framework=dsm` adds its projector)."""
         rho = clips.shape[1]
-        scene, motion = self.disturb(clips, disturb_rng)
-        feats, batch_stats = framework.embed(params, batch_stats, extra, jnp.concatenate([scene, clips, motion], 1),
-                                             embed_rng, train=True)
+        scene, motion = self.disturb(clips, rng)
+        feats, batch_stats = embed(jnp.concatenate([scene, clips, motion], 1))
         feats = _unit(feats)
         anchor, positive, negative = feats[:, :rho], jnp.roll(feats[:, rho:2 * rho], -1, axis=1), feats[:, 2 * rho:]
         loss = (triplet_margin(anchor, positive, negative, self.margin)
