@@ -76,7 +76,7 @@ def test_dsm_adds_the_weighted_triplets_of_the_disturbed_clips():
     params, batch_stats, extra, base_params, base_stats, base_loss, term_rng = _term_inputs(
         framework, plain, clips, rng, step)
     loss, (_, _, metrics) = framework.loss(params, batch_stats, extra, clips, rng, step)
-    disturb_rng, embed_rng = jax.random.split(term_rng)
+    embed_rng, disturb_rng = jax.random.split(term_rng)
     sld_rng, tld_rng = jax.random.split(disturb_rng)
     sld = scene_ops.sld_draws(sld_rng, (8, 2), 16, 16, (1, 3), DSM["centre"], DSM["shift"])
     tld = scene_ops.tld_draws(tld_rng, (8, 2), 2, 2, 2)
