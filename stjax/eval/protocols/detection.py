@@ -93,23 +93,13 @@ def detect(spec: dict, variables: dict, config, directory: str, mesh, num_classe
     #eval keyframes)."""
     import jax
 
-    from stjax import export
     from stjax.data import builders
     from stjax.eval.protocols import finetune as finetune_lib
     from stjax.train import loop, setup
     from stjax.train import mesh as mesh_lib
     from stjax.train import workdir as workdir_lib
 
-    os.makedirs(directory, exist_ok=True)
-    init_path = os.path.join(directory, "init.npz")
-    if os.path.exists(init_path):  # a resumed run must start from these weights too
-        finetune_lib._check_same_start(init_path, variables, directory)
-    elif jax.process_index() == 0:
-        export.save_backbone(variables, spec, "npz", init_path)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"stjax: {init_path} written")
+    init_path = finetune_lib.save_start(spec, variables, directory)
     c = detection_config(spec, init_path, config, num_classes, num_train)
     eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     run = setup.build(c, mesh, batch_field="detection.batch_size", num_train=num_train)

@@ -72,23 +72,13 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     """
     import jax
 
-    from stjax import export
     from stjax.eval import features as eval_features
     from stjax.eval import metrics as metrics_lib
     from stjax.train import loop, setup
     from stjax.train import mesh as mesh_lib
     from stjax.train import workdir as workdir_lib
 
-    os.makedirs(directory, exist_ok=True)
-    init_path = os.path.join(directory, "init.npz")
-    if os.path.exists(init_path):  # a resumed fine-tune: it must start from these weights too
-        _check_same_start(init_path, variables, directory)
-    elif jax.process_index() == 0:
-        export.save_backbone(variables, spec, "npz", init_path)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"stjax: {init_path} written")
+    init_path = save_start(spec, variables, directory)
     c = finetune_config(spec, init_path, config, num_classes, num_train, frozen)
     eval_per_process = mesh_lib.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     run = setup.build(c, mesh, batch_field="linear.batch_size" if frozen else "finetune.batch_size",
@@ -119,6 +109,26 @@ def finetune(spec: dict, variables: dict, config, directory: str, mesh, num_clas
     for p, values in by_pool.items():
         metrics.update({f"{k}_view_{p}": v for k, v in values.items() if isinstance(v, float)})
     return metrics, num_train, len(test_y)
+
+
+def save_start(spec: dict, variables: dict, directory: str) -> str:
+    """DIRECTORY/init.npz, the backbone weights a training protocol starts from: written by process 0 (all
+    processes wait for it), or, when a resumed run wrote it, checked to hold `variables`."""
+    import jax
+
+    from stjax import export
+
+    os.makedirs(directory, exist_ok=True)
+    init_path = os.path.join(directory, "init.npz")
+    if os.path.exists(init_path):  # a resumed run: it must start from these weights too
+        _check_same_start(init_path, variables, directory)
+    elif jax.process_index() == 0:
+        export.save_backbone(variables, spec, "npz", init_path)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"stjax: {init_path} written")
+    return init_path
 
 
 def _check_same_start(init_path: str, variables: dict, directory: str) -> None:
