@@ -242,3 +242,26 @@ def test_a_run_refuses_a_dataset_whose_videos_changed_since_it_was_built(tmp_pat
     data_config.validate(config)
     builder = builders.load_builder("video_folder/mine", config.data.data_dir)
     assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 2, "test": 1}
+
+
+def test_a_tfds_slice_of_a_split_is_a_split_and_a_bad_one_is_refused_naming_the_field(tmp_path):
+    """A held-out part of the train split (`train[:80%]` / `train[80%:]`) is TFDS's own split syntax; the checks
+    accept it, reading it reads the slice, and an empty or malformed slice fails before any compute."""
+    assert inputs.split_parts("train[:80%]", {"train": 10, "test": 4}) == [("train", 8)]
+    assert inputs.split_parts("train[7:]+test", {"train": 10, "test": 4}) == [("train", 3), ("test", 4)]
+    with pytest.raises(KeyError):
+        inputs.split_parts("val[:5]", {"train": 10})
+    videos = _folder(tmp_path / "videos", {"train": ["a/v0.mp4", "b/v0.mp4", "a/v1.mp4"], "test": ["b/v1.mp4"]})
+    build.build("video_folder", manual_dir=videos, data_dir=str(tmp_path / "tfds"), config="mine", fps=25,
+                short_side=32, workers=1, verbose=False)
+    config = _eval_config(tmp_path, **{"data.train_split": "train[:2]", "data.eval_split": "train[2:]"})
+    data_config.check_dataset(config)
+    views = pipeline.ViewSpec(temporal=1, spatial=1, num_frames=4, stride=1, crop_size=24, short_side=32)
+    held_out = list(pipeline.eval_dataset("video_folder/mine", batch_size=4, views=views, split="train[2:]",
+                                          data_dir=str(tmp_path / "tfds")).as_numpy_iterator())
+    assert int(sum(b["mask"].sum() for b in held_out)) == 1
+    for bad, message in [("train[3:]", "selects no video"), ("train[:9]", "incompatible with 3 examples"),
+                         ("train[", "Unrecognized split format"), ("val[:1]", "has no split 'val\\[:1\\]'")]:
+        with pytest.raises(ValueError, match=r"data.eval_split='" + bad.replace("[", r"\[") + r"' is invalid: .*"
+                           + message):
+            data_config.check_dataset(_eval_config(tmp_path, **{"data.eval_split": bad}))

@@ -23,7 +23,9 @@ import functools
 import inspect
 import json
 import os
+import re
 import sys
+import types
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -200,9 +202,18 @@ def _scanned_short_sides(dataset_dir: str, split: str) -> tuple[tuple[int, int],
 def stored_short_sides(plan_: DatasetPlan, split: str) -> dict[int, int] | None:
     """{short side: videos} of `split`, from the build report, or for an older build by reading the split's
     frame sizes (once per process); None when unknown (a dataset still to be built at the source size)."""
+    if split not in plan_.splits:  # a slice or union: the short sides of the whole splits it reads
+        try:
+            names = dict.fromkeys(name for name, _ in split_parts(split, plan_.splits))
+        except (KeyError, ValueError):
+            return None
+        counts = [stored_short_sides(plan_, name) for name in names]
+        if any(c is None for c in counts):
+            return None
+        return dict(sum((collections.Counter(c) for c in counts), collections.Counter()))
     if plan_.short_sides is not None and split in plan_.short_sides:
         return plan_.short_sides[split]
-    if plan_.prepared is not None and split in plan_.splits:
+    if plan_.prepared is not None:
         return dict(_scanned_short_sides(plan_.prepared, split))
     return None
 
@@ -238,10 +249,51 @@ def check_crop(crop_size: int, field: str, plan_: DatasetPlan, splits) -> None:
                   f"upsampled; crops of 1..{low} fit every video", file=sys.stderr, flush=True)
 
 
+def split_parts(split: str, sizes: dict[str, int]) -> list[tuple[str, int]]:
+    """[(split name, videos read)] of a split as TFDS names it: `train`, or a slice or union such as
+    `train[:80%]`, `train[1200:]`, `train+test` (https://www.tensorflow.org/datasets/splits).
+
+    Raises ValueError (TFDS's message) for a malformed spec or a slice past the split's end, and KeyError
+    when it names a split not in `sizes`.
+    """
+    if split in sizes:
+        return [(split, sizes[split])]
+    instruction = tfds.core.ReadInstruction.from_spec(split)
+    names = {name for name in re.split(r"\+", split) if name}
+    names = {re.sub(r"\[.*$", "", name).strip() for name in names}
+    missing = sorted(n for n in names if n not in sizes)
+    if missing:
+        raise KeyError(missing[0])
+    infos = {name: types.SimpleNamespace(num_examples=n) for name, n in sizes.items()}
+    parts = []
+    for part in instruction.to_absolute(infos):
+        total = sizes[part.splitname]
+        start = 0 if part.from_ is None else part.from_
+        stop = total if part.to is None else part.to
+        parts.append((part.splitname, max(0, stop - start)))
+    return parts
+
+
 def check_splits(plan_: DatasetPlan, needed: list[Needed]) -> None:
-    """Refuses a job whose splits are not all in the dataset (or will not be, once built)."""
+    """Refuses a job whose splits are not all in the dataset (or will not be, once built). A split may be a
+    TFDS slice of one (`train[:80%]`), which must not be empty."""
     for item in needed:
         if item.split in plan_.splits:
+            continue
+        try:
+            parts = split_parts(item.split, plan_.splits)
+        except KeyError:
+            parts = None  # an unknown split name: the message below
+        except ValueError as e:
+            reason = str(e).splitlines()[-1].strip() if str(e).strip() else "not a TFDS split"
+            raise ValueError(f"{item.field}={item.split!r} is invalid: {reason} ({plan_.dataset}'s splits: "
+                             + ", ".join(f"{k} {v}" for k, v in sorted(plan_.splits.items()))
+                             + "; a slice is written train[:80%] or train[1200:])") from None
+        if parts is not None:
+            if not sum(n for _, n in parts):
+                raise ValueError(f"{item.field}={item.split!r} is invalid: it selects no video of "
+                                 f"{plan_.dataset} ({plan_.where}; its splits: "
+                                 + ", ".join(f"{k} {v}" for k, v in sorted(plan_.splits.items())) + ")")
             continue
         valid = ", ".join(sorted(plan_.splits)) or "none"
         fixes = [f"set {item.field} to one of: {valid}" if plan_.splits else None, *item.fixes,

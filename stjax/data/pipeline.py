@@ -117,8 +117,12 @@ def _read(dataset: str, data_dir, split: str, process_index: int, process_count:
           shuffle_seed: int | None) -> tuple[tf.data.Dataset, tfds.core.DatasetBuilder, str]:
     """This process's slice of `split`, frames still JPEG-encoded."""
     builder = load_builder(dataset, data_dir)
-    if split not in builder.info.splits:
-        raise ValueError(f"split {split!r} not in {dataset!r}; valid choices: {sorted(builder.info.splits)}")
+    sizes = {name: s.num_examples for name, s in builder.info.splits.items()}
+    try:
+        inputs.split_parts(split, sizes)
+    except (KeyError, ValueError):
+        raise ValueError(f"split {split!r} not in {dataset!r}; valid choices: {sorted(sizes)}, or a TFDS slice "
+                         "of one such as 'train[:80%]'") from None
     host_split = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
     read_config = tfds.ReadConfig(
         shuffle_seed=shuffle_seed, interleave_cycle_length=16 if shuffle_seed is not None else 1
