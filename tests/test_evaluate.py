@@ -347,3 +347,26 @@ def test_a_new_protocol_is_a_registered_class_and_a_config_block(synthetic_run, 
     results = evaluate.run(config, str(synthetic_run / "eval_centroid"))
     (record,) = results["checkpoints"]
     assert results["protocol"] == "centroid" and record["num_test"] == 8 and 0 <= record["top1"] <= 1
+
+
+def test_a_probe_fitted_on_part_of_train_and_scored_on_the_rest(synthetic_run, capsys, monkeypatch):
+    """TFDS slices as the splits (`train[:12]` / `train[12:]`): a held-out part of the train split, e.g. to
+    measure a train/test gap; with data_from_run=True the run's splits are used and the unused ones named."""
+    config = _eval_config("linear", synthetic_run, str(synthetic_run / "run"))
+    config.steps = "last"
+    config.data.train_split, config.data.eval_split = "train[:12]", "train[12:]"
+    results = evaluate.run(config, str(synthetic_run / "eval_heldout"))
+    record = results["checkpoints"][-1]
+    assert (record["num_train"], record["num_test"]) == (12, 4)
+    assert (results["train_split"], results["eval_split"]) == ("train[:12]", "train[12:]")
+    assert "train split `train[:12]` (12 " in (synthetic_run / "eval_heldout" / "report.md").read_text()
+    from stjax.train import workdir as workdir_lib
+
+    run_data = dict(config.data.to_dict(), train_split="train", eval_split="test")
+    monkeypatch.setattr(workdir_lib, "run_config", lambda _: {"model": {"backbone": "r3d_micro"}, "data": run_data})
+    config.data_from_run = True
+    capsys.readouterr()
+    evaluate.validate(config)
+    err = capsys.readouterr().err
+    assert "data_from_run=True reads the data settings of the run" in err and \
+        "data.train_split='train[:12]' (the run's: 'train'), data.eval_split='train[12:]' (the run's: 'test')" in err

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from typing import Callable
 
@@ -195,7 +196,14 @@ def validate(config) -> None:
     resolve_targets(config.init_from, config.steps)
     config = config.copy_and_resolve_references()
     if config.data_from_run and is_run(config.init_from):
-        config.data = type(config.data)(workdir_lib.run_config(config.init_from)["data"])
+        run_data = workdir_lib.run_config(config.init_from)["data"]
+        ignored = [f"data.{k}={config.data[k]!r} (the run's: {run_data.get(k)!r})"
+                   for k in ("train_split", "eval_split") if config.data.get(k) != run_data.get(k)]
+        if ignored:
+            print(f"warning: data_from_run=True reads the data settings of the run {config.init_from}, so "
+                  + ", ".join(ignored) + " is not used; set --config.data_from_run=False to use it",
+                  file=sys.stderr, flush=True)
+        config.data = type(config.data)(run_data)
     configlib.require_choice("data.dataset", builders.split_name(config.data.dataset)[0], sorted(builders.BUILDERS))
     folds = fold_datasets(config.data.dataset, config.get("folds", ""))
     data_config.view_spec(config)
