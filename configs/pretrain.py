@@ -7,7 +7,9 @@ Presets:
 Arguments: framework=byol|moco|simclr|swav, rho=N (clips per video; 1 = two
 crops of one clip), timespan=SECONDS|inf (largest gap between clip starts),
 backbone=NAME, sampling=TxS (T frames at stride S, e.g. 16x4 for Slow R-50 16×4),
-dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N.
+dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N,
+auxiliary=NAME[+NAME...]|none (auxiliary terms added to the framework at weight 1.0, e.g.
+auxiliary=background_erasing for ρ+BE; `--config.auxiliary.NAME.weight=W` for another weight).
 
 `model.dtype=bfloat16` computes the backbone in bf16 (parameters stay float32),
 `model.remat=True` recomputes each residual block's activations in the backward
@@ -44,7 +46,7 @@ FRAMEWORKS = ("byol", "moco", "simclr", "swav", "dsm")  # names registered in st
 
 def get_config(arg=None):
     args = configlib.parse_arg(arg, PRESETS, framework=str, rho=int, timespan=str, backbone=str, sampling=str,
-                               dataset=str, batch_size=int, epochs=float, seed=int)
+                               dataset=str, batch_size=int, epochs=float, seed=int, auxiliary=str)
     config = ml_collections.ConfigDict()
     config.preset = args["preset"]
     config.seed = args.get("seed", 0)
@@ -237,6 +239,21 @@ def get_config(arg=None):
     if "sampling" in args:
         data.num_frames, data.stride = configlib.parse_sampling(args["sampling"])
     config.total_steps = 0            # > 0 overrides num_epochs
+    for name in auxiliary_names(args.get("auxiliary", "none"), tuple(config.auxiliary.keys())):
+        config.auxiliary[name].weight = 1.0
     configlib.require(config.rho >= 1, "rho", config.rho, "integers >= 1")
     configlib.require(config.batch_size >= 1, "batch_size", config.batch_size, "integers >= 1")
     return config
+
+
+def auxiliary_names(text: str, valid: tuple[str, ...]) -> list[str]:
+    """'background_erasing+dsm' → ['background_erasing', 'dsm']; 'none' or '' → []; an unknown name is an error
+    naming the argument and the valid names."""
+    names = [n.strip() for n in text.split("+") if n.strip()]
+    if names == ["none"]:
+        return []
+    for name in names:
+        configlib.require_choice("auxiliary", name, (*valid, "none"))
+    configlib.require(len(set(names)) == len(names) and "none" not in names, "auxiliary", text,
+                      "none, or distinct names joined by '+', e.g. background_erasing+dsm")
+    return names

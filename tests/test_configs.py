@@ -1,6 +1,7 @@
 """configs/pretrain.py: presets, `key=value` arguments, and early, clear errors."""
 import math
 import os
+import re
 
 import pytest
 
@@ -31,6 +32,12 @@ def test_presets_and_arguments():
     r50_16x4 = _get_config("k400_r50,sampling=16x4")  # Slow R-50 16×4: same network, other sampling
     assert (r50_16x4.model.backbone, r50_16x4.data.num_frames, r50_16x4.data.stride) == ("slow_r50", 16, 4)
     assert (paper.model.dtype, paper.model.remat, paper.model.init_from) == ("float32", False, "")
+    # auxiliary=NAME[+NAME]: those terms at weight 1.0 (ρBYOL + BE + DSM is a config argument, hence a sweep's grid)
+    weights = {name: block.weight for name, block in _get_config("demo,auxiliary=background_erasing+dsm").auxiliary.items()}
+    assert weights == {"arrow_of_time": 0.0, "background_erasing": 1.0, "dsm": 1.0}
+    assert _get_config("demo,auxiliary=none").auxiliary == demo.auxiliary
+    assert set(objectives.create_framework(_get_config("demo,framework=moco,auxiliary=background_erasing"), 10).terms) == {
+        "background_erasing"}
     # the paper-scale run is evaluated afterwards (configs/eval.py), the demo probes both backbones itself
     assert (demo.final_probe, paper.final_probe) == ("both", "none")
 
@@ -39,7 +46,9 @@ def test_presets_and_arguments():
     ("demo,rho=0", "rho=0 is invalid; valid values: integers >= 1"),
     ("demo,timespan=-2", "timespan='-2' must be a number of seconds >= 0 or 'inf'"),
     ("demo,timespan=soon", "timespan='soon' must be a number"),
-    ("demo,rhoo=2", "unknown config argument 'rhoo'; valid arguments: backbone, batch_size, dataset, epochs, framework, rho, sampling, seed, timespan"),
+    ("demo,rhoo=2", "unknown config argument 'rhoo'; valid arguments: auxiliary, backbone, batch_size, dataset, epochs, framework, rho, sampling, seed, timespan"),
+    ("demo,auxiliary=be", "auxiliary='be' is invalid; valid values: arrow_of_time, background_erasing, dsm, none"),
+    ("demo,auxiliary=dsm+dsm", "auxiliary='dsm+dsm' is invalid; valid values: none, or distinct names joined by"),
     ("demo,sampling=16by4", "sampling must be FRAMESxSTRIDE with positive integers, e.g. 8x8 or 16x4; got '16by4'"),
     ("demo,sampling=0x4", "sampling must be FRAMESxSTRIDE"),
     ("tiny", "unknown preset 'tiny'; valid presets: demo, k400_r50"),
@@ -47,7 +56,7 @@ def test_presets_and_arguments():
     ("demo,framework=dino", "framework='dino' is invalid; valid values: byol, moco, simclr, swav, dsm"),
 ])
 def test_bad_arguments_name_the_field(arg, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         _get_config(arg)
 
 
