@@ -13,7 +13,8 @@ byol.projector_hidden=(512,512)`).
 
 `--eval SPEC` evaluates every finished run with an evaluation config (`configs/eval.py:PROTOCOL[,...]`,
 optionally followed by `--config.*` flags in the same quoted string), into `RUN/eval/NAME/` where NAME
-is the config argument (`linear,data=k400_r50`); repeat it for several protocols. `python -m
+is the config argument (`linear,data=k400_r50`), or NAME with `--eval 'NAME=configs/eval.py:...'`; repeat it
+for several protocols. `python -m
 stjax.report` reads the evaluations' results beside the runs' summaries (`--metric linear_top1` then
 is the evaluation's top-1, `finetune_top1`, `knn_top1`, `retrieval_R@1`, ...).
 
@@ -33,6 +34,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -80,7 +82,8 @@ def parse_eval(text: str) -> tuple[str, list[str]]:
     """'configs/eval.py:linear,data=k400_r50 --config.knn.k=5' → ('linear,data=k400_r50', [config, flags...]).
 
     The name (the evaluation's folder in each run) is the config argument, or the file's name without one;
-    a '/' in it (dataset=ucf101/fold1) becomes '-'.
+    a '/' in it (dataset=ucf101/fold1) becomes '-'. 'NAME=configs/eval.py:...' names the folder NAME (two
+    evaluations of one protocol that differ only in their --config.* flags, e.g. their splits).
     """
     try:
         tokens = shlex.split(text)
@@ -89,8 +92,11 @@ def parse_eval(text: str) -> tuple[str, list[str]]:
     if not tokens or tokens[0].startswith("-") or not all(t.startswith("--config.") for t in tokens[1:]):
         raise SystemExit(f"--eval {text!r}: expected an evaluation config and optionally --config.* flags, e.g. "
                          "--eval configs/eval.py:linear or --eval 'configs/eval.py:knn --config.knn.k=20'")
+    named = re.fullmatch(r"([A-Za-z0-9_.-]+)=(.+)", tokens[0])  # NAME=configs/eval.py:...: the folder's name
+    if named:
+        tokens[0] = named.group(2)
     path, _, arg = tokens[0].partition(":")
-    name = (arg or os.path.splitext(os.path.basename(path))[0]).replace("/", "-")
+    name = named.group(1) if named else (arg or os.path.splitext(os.path.basename(path))[0]).replace("/", "-")
     return name, tokens
 
 

@@ -6,7 +6,8 @@
 Reads each run's `summary.json` (written by `python -m stjax.main` when a run finishes), the
 results of its evaluations (`RUN/eval/NAME/results.json`, made by `launch/sweep.py --eval`; their
 last checkpoint's metrics, named PROTOCOL_METRIC: `linear_top1`, `knn_top1`, `finetune_top1`,
-`retrieval_R@1`, with the dataset's name in front when it is not the run's: `ucf101_finetune_top1`;
+`retrieval_R@1`, with the dataset's name in front when it is not the run's: `ucf101_finetune_top1`, and the
+split behind when it is the run's dataset scored on another split: `linear_top1@train[80%:]`;
 an evaluation's metric replaces the summary's field of the same name), and the sweep's `sweep.json`
 (the grid, for the order of the keys and values; without it, the runs' folder names
 `KEY=VALUE,KEY=VALUE` are parsed). A grid with more than two keys gives one table
@@ -21,11 +22,19 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 
 def is_accuracy(metric: str) -> bool:
     """Whether `metric` is a share of test videos (top-1/5 accuracy, retrieval recall), shown in %."""
-    return metric.endswith(("top1", "top5")) or "R@" in metric
+    return without_split(metric).endswith(("top1", "top5")) or "R@" in metric
+
+
+def without_split(metric: str) -> str:
+    """`metric` less the '@SPLIT' an evaluation on another split adds (`linear_top1@train[80%:]` → `linear_top1`;
+    `retrieval_R@5` stays)."""
+    head, sep, tail = metric.rpartition("@")
+    return head if sep and not tail.isdigit() else metric
 
 
 def collect(study_dir: str) -> tuple[list[tuple[str, list[str]]], list[tuple[dict, dict | None]]]:
@@ -59,7 +68,7 @@ def collect(study_dir: str) -> tuple[list[tuple[str, list[str]]], list[tuple[dic
         if os.path.exists(path):
             with open(path) as f:
                 summary = json.load(f)
-            evaluated = evaluation_metrics(run_dir, summary.get("dataset"))
+            evaluated = evaluation_metrics(run_dir, summary.get("dataset"), _run_eval_split(run_dir))
             summary.update({metric: value for metric, (value, _) in evaluated.items()})
             summary[SOURCES] = {metric: source for metric, (_, source) in evaluated.items()}
         runs.append((params, summary))
@@ -69,10 +78,22 @@ def collect(study_dir: str) -> tuple[list[tuple[str, list[str]]], list[tuple[dic
 SOURCES = "_evaluated"  # the key under which a run's record names the evaluation each of its metrics comes from
 
 
-def evaluation_metrics(run_dir: str, run_dataset: str | None) -> dict[str, tuple[float, str]]:
+def _run_eval_split(run_dir: str) -> str:
+    """The test split of the run in `run_dir` (its config.json's data.eval_split; 'test' without one)."""
+    path = os.path.join(run_dir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return (json.load(f).get("data") or {}).get("eval_split") or "test"
+    return "test"
+
+
+def evaluation_metrics(run_dir: str, run_dataset: str | None,
+                       run_eval_split: str = "test") -> dict[str, tuple[float, str]]:
     """{PROTOCOL_METRIC: (value, 'eval/NAME')} from the last checkpoint of each `RUN/eval/NAME/results.json`
-    (the fold mean for several folds), the dataset's name in front when it is not the run's dataset; where
-    two evaluations give one name, the later folder in sorted order wins."""
+    (the fold mean for several folds), the dataset's name in front when it is not the run's dataset, and
+    '@SPLIT' behind when it scored the run's dataset on another split than the run's `run_eval_split`
+    (`linear_top1@train[80%:]`); where two evaluations give one name, the later folder in sorted order
+    wins."""
     metrics = {}
     root = os.path.join(run_dir, "eval")
     names = sorted(os.listdir(root)) if os.path.isdir(root) else []
@@ -86,12 +107,14 @@ def evaluation_metrics(run_dir: str, run_dataset: str | None) -> dict[str, tuple
         dataset = results.get("dataset") or next(iter(results.get("datasets", {}).values()), None)
         if not records or not results.get("protocol"):
             continue
-        prefix = results["protocol"] + "_"
+        prefix, suffix = results["protocol"] + "_", ""
         if dataset and run_dataset and dataset.split("/")[0] != run_dataset.split("/")[0]:
             prefix = dataset.split("/")[0] + "_" + prefix
+        elif results.get("eval_split") and results["eval_split"] != run_eval_split:
+            suffix = "@" + results["eval_split"]
         for key, value in records[-1].items():
             if isinstance(value, (int, float)) and key not in ("step", "num_train", "num_test"):
-                metrics[prefix + key] = (float(value), f"eval/{name}")
+                metrics[prefix + key + suffix] = (float(value), f"eval/{name}")
     return metrics
 
 
@@ -107,7 +130,8 @@ def headline_metrics(runs) -> list[str]:
     metrics = ["linear_top1"]
     for _, summary in runs:
         for metric in (summary or {}).get(SOURCES, {}):
-            if metric.endswith(("_top1", "_R@1")) and not metric.endswith("train_top1") and metric not in metrics:
+            base = without_split(metric)
+            if base.endswith(("_top1", "_R@1")) and not base.endswith("train_top1") and metric not in metrics:
                 metrics.append(metric)
     return metrics
 
@@ -165,21 +189,29 @@ def tables(grid, runs, metric: str, rows: str | None = None, cols: str | None = 
     return result
 
 
+def _split_words(metric: str) -> str:
+    return f"split {metric[len(without_split(metric)) + 1:]}" if without_split(metric) != metric else "test split"
+
+
 def markdown(study_dir: str, grid, runs, metric: str, rows=None, cols=None) -> str:
     finished = [s for _, s in runs if s is not None]
     lines = [f"# {os.path.basename(os.path.abspath(study_dir))}: {metric}", ""]
     lines.append(f"{len(finished)} of {len(runs)} runs finished"
-                 + (" (in %, test split)" if is_accuracy(metric) else "") + ".")
+                 + (f" (in %, {_split_words(metric)})" if is_accuracy(metric) else "") + ".")
     lines.append("")
     for title, row_key, row_values, col_key, col_values, cells in tables(grid, runs, metric, rows, cols):
         if title:
             lines += [f"## {title}", ""]
-        header = [row_key or ""] + [f"{col_key}={c}" if col_key else metric for c in col_values]
+        seeds = col_key == "seed" and len(col_values) > 1  # a mean over the seeds beside them
+        header = ([row_key or ""] + [f"{col_key}={c}" if col_key else metric for c in col_values]
+                  + ["mean"] * seeds)
         lines.append("| " + " | ".join(header) + " |")
         lines.append("| " + " | ".join(["---"] * len(header)) + " |")
         for r in row_values:
-            lines.append("| " + " | ".join([str(r)] + [format_value(metric, cells.get((r, c))) for c in col_values])
-                         + " |")
+            row = [cells.get((r, c)) for c in col_values]
+            done = [float(v) for v in row if v is not None]
+            row += [sum(done) / len(done) if len(done) == len(row) else None] * seeds
+            lines.append("| " + " | ".join([str(r)] + [format_value(metric, v) for v in row]) + " |")
         lines.append("")
     evaluated = [s[SOURCES][metric] for s in finished if metric in s.get(SOURCES, {})]
     sources = sorted(set(evaluated))
@@ -280,7 +312,7 @@ def main(argv=None) -> int:
         fields = sorted({k for s in finished for k, v in s.items() if isinstance(v, (int, float))})
         raise SystemExit(f"--metric {args.metric!r} is in no summary.json or evaluation; valid choices: {', '.join(fields)}")
     text = markdown(args.study_dir, grid, runs, args.metric, args.rows, args.cols)
-    stem = "report" if args.metric == "linear_top1" else f"report_{args.metric}"
+    stem = "report" if args.metric == "linear_top1" else "report_" + re.sub(r"[^A-Za-z0-9_@.=-]+", "_", args.metric)
     with open(os.path.join(args.study_dir, stem + ".md"), "w") as f:
         f.write(text)
     write_png(os.path.join(args.study_dir, stem + ".png"), grid, runs, args.metric, args.rows, args.cols)

@@ -320,6 +320,8 @@ def test_sweep_eta_counts_runs_and_evaluations_at_their_own_pace():
     assert sweep.parse_eval("configs/eval.py")[0] == "eval"
     with pytest.raises(SystemExit, match="--config.\\* flags"):
         sweep.parse_eval("configs/eval.py:knn knn.k=3")
+    assert sweep.parse_eval("heldout=configs/eval.py:linear --config.data.eval_split=train[80%:]") == (
+        "heldout", ["configs/eval.py:linear", "--config.data.eval_split=train[80%:]"])
 
 
 def _write_study(root, with_sweep_json=True):
@@ -392,12 +394,13 @@ def test_report_of_runs_without_the_final_probe_says_how_to_evaluate_them(tmp_pa
     assert "No finished run" not in (tmp_path / "report_final_loss.md").read_text()
 
 
-def _write_results(run_dir, name, protocol, metrics_per_checkpoint, dataset="synthetic"):
+def _write_results(run_dir, name, protocol, metrics_per_checkpoint, dataset="synthetic", **splits):
     folder = run_dir / "eval" / name
     folder.mkdir(parents=True)
     records = [{"checkpoint": f"step {s}", "step": s, "num_train": 16, "num_test": 8, **m}
                for s, m in metrics_per_checkpoint]
-    (folder / "results.json").write_text(json.dumps({"protocol": protocol, "dataset": dataset, "checkpoints": records}))
+    (folder / "results.json").write_text(json.dumps({"protocol": protocol, "dataset": dataset, "checkpoints": records,
+                                                     **splits}))
 
 
 def test_report_reads_the_runs_evaluations(tmp_path, capsys):
@@ -435,6 +438,38 @@ def test_report_reads_the_runs_evaluations(tmp_path, capsys):
     report.main([str(tmp_path)])
     table = (tmp_path / "report.md").read_text()
     assert "| simclr | 20.0 | – | – |" in table and "of 1 from summary.json" in table
+
+
+def test_report_names_an_evaluation_on_another_split_by_its_split_and_averages_seeds(tmp_path):
+    from stjax import report
+
+    grid = [["auxiliary", ["none", "dsm"]], ["seed", ["0", "1"]]]
+    runs = [{"name": f"auxiliary={a},seed={s}", "params": {"auxiliary": a, "seed": s}} for a in grid[0][1]
+            for s in grid[1][1]]
+    (tmp_path / "sweep.json").write_text(json.dumps({"grid": grid, "runs": runs}))
+    for i, run in enumerate(runs):
+        run_dir = tmp_path / run["name"]
+        run_dir.mkdir()
+        (run_dir / "summary.json").write_text(json.dumps({"linear_top1": 0.5, "dataset": "synthetic_biased"}))
+        (run_dir / "config.json").write_text(json.dumps({"data": {"eval_split": "test"}}))
+        _write_results(run_dir, "biased", "linear", [(500, {"top1": 0.5 + 0.125 * (i % 2)})],
+                       dataset="synthetic_biased", train_split="train[:80%]", eval_split="train[80%:]")
+        if i != 3:  # the last run's test evaluation is unfinished
+            _write_results(run_dir, "unbiased", "linear", [(500, {"top1": 0.25 + 0.25 * (i // 2)})],
+                           dataset="synthetic_biased", train_split="train[:80%]", eval_split="test")
+    _, records = report.collect(str(tmp_path))
+    assert records[0][1]["linear_top1@train[80%:]"] == 0.5 and records[1][1]["linear_top1@train[80%:]"] == 0.625
+    assert records[0][1]["linear_top1"] == 0.25 and records[3][1]["linear_top1"] == 0.5  # summary's, unevaluated
+    assert report.headline_metrics(records) == ["linear_top1", "linear_top1@train[80%:]"]
+    report.main([str(tmp_path), "--metric", "linear_top1@train[80%:]"])
+    table = (tmp_path / "report_linear_top1@train_80_.md").read_text()
+    assert "(in %, split train[80%:])" in table and "| auxiliary | seed=0 | seed=1 | mean |" in table
+    assert "| none | 50.0 | 62.5 | 56.2 |" in table and "| dsm | 50.0 | 62.5 | 56.2 |" in table
+    report.main([str(tmp_path)])
+    table = (tmp_path / "report.md").read_text()
+    assert "(in %, test split)" in table and "| none | 25.0 | 25.0 | 25.0 |" in table
+    assert "| dsm | 50.0 | 50.0 | 50.0 |" in table and "from summary.json" in table
+    assert report.without_split("retrieval_R@5") == "retrieval_R@5" and report.is_accuracy("retrieval_R@5@val")
 
 
 def test_distributed_is_joined_only_when_the_environment_describes_several_processes():
