@@ -1,5 +1,6 @@
 """stjax.models.roi_align against torchvision.ops.roi_align (CPU): values, gradients, jit, padded boxes."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -32,6 +33,8 @@ def _request(name, features, boxes, output_size, spatial_scale, sampling_ratio, 
 def _torch(name, what="out"):
     """torchvision's `what` (out [N, M, oh, ow, C], or grad [N, H, W, C]) for request `name`, channels last."""
     pytest.importorskip("torch")
+    if importlib.util.find_spec("torchvision") is None:  # looked up, not imported: that happens in a subprocess
+        pytest.skip("torchvision is not installed (pip install -e '.[torch]')")
     if not _RESULTS:
         import tempfile
 
