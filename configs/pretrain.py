@@ -254,6 +254,6 @@ def auxiliary_names(text: str, valid: tuple[str, ...]) -> list[str]:
         return []
     for name in names:
         configlib.require_choice("auxiliary", name, (*valid, "none"))
-    configlib.require(len(set(names)) == len(names) and "none" not in names, "auxiliary", text,
+    configlib.require(len(set(names)) == len(names) and "none" not in names, "auxiliary", text,  # 'dsm+dsm', 'none+dsm'
                       "none, or distinct names joined by '+', e.g. background_erasing+dsm")
     return names

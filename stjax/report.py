@@ -190,7 +190,9 @@ def tables(grid, runs, metric: str, rows: str | None = None, cols: str | None = 
 
 
 def _split_words(metric: str) -> str:
-    return f"split {metric[len(without_split(metric)) + 1:]}" if without_split(metric) != metric else "test split"
+    """'split train[80%:]' for `linear_top1@train[80%:]`, 'test split' for a metric without a split."""
+    base = without_split(metric)
+    return f"split {metric[len(base) + 1:]}" if base != metric else "test split"
 
 
 def markdown(study_dir: str, grid, runs, metric: str, rows=None, cols=None) -> str:
