@@ -4,7 +4,7 @@ Presets:
   demo      tiny, CPU-friendly, on the built-in synthetic videos.
   k400_r50  the paper recipe on Kinetics-400 (Slow R-50 8×8, 224² crops).
 
-Arguments: framework=byol|moco|simclr|swav, rho=N (clips per video; 1 = two
+Arguments: framework=byol|moco|simclr|swav|dsm|cmd, rho=N (clips per video; 1 = two
 crops of one clip), timespan=SECONDS|inf (largest gap between clip starts),
 backbone=NAME, sampling=TxS (T frames at stride S, e.g. 16x4 for Slow R-50 16×4),
 dataset=NAME[/CONFIG], batch_size=N (global), epochs=N, seed=N,
@@ -23,8 +23,12 @@ backbone from an exported or PySlowFast/torchvision checkpoint (see
 `python -m stjax.export`).
 
 Each framework has its block (`config.byol`, `config.moco`, `config.simclr`,
-`config.swav`; the paper recipe, REFERENCE.md) and its optimiser: LARS for
-BYOL/SimCLR/SwAV, SGD for MoCo (in k400_r50; the demo uses LARS for all four).
+`config.swav`; the paper recipe, REFERENCE.md; `config.dsm`; `config.cmd`, CMD's
+official defaults, stjax/objectives/cmd.py) and its optimiser: LARS for
+BYOL/SimCLR/SwAV, SGD for MoCo and CMD (in k400_r50; the demo uses LARS for all).
+framework=cmd also asks the pipeline for its inputs (`data.inputs`: future motion
+windows and keyframes, shaped by `data.motion`) and, in the demo, takes the
+synthetic set stored with motion vectors (`synthetic/motion`).
 Choose the framework with the `framework=` argument, which also selects its
 optimiser; `--config.framework=...` alone changes the framework but not the
 optimiser.
@@ -41,7 +45,7 @@ from ml_collections.config_dict import placeholder  # None, but typed: settable 
 from stjax import configlib
 
 PRESETS = ("demo", "k400_r50")
-FRAMEWORKS = ("byol", "moco", "simclr", "swav", "dsm")  # names registered in stjax.objectives.FRAMEWORKS
+FRAMEWORKS = ("byol", "moco", "simclr", "swav", "dsm", "cmd")  # names registered in stjax.objectives.FRAMEWORKS
 
 
 def get_config(arg=None):
@@ -103,6 +107,15 @@ def get_config(arg=None):
         projector_out=128, margin=0.5, num_points=(1, 3), centre=(60 / 224, 140 / 224), shift=(10 / 224, 20 / 224),
         insert_rounds=2, swap_rounds=2,
     ))
+    # CMD, Context and Motion Decoupling (stjax/objectives/cmd.py), the official defaults: τ 0.1; a DETR-style
+    # motion predictor of hidden size 512, 8 heads, FFN 512, 2 encoder / 4 decoder layers, dropout 0.1; heads
+    # 2048→512; the target motion map pooled to 7×7 tokens; motion clamped to ±10 px per frame; both tasks at
+    # weight 1; 3D ResNet-10 on the 2-channel motion, 2D ResNet-10 on the keyframe. Its inputs: data.motion.
+    config.cmd = ml_collections.ConfigDict(dict(
+        temperature=0.1, hidden_dim=512, heads=8, ffn_dim=512, encoder_layers=2, decoder_layers=4, dropout=0.1,
+        head_hidden=2048, head_out=512, motion_grid=(7, 7), mv_clip=10.0, weight_motion=1.0, weight_context=1.0,
+        motion_backbone="r3d10_2ch", keyframe_backbone="r2d10",
+    ))
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,
         pool="mean",  # a video's test-view features: averaged ("mean") or their per-feature "max"
@@ -142,6 +155,13 @@ def get_config(arg=None):
     # A training clip's target: "video" (its video's label) or "window" (for datasets with time-stamped actions,
     # e.g. Charades: the classes whose actions overlap the clip's time window).
     data.clip_labels = "video"
+    # More per-clip inputs from a dataset stored with motion vectors (stjax/data/motion_inputs.py): "motion"
+    # (the future motion window and its negatives), "keyframe" (an I-frame near the clip); framework=cmd sets
+    # both. `data.motion` says how they are drawn: T_m frames starting future_interval frames after the clip,
+    # num_negatives other windows of the video, the motion grid's block (pixels), the keyframe window (frames).
+    data.inputs = ("motion", "keyframe") if config.framework == "cmd" else ()
+    data.motion = ml_collections.ConfigDict(dict(future_frames=8, future_interval=2, num_negatives=3, block=4,
+                                                 keyframe_window=5))
     from stjax.data import augment_ops  # the ops' declarations only: neither TensorFlow nor JAX
 
     aug = data.augmentation = ml_collections.ConfigDict()
@@ -190,6 +210,13 @@ def get_config(arg=None):
         config.moco.update(projector_hidden=(512, 512), projector_out=128, base_momentum=0.99, queue_size=0,
                            bn_groups=4)
         config.simclr.update(projector_hidden=(512, 512), projector_out=128)
+        # CMD at CPU scale: a 64-wide predictor (1 encoder / 2 decoder layers), heads 256→128, 4×4 motion tokens,
+        # micro encoders, no dropout; on the synthetic set stored with motion vectors.
+        config.cmd.update(hidden_dim=64, heads=4, ffn_dim=128, encoder_layers=1, decoder_layers=2, dropout=0.0,
+                          head_hidden=256, head_out=128, motion_grid=(4, 4), motion_backbone="r3d_micro_2ch",
+                          keyframe_backbone="r2d_micro")
+        if config.framework == "cmd":
+            data.dataset = "synthetic/motion"
         config.swav.update(projector_hidden=(512, 512), projector_out=128, queue_size=1024, queue_start_epochs=0.0,
                            freeze_prototypes_epochs=math.inf)
         config.optimizer.warmup_epochs = 1.0
@@ -227,6 +254,12 @@ def get_config(arg=None):
             # is PySlowFast's (summed over the ρ query clips, losses.info_nce_loss), so this rate and decay
             # meet the gradient they were tuned with.
             config.optimizer.update(name="sgd", base_lr=0.4, weight_decay=1e-4)
+        if config.framework == "cmd":
+            # CMD's official optimisation: SGD (Nesterov momentum 0.9), lr 5e-4 × batch (0.256 at 512 videos),
+            # weight decay 1e-3, warm-up 5 epochs then cosine, 120 epochs. Its gradient-norm clip at 15 has no
+            # field in stjax/train/optimizer.py: not applied.
+            config.optimizer.update(name="sgd", base_lr=0.256, weight_decay=1e-3, warmup_epochs=5.0)
+            config.num_epochs = 120.0
     data.max_timespan = math.inf      # seconds; 0 = all clips start together
 
     config.rho = args.get("rho", config.rho)

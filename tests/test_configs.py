@@ -54,7 +54,7 @@ def test_presets_and_arguments():
     ("demo,sampling=0x4", "sampling must be FRAMESxSTRIDE"),
     ("tiny", "unknown preset 'tiny'; valid presets: demo, k400_r50"),
     ("demo,rho=two", "rho='two' must be of type int"),
-    ("demo,framework=dino", "framework='dino' is invalid; valid values: byol, moco, simclr, swav, dsm"),
+    ("demo,framework=dino", "framework='dino' is invalid; valid values: byol, moco, simclr, swav, dsm, cmd"),
 ])
 def test_bad_arguments_name_the_field(arg, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -114,7 +114,7 @@ def test_config_flags_with_a_misspelt_field_name_it_and_the_valid_names():
 @pytest.mark.parametrize("preset", ["demo", "k400_r50"])
 def test_every_framework_has_its_recipe_and_builds(preset):
     names = sorted(set(objectives.FRAMEWORKS) - {"supervised", "detection"})  # the fine-tuning objectives
-    assert names == ["byol", "dsm", "moco", "simclr", "swav"]  # the config's own list, see the bad-arguments test
+    assert names == ["byol", "cmd", "dsm", "moco", "simclr", "swav"]  # the config's own list, see the bad-arguments test
     for name in names:
         config = _get_config(f"{preset},framework={name}")
         # PySlowFast's pairing in the recipe: every other clip for BYOL/MoCo, consecutive clips for SimCLR/SwAV
@@ -130,6 +130,8 @@ def test_every_framework_has_its_recipe_and_builds(preset):
         if name == "moco" and preset == "k400_r50":
             assert opt.name == "sgd" and opt.weight_decay == 1e-4
             assert config.batch_size % config.moco.bn_groups == 0
+        elif name == "cmd" and preset == "k400_r50":  # CMD's own: SGD, 5e-4 × batch, weight decay 1e-3
+            assert (opt.name, opt.base_lr, opt.weight_decay) == ("sgd", 0.256, 1e-3)
         else:
             assert (opt.name, opt.base_lr, opt.weight_decay, opt.trust_coefficient) == ("lars", 4.8, 1e-6, 0.001)
     moco, simclr, swav = (_get_config(f"{preset},framework={n}") for n in ("moco", "simclr", "swav"))

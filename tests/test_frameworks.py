@@ -71,7 +71,8 @@ def _assert_trees_close(a, b, rtol=1e-4, atol=1e-6):
 
 
 def test_registry_and_construction_errors():
-    assert sorted(objectives.FRAMEWORKS) == ["byol", "detection", "dsm", "moco", "simclr", "supervised", "swav"]
+    assert sorted(objectives.FRAMEWORKS) == ["byol", "cmd", "detection", "dsm", "moco", "simclr", "supervised",
+                                            "swav"]
     objectives.create_framework(_config("byol", byol=dict(projector_hidden=(8,), projector_out=4,
                                                           predictor_hidden=(8,), base_momentum=0.99,
                                                           pairing="all")), total_steps=10)

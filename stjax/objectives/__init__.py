@@ -6,6 +6,7 @@ from __future__ import annotations
 from stjax.objectives import auxiliary
 from stjax.objectives.base import Framework
 from stjax.objectives.byol import BYOL
+from stjax.objectives.cmd import CMD
 from stjax.objectives.detection import Detection
 from stjax.objectives.dsm import DSM
 from stjax.objectives.moco import MoCo
@@ -13,7 +14,7 @@ from stjax.objectives.simclr import SimCLR
 from stjax.objectives.supervised import Supervised
 from stjax.objectives.swav import SwAV
 
-FRAMEWORKS: dict[str, type[Framework]] = {cls.name: cls for cls in (BYOL, MoCo, SimCLR, SwAV, DSM, Supervised,
+FRAMEWORKS: dict[str, type[Framework]] = {cls.name: cls for cls in (BYOL, MoCo, SimCLR, SwAV, DSM, CMD, Supervised,
                                                           Detection)}
 
 

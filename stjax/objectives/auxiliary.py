@@ -230,6 +230,7 @@ class WithAuxiliary(base_lib.Framework):
         self.terms = terms
         self.name = base.name
         self.backbone = base.backbone
+        self.pixel_inputs = base.pixel_inputs  # a class attribute of Framework: __getattr__ would not forward it
 
     def __getattr__(self, attribute):  # anything else the base framework offers (e.g. SwAV.project)
         if attribute == "base":

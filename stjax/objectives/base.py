@@ -35,6 +35,9 @@ class Framework(abc.ABC):
 
     name: str = ""
     backbone: nn.Module
+    # Batch inputs (names of `batch_inputs`) that are uint8 pixels [..., 3]: the train step normalises them like
+    # the clips (`stjax.train.step.normalize_clips`) before `loss` sees them (e.g. CMD's keyframes).
+    pixel_inputs: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def init(self, rng: jax.Array, clips: jnp.ndarray) -> tuple[PyTree, PyTree, PyTree]:

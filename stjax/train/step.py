@@ -32,7 +32,9 @@ def train_step(framework, tx: optax.GradientTransformation, state: TrainState, b
     """One optimisation step. Returns (new state, metrics dict of scalars).
 
     Args:
-      batch: {'clips': uint8 [B, ρ, T, H, W, 3], ...}, sharded over the data axis; with
+      batch: {'clips': uint8 [B, ρ, T, H, W, 3], ...}, sharded over the data axis (of the inputs that
+        `framework.batch_inputs` takes from it, those `framework.pixel_inputs` names are uint8 pixels,
+        normalised here like the clips); with
         'augment' (float32 [B, ρ, D], the clips' augmentation draws, D of them for the ops of
         `data.augmentation.ops` (13 for the default list), from a pipeline with `augment_on="device"`)
         the clips are augmented here first, as `augmentation` says.
@@ -45,7 +47,9 @@ def train_step(framework, tx: optax.GradientTransformation, state: TrainState, b
             raise ValueError("the batch carries augmentation draws ('augment') but the step has no AugmentConfig")
         clips_uint8 = device_augment.augment_clips(clips_uint8, batch["augment"], augmentation)
     clips = normalize_clips(clips_uint8)
-    inputs = framework.batch_inputs(batch)
+    inputs = dict(framework.batch_inputs(batch))
+    for name in framework.pixel_inputs:  # uint8 pixels besides the clips (e.g. keyframes): normalised alike
+        inputs[name] = normalize_clips(inputs[name])
 
     def loss_fn(params):
         return framework.loss(params, state.batch_stats, state.extra, clips, step_rng, state.step, **inputs)
