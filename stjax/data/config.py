@@ -1,10 +1,12 @@
 """Turning the `data` block of a config into pipeline arguments, validated."""
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from stjax import configlib
-from stjax.data import augment, builders, inputs, pipeline
+from stjax.data import augment, builders, inputs, motion_inputs, pipeline
 from stjax.data import augment_config as augment_config_lib
 
 
@@ -23,6 +25,10 @@ def validate(config: ml_collections.ConfigDict, splits: list[inputs.Needed] | No
     configlib.require(config.data.get("num_shards", 0) >= 0, "data.num_shards", config.data.get("num_shards"),
                       "0 (one per process) or a multiple of the number of processes")
     view_spec(config)
+    for name in config.data.get("inputs", ()):
+        configlib.require_choice("data.inputs", name, motion_inputs.INPUTS)
+    if config.data.get("inputs", ()):
+        motion_spec(config).map_size(config.data.augmentation.crop_size)
     check_dataset(config, splits)
 
 
@@ -92,7 +98,18 @@ def train_dataset(config, batch_size: int, process_index: int = 0, process_count
         return keyframes.train_dataset(data.dataset, spec=keyframes.spec_from_config(config), **common)
     return pipeline.pretrain_dataset(
         data.dataset, clips=clip_spec(config), augmentation=augment_config(config),
-        augment_on=data.get("augment_on", "host"), clip_labels=data.get("clip_labels", "video"), **common)
+        augment_on=data.get("augment_on", "host"), clip_labels=data.get("clip_labels", "video"),
+        inputs=tuple(data.get("inputs", ())), motion=motion_spec(config), **common)
+
+
+def motion_spec(config) -> motion_inputs.MotionSpec:
+    """`config.data.motion` (how the future motion windows and keyframes of `data.inputs` are drawn), checked."""
+    block = config.data.get("motion", None)
+    try:
+        return motion_inputs.MotionSpec(**(block.to_dict() if block is not None else {}))
+    except TypeError as e:
+        valid = ", ".join(f.name for f in dataclasses.fields(motion_inputs.MotionSpec))
+        raise ValueError(f"config.data.motion: {e}; valid fields: {valid}") from None
 
 
 def check_shards(num_shards: int, process_count: int, per_process_batch: int) -> int:

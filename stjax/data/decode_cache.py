@@ -28,9 +28,11 @@ File format (integers little-endian)::
 
     8 bytes    n: length of the header
     n bytes    header, UTF-8 JSON: {"path", "error", "warnings", "fps", "height",
-               "width", "frame_sizes", "first_index"}; `error` is null for a usable video;
-               frame i is grid frame first_index + i of the video (0 when missing)
-    the rest   the JPEG frames back to back, their sizes in header["frame_sizes"]
+               "width", "frame_sizes", "first_index"} and, for a task with motion vectors,
+               "motion_shape" [N, h, w, 2] and "keyframes" (N booleans); `error` is null for a
+               usable video; frame i is grid frame first_index + i of the video (0 when missing)
+    the rest   the JPEG frames back to back, their sizes in header["frame_sizes"]; then, with
+               motion vectors, the int8 motion array (C order)
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ import json
 import os
 import struct
 import uuid
+
+import numpy as np
 
 from stjax.data import video_io
 
@@ -62,11 +66,14 @@ class DecodeTask:
     max_seconds: float | None
     source_fps: float | None = None
     start_seconds: float = 0.0
+    motion_block: int | None = None  # also extract motion vectors on this grid (pixels; `motion_vectors`)
 
 
 @dataclasses.dataclass
 class DecodeResult:
-    """A cached decode result; `jpeg_frames` is None when only the header was read."""
+    """A cached decode result; `jpeg_frames` is None when only the header was read. With motion vectors,
+    `motion` (int8 [N, h, w, 2], quarter pixels per frame; None when only the header was read) and
+    `keyframes` (bool [N]) belong to the same N frames."""
 
     rel: str
     error: str | None
@@ -77,6 +84,9 @@ class DecodeResult:
     frame_sizes: list[int] = dataclasses.field(default_factory=list)
     jpeg_frames: list[bytes] | None = None
     first_index: int = 0  # the grid index of the first frame (see `video_io.DecodedVideo`)
+    motion: np.ndarray | None = None
+    keyframes: np.ndarray | None = None
+    motion_shape: list[int] | None = None
 
     @property
     def num_frames(self) -> int:
@@ -122,11 +132,16 @@ def _open(path: str, mode: str):
 def write(path: str, result: DecodeResult) -> None:
     """Writes `result` to `path` atomically (temporary name, then rename)."""
     frames = result.jpeg_frames or []
-    header = json.dumps({
+    fields = {
         "path": result.rel, "error": result.error, "warnings": result.warnings, "fps": result.fps,
         "height": result.height, "width": result.width, "frame_sizes": [len(f) for f in frames],
         "first_index": result.first_index,
-    }).encode()
+    }
+    motion = None
+    if result.motion is not None:
+        motion = np.ascontiguousarray(result.motion, dtype=np.int8)
+        fields.update(motion_shape=list(motion.shape), keyframes=[bool(k) for k in result.keyframes])
+    header = json.dumps(fields).encode()
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     if _is_local(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -139,6 +154,8 @@ def write(path: str, result: DecodeResult) -> None:
         f.write(header)
         for frame in frames:
             f.write(frame)
+        if motion is not None:
+            f.write(motion.tobytes())
     if _is_local(path):
         os.replace(tmp, path)
     else:
@@ -153,10 +170,15 @@ def read(path: str, frames: bool = True) -> DecodeResult:
         (length,) = _LENGTH.unpack(f.read(_LENGTH.size))
         header = json.loads(f.read(length))
         jpegs = [f.read(size) for size in header["frame_sizes"]] if frames else None
+        shape = header.get("motion_shape")
+        motion = None
+        if frames and shape is not None:
+            motion = np.frombuffer(f.read(int(np.prod(shape))), np.int8).reshape(shape)
     return DecodeResult(
         rel=header["path"], error=header["error"], warnings=header["warnings"], fps=header["fps"],
         height=header["height"], width=header["width"], frame_sizes=header["frame_sizes"], jpeg_frames=jpegs,
-        first_index=header.get("first_index", 0),
+        first_index=header.get("first_index", 0), motion=motion, motion_shape=shape,
+        keyframes=None if shape is None else np.asarray(header["keyframes"], bool),
     )
 
 
@@ -189,26 +211,48 @@ class FrameReader:
 
 
 def decode(task: DecodeTask) -> DecodeResult:
-    """Decodes `task`'s video; a video that cannot be used gives a result with `error` set."""
+    """Decodes `task`'s video (and with `motion_block`, its motion vectors on the same frames, a second pass
+    over the compressed stream); a video that cannot be used gives a result with `error` set."""
     try:
         video = video_io.decode(task.path, source_fps=task.source_fps, fps=task.fps, short_side=task.short_side,
                                 jpeg_quality=task.jpeg_quality, max_seconds=task.max_seconds,
                                 start_seconds=task.start_seconds)
+        motion = keyframes = None
+        warnings = list(video.warnings)
+        if task.motion_block is not None:
+            motion, keyframes, notes = _motion(task, video)
+            warnings += notes
     except video_io.VideoReadError as e:
         return DecodeResult(task.rel, str(e), [])
     except Exception as e:  # noqa: BLE001 — one bad file must never stop a build.
         return DecodeResult(task.rel, f"unexpected {type(e).__name__}: {e}", [])
     return DecodeResult(
-        task.rel, None, list(video.warnings), fps=video.fps, height=video.height, width=video.width,
+        task.rel, None, warnings, fps=video.fps, height=video.height, width=video.width,
         frame_sizes=[len(f) for f in video.jpeg_frames], jpeg_frames=video.jpeg_frames, first_index=video.first_index,
+        motion=motion, keyframes=keyframes, motion_shape=None if motion is None else list(motion.shape),
     )
+
+
+def _motion(task: DecodeTask, video: video_io.DecodedVideo):
+    """(motion int8 [N, h, w, 2], keyframes bool [N], warnings) of `video`'s N stored frames, read from the
+    compressed stream of `task`'s file (`motion_vectors`)."""
+    from stjax.data import motion_vectors
+
+    if task.source_fps is not None:
+        raise video_io.VideoReadError("a frame folder has no compressed stream, so no motion vectors; "
+                                      "build without motion vectors, or from the video files")
+    if task.start_seconds > 0:
+        raise video_io.VideoReadError("motion vectors are extracted for whole videos only, not time ranges")
+    stream = motion_vectors.read_stream(task.path, block=task.motion_block, max_seconds=task.max_seconds)
+    motion, keyframes = motion_vectors.on_grid(stream, video.fps, video.num_frames, (video.height, video.width))
+    return motion, keyframes, [f"motion vectors: {w}" for w in stream.warnings]
 
 
 def decode_into_cache(task: DecodeTask) -> DecodeResult:
     """Worker: decodes `task`, stores the result in its cache file, returns the header only."""
     result = decode(task)
     write(task.cache_file, result)
-    return dataclasses.replace(result, jpeg_frames=None)
+    return dataclasses.replace(result, jpeg_frames=None, motion=None)
 
 
 def load_or_decode(task: DecodeTask) -> DecodeResult:

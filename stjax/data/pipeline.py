@@ -9,7 +9,8 @@ each clip with one draw for all its frames (XLA-compiled arithmetic) → BATCH.
 
 Training batches: {'clips': uint8 [b, ρ, T, S, S, 3] (ρ = 2 clips of one start when ρ = 1), 'label': int32 [b]
 (multi-hot int32 [b, C] for a multi_hot dataset, `stjax.data.targets`),
-'clip_starts': float32 [b, ρ] (seconds)}.
+'clip_starts': float32 [b, ρ] (seconds)}, plus what `inputs` names from a dataset stored with motion
+vectors (`stjax.data.motion_inputs`): 'motion' int8 [b, ρ, 1+N, T_m, m, m, 2], 'keyframe' uint8 [b, ρ, S, S, 3].
 Evaluation batches: {'clips': uint8 [b, V, T, S, S, 3], 'label': int32 [b] (or [b, C]),
 'mask': bool [b]} with V = temporal × spatial views (temporal-major) and the
 last batch padded (mask False) so every example is seen exactly once.
@@ -27,7 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from stjax import configlib
-from stjax.data import augment, inputs, sampling, targets
+from stjax.data import augment, inputs, motion_inputs, sampling, targets
 from stjax.data.augment_config import AUGMENT_ON
 from stjax.data.builders import load_builder
 
@@ -209,6 +210,8 @@ def pretrain_dataset(
     start_batch: int = 0,
     augment_on: str = "host",
     clip_labels: str = "video",
+    inputs: tuple[str, ...] = (),
+    motion: motion_inputs.MotionSpec | None = None,
 ) -> tf.data.Dataset:
     """Endless batches of ρ augmented clips for this process.
 
@@ -229,6 +232,9 @@ def pretrain_dataset(
       clip_labels: "video" gives each example its video's `label`; "window" (datasets with time-stamped
         `actions`, e.g. Charades) the multi-hot of the actions that overlap its clips' time windows
         (`targets.window_label`).
+      inputs: more per-clip inputs, of `motion_inputs.INPUTS`: "motion" (future motion windows and their
+        negatives) and "keyframe" (an I-frame near each clip), from a dataset stored with motion vectors;
+        `motion` (a `motion_inputs.MotionSpec`, default one) says how they are drawn.
     """
     configlib.require_choice("data.augment_on", augment_on, AUGMENT_ON)
     configlib.require_choice("data.clip_labels", clip_labels, targets.CLIP_LABELS)
@@ -238,15 +244,24 @@ def pretrain_dataset(
     if clip_labels == "window" and "actions" not in builder.info.features:
         raise ValueError(f"data.clip_labels='window' needs time-stamped actions, which {dataset!r} does not store "
                          f"(Charades does); valid choices here: video")
+    inputs = tuple(inputs)
+    for name in inputs:
+        configlib.require_choice("data.inputs", name, motion_inputs.INPUTS)
+    motion = motion or motion_inputs.MotionSpec()
+    if inputs and "motion" not in builder.info.features:
+        raise ValueError(f"data.inputs={inputs} needs a dataset stored with motion vectors; {dataset!r} was built "
+                         "without them. Build one with `python -m stjax.data.build ... --with_motion_vectors` "
+                         "(the synthetic set's is `synthetic/motion`)")
     base_seed = tf.constant([seed, process_index], tf.int64)
     span = sampling.clip_span(clips.num_frames, clips.stride)
+    start_span = span + (motion.extra_span() if "motion" in inputs else 0)  # room for the future window
 
     def select_frames(position, example):
         """The ρ clips' JPEG frames of one video: a few hundred KB, where the video holds MBs."""
         example_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
         seeds = tf.random.experimental.stateless_split(example_seed, clips.num_clips + 1)
         starts = sampling.sample_clip_starts(
-            seeds[0], example["num_frames"], example["fps"], clips.num_clips, span, clips.timespan
+            seeds[0], example["num_frames"], example["fps"], clips.num_clips, start_span, clips.timespan
         )
         indices = sampling.clip_indices(starts, example["num_frames"], clips.num_frames, clips.stride)
         clip_starts = tf.cast(starts, tf.float32) / example["fps"]
@@ -254,7 +269,7 @@ def pretrain_dataset(
             label = targets.window_label(example["actions"], clip_starts, span / example["fps"], num_classes)
         else:
             label = targets.batch_label(label_kind, example["label"], num_classes)
-        return {
+        selected = {
             "encoded": tf.gather(example["frames"], indices),  # [ρ, T] JPEG bytes
             "seeds": seeds[1:],
             "height": example["height"],
@@ -262,6 +277,29 @@ def pretrain_dataset(
             "label": label,
             "clip_starts": clip_starts,
         }
+        if inputs:  # seeds of their own: the clips' draws stay those of a run without them
+            selected.update(_select_stream_inputs(
+                tf.random.experimental.stateless_fold_in(example_seed, 0x5EED), example, starts, span))
+        return selected
+
+    def _select_stream_inputs(seed, example, starts, clip_span_):
+        """Future motion windows (indices and crop seeds) and keyframe JPEGs of the ρ clips."""
+        out = {}
+        seeds = tf.random.experimental.stateless_split(seed, 4 * clips.num_clips)
+        frames = example["num_frames"]
+        for r in range(clips.num_clips):
+            first, last = starts[r], starts[r] + clip_span_ - 1
+            if "motion" in inputs:
+                window_starts = motion_inputs.window_starts(seeds[4 * r], frames, last, motion)
+                rows = motion_inputs.window_indices(window_starts, frames, motion)  # [1+N, T_m]
+                out.setdefault("motion", []).append(tf.gather(example["motion"], rows))
+                out.setdefault("motion_seeds", []).append(
+                    tf.random.experimental.stateless_split(seeds[4 * r + 1], motion.num_negatives))
+            if "keyframe" in inputs:
+                index = motion_inputs.pick_keyframe(seeds[4 * r + 2], example["keyframes"], first, last, motion)
+                out.setdefault("keyframe", []).append(example["frames"][index])
+                out.setdefault("keyframe_seeds", []).append(seeds[4 * r + 3])
+        return {k: tf.stack(v) for k, v in out.items()}
 
     clip_signature = tf.TensorSpec([clips.num_frames, augmentation.crop_size, augmentation.crop_size, 3], tf.uint8)
 
@@ -278,9 +316,38 @@ def pretrain_dataset(
         decoded = tf.map_fn(fn, (selected["encoded"], selected["seeds"]), parallel_iterations=1,
                             fn_output_signature=signature)
         example = {"label": selected["label"], "clip_starts": selected["clip_starts"]}
+        if inputs:
+            example.update(_stream_inputs(selected))
         if augment_on == "host":
             return dict(example, clips=decoded)
         return dict(example, clips=decoded[0], augment=decoded[1])
+
+    motion_size = motion.map_size(augmentation.crop_size) if "motion" in inputs else 0
+
+    def _stream_inputs(selected):
+        """The clips' motion windows cropped and flipped (window 0 with its clip, the others on their own) and
+        their keyframes augmented (`motion_inputs`)."""
+        h, w = selected["height"], selected["width"]
+        out = {}
+        if "motion" in inputs:
+            def one_clip(args):
+                windows, clip_seed, negative_seeds = args
+                geometry = [motion_inputs.clip_geometry(clip_seed, h, w, augmentation)]
+                geometry += [motion_inputs.clip_geometry(negative_seeds[n], h, w, augmentation)
+                             for n in range(motion.num_negatives)]
+                return tf.stack([motion_inputs.crop_motion(windows[j], g[0], g[1], h, w, motion_size)
+                                 for j, g in enumerate(geometry)])
+
+            out["motion"] = tf.map_fn(
+                one_clip, (selected["motion"], selected["seeds"], selected["motion_seeds"]),
+                fn_output_signature=tf.TensorSpec(
+                    [1 + motion.num_negatives, motion.future_frames, motion_size, motion_size, 2], tf.int8))
+        if "keyframe" in inputs:
+            out["keyframe"] = tf.map_fn(
+                lambda args: augment.random_resized_clip(args[0][None], h, w, args[1], augmentation)[0],
+                (selected["keyframe"], selected["keyframe_seeds"]),
+                fn_output_signature=tf.TensorSpec([augmentation.crop_size, augmentation.crop_size, 3], tf.uint8))
+        return out
 
     ds = shuffled_epochs(ds, builder, host_split, split, process_count, select_frames, base_seed, shuffle_buffer,
                          start_batch * batch_size, num_parallel_calls, deterministic)

@@ -3,12 +3,16 @@
     python -m stjax.data.show --config configs/pretrain.py:demo --out clips.png [--num_videos 4]
     python -m stjax.data.show --config configs/eval.py:ava --out keyframes.png   # detection: clips with boxes
     python -m stjax.data.show --config configs/pretrain.py:demo --scene_ops --out scene_ops.png  # BE / DSM
+    python -m stjax.data.show --config configs/pretrain.py:demo,framework=cmd --out cmd.png  # + cmd_motion.png
 
 One row per clip (ρ rows per video), one column per frame; each row is labelled
 with the video's class and the clip's start time in seconds. For a dataset of person boxes (label type
 `boxes`) the rows are keyframes' training clips (`stjax.data.keyframes`: scaled, cropped, flipped) with
 each valid box drawn on every frame and its actions written on the keyframe's frame. With `--scene_ops`, a few
-training clips each with BE's and DSM's transforms of it (`stjax.data.scene_ops`), one row each.
+training clips each with BE's and DSM's transforms of it (`stjax.data.scene_ops`), one row each. A config whose
+`data.inputs` names the compressed-stream inputs (CMD's) also writes `<out>_motion.png`: per video its first clip,
+the clip's keyframe and its motion windows (the future one, then the negatives) as colour-coded motion fields
+(hue: direction, brightness: speed).
 """
 from __future__ import annotations
 
@@ -43,6 +47,60 @@ def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> No
             label = f"{name}\nclip {r}  t={float(batch['clip_starts'][v, r]):.2f}s" if r == 0 else \
                 f"clip {r}  t={float(batch['clip_starts'][v, r]):.2f}s"
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def motion_colours(motion):
+    """int8 [..., h, w, 2] motion (quarter pixels per frame) → uint8 [..., h, w, 3]: hue = direction (red:
+    rightwards, then counter-clockwise on screen through yellow-green: upwards), brightness = speed (full at
+    the largest speed in `motion`), as optical flow is usually drawn."""
+    import numpy as np
+    from matplotlib.colors import hsv_to_rgb
+
+    v = np.asarray(motion, np.float32) / 4.0
+    dx, dy = v[..., 0], v[..., 1]
+    speed = np.hypot(dx, dy)
+    hue = (np.arctan2(-dy, dx) / (2 * np.pi)) % 1.0  # y grows downwards on screen
+    value = speed / max(float(speed.max()), 1e-6)
+    return (hsv_to_rgb(np.stack([hue, np.ones_like(hue), value], axis=-1)) * 255).round().astype(np.uint8)
+
+
+def render_motion_png(batch: dict, class_names, path: str, title: str = "") -> None:
+    """batch: {'clips' uint8 [N, ρ, T, S, S, 3], 'keyframe' uint8 [N, ρ, S, S, 3], 'motion' int8
+    [N, ρ, 1+K, T_m, m, m, 2], 'label'} → PNG: per video, clip 0's frames, its keyframe, its future motion
+    window and the K negatives (`motion_colours`, each upsampled to S pixels)."""
+    import matplotlib
+
+    from stjax.data import targets
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    clips, motion = np.asarray(batch["clips"]), np.asarray(batch["motion"])
+    n, s = clips.shape[0], clips.shape[3]
+    windows, m = motion.shape[2], motion.shape[4]
+    up = max(1, s // m)
+    rows = []
+    for v in range(n):
+        rows.append((targets.label_text(batch["label"][v], class_names) + "\nclip 0, keyframe",
+                     np.concatenate([*clips[v, 0], np.full((s, 4, 3), 255, np.uint8), batch["keyframe"][v, 0]],
+                                    axis=1)))
+        colours = motion_colours(motion[v, 0]).repeat(up, axis=2).repeat(up, axis=3)  # [1+K, T_m, S, S, 3]
+        for j in range(windows):
+            rows.append(("future motion" if j == 0 else f"negative {j}", np.concatenate(list(colours[j]), axis=1)))
+    width = max(r[1].shape[1] for r in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4.0, width / 60), 0.9 * len(rows) + 0.6), squeeze=False)
+    for ax, (label, image) in zip(axes[:, 0], rows):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_xlim(0, width)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -118,11 +176,12 @@ def show_clips(config, out_path: str, num_videos: int = 4, split: str | None = N
     data_config.validate(config, needed)
     data_config.ensure_built(config, splits=needed)
     clips = data_config.clip_spec(config)
+    stream_inputs = tuple(config.data.get("inputs", ()))
     ds = pipeline.pretrain_dataset(
         config.data.dataset, batch_size=num_videos, clips=clips,
         augmentation=data_config.augment_config(config), seed=config.seed,
         split=split or config.data.train_split, data_dir=config.data.data_dir,
-        shuffle_buffer=config.data.shuffle_buffer,
+        shuffle_buffer=config.data.shuffle_buffer, inputs=stream_inputs, motion=data_config.motion_spec(config),
     )
     batch = next(iter(ds.as_numpy_iterator()))
     names = builders.class_names(builders.load_builder(config.data.dataset, config.data.data_dir))
@@ -130,6 +189,12 @@ def show_clips(config, out_path: str, num_videos: int = 4, split: str | None = N
     title = (f"{config.data.dataset}: rho={clips.rho}, T={clips.num_frames}, stride={clips.stride}, "
              f"max timespan={timespan}, crop={config.data.augmentation.crop_size}")
     render_clips_png(batch, names, out_path, title)
+    if "motion" in batch and "keyframe" in batch:
+        spec = data_config.motion_spec(config)
+        render_motion_png(batch, names, os.path.splitext(out_path)[0] + "_motion.png",
+                          f"{config.data.dataset}: motion {spec.future_interval} frames after the clip, "
+                          f"{spec.future_frames} frames, {spec.num_negatives} negatives; keyframe within "
+                          f"{spec.keyframe_window} frames")
     return out_path
 
 

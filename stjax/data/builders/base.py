@@ -61,12 +61,19 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
       short_side: stored short side in pixels (None: source size).
       jpeg_quality: JPEG quality of the stored frames, 1..100.
       max_seconds: keep at most this many seconds of each video (None: all).
+      motion_vectors: also store each stored frame's codec motion vectors and key-frame flag (features
+        `motion`, int8 [N, ceil(H/motion_block), ceil(W/motion_block), 2] in quarter pixels per frame, and
+        `keyframes`, bool [N]; `stjax.data.motion_vectors`), for objectives that learn from the compressed
+        stream (CMD). A video whose codec exports no motion vectors is skipped and reported.
+      motion_block: the motion grid's cell size in stored pixels.
     """
 
     fps: float | None = 30.0
     short_side: int | None = 256
     jpeg_quality: int = 90
     max_seconds: float | None = None
+    motion_vectors: bool = False
+    motion_block: int = 4
 
     def __post_init__(self):
         if self.fps is not None and not self.fps > 0:
@@ -75,12 +82,17 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
             raise ValueError(f"short_side must be >= 1 or None, got {self.short_side}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if not (isinstance(self.motion_block, int) and self.motion_block >= 1):
+            raise ValueError(f"motion_block must be an integer >= 1 (pixels), got {self.motion_block}")
 
     def storage_metadata(self) -> dict:
-        return {
+        stored = {
             "fps": self.fps, "short_side": self.short_side,
             "jpeg_quality": self.jpeg_quality, "max_seconds": self.max_seconds,
         }
+        if self.motion_vectors:  # only then: datasets built before motion vectors keep their metadata and caches
+            stored.update(motion_vectors=True, motion_block=self.motion_block)
+        return stored
 
     def options(self) -> dict:
         """Every option that makes this config: the storage options (and the split fold, if any)."""
@@ -288,6 +300,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 "height": tfds.features.Scalar(tf.int32, doc="stored frame height in pixels"),
                 "width": tfds.features.Scalar(tf.int32, doc="stored frame width in pixels"),
                 **self.extra_features(),
+                **(motion_features(self.builder_config.motion_block)
+                   if getattr(self.builder_config, "motion_vectors", False) else {}),
             }),
             metadata=tfds.core.MetadataDict(**self.builder_config.metadata()),
             supervised_keys=None,
@@ -303,6 +317,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         self.report = BuildReport(skipped=list(annotations.skipped), warnings=list(annotations.warnings),
                                   ignored_files=list(annotations.ignored_files), missing=annotations.missing)
         by_split = self._checked_entries(annotations)
+        if getattr(self.builder_config, "motion_vectors", False) and any(
+                e.start is not None for entries in by_split.values() for e in entries):
+            raise ValueError(f"{self.name}: motion vectors are stored for whole videos only; this layout's examples "
+                             "are time ranges of videos (build it without --with_motion_vectors)")
         per_path: dict[str, list[VideoEntry]] = {}
         for entry in (e for entries in by_split.values() for e in entries):
             per_path.setdefault(entry.path, []).append(entry)
@@ -457,6 +475,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                                                source_fps=source_fps, span=span),
             fps=cfg.fps, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality, max_seconds=max_seconds,
             source_fps=source_fps, start_seconds=start,
+            motion_block=cfg.motion_block if getattr(cfg, "motion_vectors", False) else None,
         )
 
     def _decode_all(self, tasks: list[decode_cache.DecodeTask]) -> dict[str, decode_cache.DecodeResult]:
@@ -541,12 +560,26 @@ def with_frames(header: decode_cache.DecodeResult, frames: list[bytes]) -> decod
     return dataclasses.replace(header, jpeg_frames=frames, frame_sizes=[len(f) for f in frames])
 
 
+def motion_features(block: int) -> dict[str, tfds.features.FeatureConnector]:
+    """The features a dataset built with motion vectors adds (`VideoFolderConfig.motion_vectors`)."""
+    return {
+        "motion": tfds.features.Tensor(
+            shape=(None, None, None, 2), dtype=tf.int8, encoding=tfds.features.Encoding.ZLIB,
+            doc=f"per stored frame, the codec's motion (dx, dy) on a {block}-pixel grid, forward in time, in "
+                "quarter stored pixels per stored frame (stjax.data.motion_vectors)"),
+        "keyframes": tfds.features.Tensor(shape=(None,), dtype=tf.bool,
+                                          doc="per stored frame: it shows a key frame (I-frame) of the stream"),
+    }
+
+
 def example(video_id: str, label: str | int | list[str], result: decode_cache.DecodeResult,
             extra: dict | None = None) -> dict:
     """The TFDS example of a decoded video (`label`: as `targets.stored_value` gives it; `extra`: the
-    values of the builder's `extra_features()`)."""
+    values of the builder's `extra_features()`; `motion` and `keyframes` when the result has them)."""
+    motion = {} if result.motion is None else {"motion": result.motion, "keyframes": result.keyframes}
     return {
         **(extra or {}),
+        **motion,
         "frames": result.jpeg_frames,
         "label": label,
         "video_id": video_id,

@@ -79,6 +79,9 @@ class Synthetic(Rendered, VideoFolder):
     BUILDER_CONFIGS = [
         VideoFolderConfig(name="default", fps=25.0, short_side=None,
                           description="25 fps, stored at the generated size"),
+        VideoFolderConfig(name="motion", fps=25.0, short_side=None, motion_vectors=True,
+                          description="the default config plus each frame's H.264 motion vectors and key-frame "
+                                      "flag (for CMD)"),
     ]
 
 
