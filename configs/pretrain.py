@@ -110,11 +110,12 @@ def get_config(arg=None):
     # CMD, Context and Motion Decoupling (stjax/objectives/cmd.py), the official defaults: τ 0.1; a DETR-style
     # motion predictor of hidden size 512, 8 heads, FFN 512, 2 encoder / 4 decoder layers, dropout 0.1; heads
     # 2048→512; the target motion map pooled to 7×7 tokens; motion clamped to ±10 px per frame; both tasks at
-    # weight 1; 3D ResNet-10 on the 2-channel motion, 2D ResNet-10 on the keyframe. Its inputs: data.motion.
+    # weight 1; 3D ResNet-10 on the 2-channel motion, 2D ResNet-10 on the keyframe; the predictor reads the
+    # last stage plus a skip from the one before (skip=True). Its inputs: data.motion.
     config.cmd = ml_collections.ConfigDict(dict(
         temperature=0.1, hidden_dim=512, heads=8, ffn_dim=512, encoder_layers=2, decoder_layers=4, dropout=0.1,
         head_hidden=2048, head_out=512, motion_grid=(7, 7), mv_clip=10.0, weight_motion=1.0, weight_context=1.0,
-        motion_backbone="r3d10_2ch", keyframe_backbone="r2d10",
+        motion_backbone="r3d10_2ch", keyframe_backbone="r2d10", skip=True,
     ))
     config.probe = ml_collections.ConfigDict(dict(
         epochs=100, batch_size=256, learning_rate=0.1, warmup_epochs=5, weight_decay=0.0, standardize=True,

@@ -210,8 +210,9 @@ def test_networks_shapes_and_state():
     assert set(params) == {"backbone", "motion_encoder", "keyframe_encoder", "predictor", "heads"} and extra == {}
     assert set(stats) == {"backbone", "motion_encoder", "keyframe_encoder", "heads"}  # the predictor: LayerNorm
     assert set(params["heads"]) == set(stats["heads"]) == set(cmd.HEADS)
-    # r3d_micro's last map of a 4×32² clip is 4×1×1: 4 source tokens; the 2×2 motion grid: 4 query tokens
-    assert params["predictor"]["k_embedding"].shape == (4, 16)
+    # r3d_micro at 4×32²: res4 4×1×1 with its time pairs folded (cmd.skip) plus res5: 2 source tokens; the 2×2
+    # motion grid: 4 query tokens
+    assert params["predictor"]["k_embedding"].shape == (2, 16)
     assert params["predictor"]["q_embedding"].shape == (4, 16)
     for name in cmd.HEADS:
         assert params["heads"][name]["out"]["kernel"].shape == (32, 16)
@@ -363,3 +364,28 @@ def test_predictor_dropout_draws_from_the_loss_rng():
                                                          motion=batch["motion"], keyframe=jnp.zeros(KEYFRAME_SHAPE)),
                              params, stats)
     assert loss.shape == ()
+
+
+def test_skip_tokens_fold_time_pairs_and_add_the_upsampled_last_map():
+    """cmd.skip: the predictor's tokens are the second-to-last stage with time pairs folded into channels plus
+    the last map nearest-resized to it (the official layer3 + upsampled layer4)."""
+    config = _config()
+    framework = objectives.create_framework(config, total_steps=10)
+    clips = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 4, 64, 64, 3))
+    params, batch_stats, _ = framework.init(_key(1), clips)
+    tokens, fmap, _ = framework.source_tokens(params["backbone"], batch_stats["backbone"], clips, train=False)
+    variables = {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}
+    _, state = framework.backbone.apply(variables, clips.reshape((-1,) + clips.shape[2:]), train=False, pooled=False,
+                                        capture_intermediates=True, mutable=["intermediates"])
+    x3 = np.asarray(state["intermediates"]["res4_0"]["__call__"][0])  # r3d_micro at 64²: [4, 4, 2, 2, 32]
+    assert x3.shape == (4, 4, 2, 2, 32) and fmap.shape == (4, 4, 1, 1, 64)
+    folded = np.concatenate([x3[:, 0::2], x3[:, 1::2]], axis=-1)  # [4, 2, 2, 2, 64]: (t0|t1), (t2|t3)
+    upsampled = np.asarray(jax.image.resize(fmap, (4, 2, 2, 2, 64), method="nearest"))
+    np.testing.assert_allclose(upsampled[:, :, 0, 0], upsampled[:, :, 1, 1])  # 1×1 spread over 2×2
+    np.testing.assert_allclose(np.asarray(tokens), (folded + upsampled).reshape(4, 8, 64), rtol=1e-5, atol=1e-5)
+    config.cmd.skip = False
+    tokens, _, _ = objectives.create_framework(config, total_steps=10).source_tokens(
+        params["backbone"], batch_stats["backbone"], clips, train=False)
+    assert tokens.shape == (4, 4, 64)  # the last map alone: T' × 1 × 1
+    with pytest.raises(ValueError, match="cmd.skip"):
+        objectives.create_framework(_config(skip="yes"), total_steps=10)

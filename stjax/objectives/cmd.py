@@ -9,10 +9,12 @@ Inputs (`batch_inputs`, from a dataset stored with motion vectors and `config.da
             batch, normalised by the train step like the clips (`pixel_inputs`).
 
 Networks (`config.cmd`; `stjax.models.cmd_nets`):
-  f    the video backbone (`config.model`; `params['backbone']`, what evaluation uses). Its last stage's map
-       [Bρ, T', H', W', D] gives the predictor's T'·H'·W' source tokens, its global average the context
-       feature. (The official taps `layer4` plus a skip from `layer3`, its time pairs folded into channels,
-       upsampled and added: a 2×7×7 map for 16×112² clips; here the last stage alone.)
+  f    the video backbone (`config.model`; `params['backbone']`, what evaluation uses). The predictor's source
+       tokens (`source_tokens`): with `cmd.skip` (the official form) the second-to-last stage's output with
+       pairs of time steps folded into channels [Bρ, T₃/2, H₃, W₃, 2C₃], plus the last stage's map
+       nearest-resized to that size (the official `layer3` + upsampled `layer4`: 2×7×7 tokens for 16×112²
+       clips; r3d_tiny at 56²: 4×2×2); without, the last stage's map alone. The context feature is the
+       last map's global average.
   g_m  the motion encoder (`cmd.motion_backbone`, a 3D ResNet on the 2-channel motion clip): its map, averaged
        over time and adaptively average-pooled to `cmd.motion_grid` (gh, gw), gives P = gh·gw target tokens.
   g_i  the keyframe encoder (`cmd.keyframe_backbone`, a 2D ResNet), globally pooled.
@@ -160,6 +162,8 @@ def validate(config) -> None:
         require(_real(cfg[field]) and cfg[field] >= 0, f"cmd.{field}", cfg[field], "finite numbers >= 0 (0: off)")
     require(cfg.weight_motion + cfg.weight_context > 0, "cmd.weight_motion", cfg.weight_motion,
             "numbers > 0 when cmd.weight_context is 0 (one of the two tasks must be on)")
+    require(isinstance(cfg.get("skip", True), bool), "cmd.skip", cfg.get("skip"),
+            "True (the official skip from the second-to-last stage) or False (the last stage alone)")
     configlib.require_choice("cmd.motion_backbone", cfg.motion_backbone, cmd_nets.MOTION_ENCODERS)
     configlib.require_choice("cmd.keyframe_backbone", cfg.keyframe_backbone, cmd_nets.KEYFRAME_ENCODERS)
     data = config.get("data") or {}
@@ -187,6 +191,7 @@ class CMD(base.Framework):
         self.future_frames, self.num_negatives, self.block = (int(motion.future_frames), int(motion.num_negatives),
                                                               int(motion.block))
         self.dropout = float(cfg.dropout)
+        self.skip = bool(cfg.get("skip", True))
         self.backbone = base.backbone_from_config(config)
         options = {k: v for k, v in models.backbone_options(config.model).items() if k in ENCODER_OPTIONS}
         self.motion_encoder = cmd_nets.encoder(cfg.motion_backbone, **options)
@@ -202,6 +207,40 @@ class CMD(base.Framework):
         return {"motion": batch["motion"], "keyframe": batch["keyframe"]}
 
     # ------------------------------------------------------------------ networks
+
+    def source_tokens(self, params, batch_stats, clips, train: bool):
+        """(predictor source tokens [Bρ, L, C], the last map [Bρ, T', H', W', D], the backbone's batch_stats) of
+        float clips [B, ρ, T, H, W, 3] (see the module docstring, `cmd.skip`)."""
+        x = base.flatten_clips(clips)
+        variables = {"params": params, "batch_stats": batch_stats}
+        if not self.skip:
+            if train:
+                fmap, stats = _apply(self.backbone, params, batch_stats, x, pooled=False)
+            else:
+                fmap, stats = self.backbone.apply(variables, x, train=False, pooled=False), batch_stats
+            return fmap.reshape(fmap.shape[0], -1, fmap.shape[-1]), fmap, stats
+        target = self._skip_stage()
+        fmap, state = self.backbone.apply(
+            variables, x, train=train, pooled=False, mutable=["batch_stats", "intermediates"] if train else
+            ["intermediates"], capture_intermediates=lambda module, method: module.name == target)
+        stats = state["batch_stats"] if train else batch_stats
+        x3 = state["intermediates"][target]["__call__"][0].astype(jnp.float32)   # [N, T3, H3, W3, C3]
+        n, t3, h3, w3, c3 = x3.shape
+        if t3 % 2 or 2 * c3 != fmap.shape[-1]:
+            raise ValueError(f"cmd.skip=True needs the second-to-last stage ({target}: {t3} time steps, {c3} "
+                             f"channels) to have an even number of time steps and half the last stage's "
+                             f"{fmap.shape[-1]} channels; valid values here: False")
+        folded = jnp.concatenate([x3[:, 0::2], x3[:, 1::2]], axis=-1)            # [N, T3/2, H3, W3, 2·C3]
+        upsampled = jax.image.resize(fmap, (n,) + folded.shape[1:4] + (fmap.shape[-1],), method="nearest")
+        tokens = folded + upsampled
+        return tokens.reshape(n, -1, tokens.shape[-1]), fmap, stats
+
+    def _skip_stage(self) -> str:
+        """The name of the backbone's last block before its last stage (ResNet3D: res{s}_{b})."""
+        depths = tuple(self.backbone.stage_depths)
+        if len(depths) < 2:
+            raise ValueError("cmd.skip=True needs a backbone with at least two stages; valid values here: False")
+        return f"res{len(depths)}_{depths[-2] - 1}"
 
     def _motion_tokens(self, fmap):
         """Motion-encoder map [M, t, h', w', C] → tokens [M·P, C]: averaged over time, adaptively average-pooled
@@ -225,9 +264,9 @@ class CMD(base.Framework):
         rngs = dict(zip(("backbone", "motion_encoder", "keyframe_encoder", "predictor", *HEADS),
                         jax.random.split(rng, 4 + len(HEADS))))
         params, batch_stats = {}, {}
-        params["backbone"], batch_stats["backbone"], fmap = _init(
-            self.backbone, rngs["backbone"], base.flatten_clips(clips), pooled=False)
-        tokens = fmap.reshape(fmap.shape[0], -1, fmap.shape[-1])
+        variables = self.backbone.init(rngs["backbone"], base.flatten_clips(clips), train=False)
+        params["backbone"], batch_stats["backbone"] = variables["params"], variables.get("batch_stats", {})
+        tokens, fmap, _ = self.source_tokens(params["backbone"], batch_stats["backbone"], clips, train=False)
         params["motion_encoder"], batch_stats["motion_encoder"], motion_map = _init(
             self.motion_encoder, rngs["motion_encoder"],
             motion_to_float(motion.reshape((-1,) + motion.shape[3:]), self.mv_clip), pooled=False)
@@ -258,12 +297,11 @@ class CMD(base.Framework):
         if keyframe.ndim != 5 or keyframe.shape[:2] != (b, rho) or keyframe.shape[-1] != 3:
             raise ValueError(f"keyframe must be [B={b}, ρ={rho}, S, S, 3], got shape {keyframe.shape}")
         new_stats = {**batch_stats, "heads": dict(batch_stats["heads"])}
-        fmap, new_stats["backbone"] = _apply(self.backbone, params["backbone"], batch_stats["backbone"],
-                                             base.flatten_clips(clips), pooled=False)       # [Bρ, T', H', W', D]
+        tokens, fmap, new_stats["backbone"] = self.source_tokens(params["backbone"], batch_stats["backbone"], clips,
+                                                                 train=True)     # [Bρ, L, C], [Bρ, T', H', W', D]
         total = jnp.zeros((), jnp.float32)
         metrics = {}
         if self.weight_motion > 0:
-            tokens = fmap.reshape(b * rho, -1, fmap.shape[-1])
             rngs = {"dropout": rng} if self.dropout > 0 else None
             predicted = self.predictor.apply({"params": params["predictor"]}, tokens, train=True, rngs=rngs)
             p = predicted.shape[1]
