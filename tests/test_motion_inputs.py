@@ -116,3 +116,24 @@ def test_spec_errors_name_the_field():
         motion_inputs.MotionSpec(future_frames=0)
     with pytest.raises(ValueError, match="data.motion.block"):
         SPEC.map_size(2)
+
+
+def test_motion_colours_and_the_motion_png(tmp_path):
+    from stjax.data import show
+
+    motion = np.zeros((1, 1, 4, 2), np.int8)
+    motion[0, 0, 0] = (8, 0)    # right: red
+    motion[0, 0, 1] = (0, -8)   # up on screen: hue 1/4 (yellow-green)
+    motion[0, 0, 2] = (-4, 0)   # left, half the speed: cyan, half as bright
+    rgb = show.motion_colours(motion)[0, 0].astype(int)
+    np.testing.assert_array_equal(rgb[0], [255, 0, 0])
+    assert rgb[1, 1] == 255 and rgb[1, 2] == 0 and 120 < rgb[1, 0] < 135
+    np.testing.assert_array_equal(rgb[2], [0, 128, 128])
+    np.testing.assert_array_equal(rgb[3], [0, 0, 0])  # still: black
+    rng = np.random.default_rng(0)
+    batch = {"clips": rng.integers(0, 255, (2, 2, 3, 16, 16, 3), dtype=np.uint8),
+             "keyframe": rng.integers(0, 255, (2, 2, 16, 16, 3), dtype=np.uint8),
+             "motion": rng.integers(-20, 20, (2, 2, 3, 4, 4, 4, 2), dtype=np.int8), "label": np.array([0, 1])}
+    path = tmp_path / "m" / "motion.png"
+    show.render_motion_png(batch, ["a", "b"], str(path), "title")
+    assert path.stat().st_size > 1000

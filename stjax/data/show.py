@@ -23,6 +23,17 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 
+def _save(fig, path: str, title: str, dpi: int = 110) -> None:
+    """Titles, lays out, writes (creating the folder) and closes a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> None:
     """batch: {'clips': uint8 [N, ρ, T, S, S, 3], 'label': [N] or multi-hot [N, C], 'clip_starts': [N, ρ]}
     → PNG."""
@@ -47,11 +58,7 @@ def render_clips_png(batch: dict, class_names, path: str, title: str = "") -> No
             label = f"{name}\nclip {r}  t={float(batch['clip_starts'][v, r]):.2f}s" if r == 0 else \
                 f"clip {r}  t={float(batch['clip_starts'][v, r]):.2f}s"
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def motion_colours(motion):
@@ -101,11 +108,7 @@ def render_motion_png(batch: dict, class_names, path: str, title: str = "") -> N
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def render_keyframes_png(batch: dict, class_names, path: str, title: str = "") -> None:
@@ -138,11 +141,7 @@ def render_keyframes_png(batch: dict, class_names, path: str, title: str = "") -
                     ax.text(x1, y1, targets.label_text(batch["label"][i][k], class_names), fontsize=5,
                             color="white", backgroundcolor=colours(k % 10), va="bottom")
         axes[i, 0].set_ylabel(f"keyframe {i}", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _save(fig, path, title, dpi=130)
 
 
 def show_keyframes(config, out_path: str, num_videos: int = 4, split: str | None = None) -> str:
@@ -285,11 +284,7 @@ def render_scene_ops_png(clips, path: str, title: str = "", seed: int = 0, setti
             if r == 0 and labels is not None:
                 caption = f"{labels[v]}\n{caption}"
             ax.set_ylabel(caption, rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def show_scene_ops(config, out_path: str, num_videos: int = 3, split: str | None = None, seed: int = 0) -> str:
