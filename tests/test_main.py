@@ -100,7 +100,7 @@ def test_bad_config_fails_before_any_work(tmp_path):
         main_lib.run(config, str(tmp_path / "run"))
     config = _demo_config(tmp_path)
     config.framework = "simclr2"
-    with pytest.raises(ValueError, match="framework='simclr2' is invalid; valid values: byol, detection, dsm, moco"):
+    with pytest.raises(ValueError, match="framework='simclr2' is invalid; valid values: byol, cmd, detection, dsm, moco"):
         main_lib.run(config, str(tmp_path / "run"))
     config = _demo_config(tmp_path)
     config.final_probe = "random"
