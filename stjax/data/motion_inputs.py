@@ -150,3 +150,50 @@ def crop_motion(motion, window, flip, frame_height, frame_width, out_size: int) 
     flipped = tf.reverse(resized, axis=[2]) * tf.constant([-1.0, 1.0])
     resized = tf.where(flip > 0.5, flipped, resized)
     return tf.saturate_cast(tf.round(tf.clip_by_value(resized * UNITS_PER_PIXEL, -127.0, 127.0)), tf.int8)
+
+
+def select(seed, example, starts, clip_span: int, inputs: tuple[str, ...], spec: MotionSpec) -> dict:
+    """What the ρ clips starting at `starts` (int32 [ρ], each `clip_span` frames) need of a stored example,
+    before the shuffle: 'motion' (their windows' raw motion, int8 [ρ, 1+N, T_m, h, w, 2]) with
+    'motion_seeds' ([ρ, N, 2], the negatives' crops), 'keyframe' (JPEG bytes [ρ]) with 'keyframe_seeds'."""
+    out = {}
+    seeds = tf.random.experimental.stateless_split(seed, 4 * starts.shape[0])
+    frames = example["num_frames"]
+    for r in range(starts.shape[0]):
+        first, last = starts[r], starts[r] + clip_span - 1
+        if "motion" in inputs:
+            rows = window_indices(window_starts(seeds[4 * r], frames, last, spec), frames, spec)  # [1+N, T_m]
+            out.setdefault("motion", []).append(tf.gather(example["motion"], rows))
+            out.setdefault("motion_seeds", []).append(
+                tf.random.experimental.stateless_split(seeds[4 * r + 1], spec.num_negatives))
+        if "keyframe" in inputs:
+            index = pick_keyframe(seeds[4 * r + 2], example["keyframes"], first, last, spec)
+            out.setdefault("keyframe", []).append(example["frames"][index])
+            out.setdefault("keyframe_seeds", []).append(seeds[4 * r + 3])
+    return {k: tf.stack(v) for k, v in out.items()}
+
+
+def finish(selected: dict, augmentation: AugmentConfig, inputs: tuple[str, ...], spec: MotionSpec) -> dict:
+    """`select`'s output (with the clips' own 'seeds' [ρ, 2] and the frame 'height' / 'width') → the batch's
+    'motion' (window 0 cropped and flipped with its clip, the negatives on their own) and 'keyframe'
+    (decoded and augmented)."""
+    h, w = selected["height"], selected["width"]
+    out = {}
+    if "motion" in inputs:
+        size = spec.map_size(augmentation.crop_size)
+
+        def one_clip(args):
+            windows, clip_seed, negative_seeds = args
+            geometry = [clip_geometry(clip_seed, h, w, augmentation)]
+            geometry += [clip_geometry(negative_seeds[n], h, w, augmentation) for n in range(spec.num_negatives)]
+            return tf.stack([crop_motion(windows[j], g[0], g[1], h, w, size) for j, g in enumerate(geometry)])
+
+        out["motion"] = tf.map_fn(
+            one_clip, (selected["motion"], selected["seeds"], selected["motion_seeds"]),
+            fn_output_signature=tf.TensorSpec([1 + spec.num_negatives, spec.future_frames, size, size, 2], tf.int8))
+    if "keyframe" in inputs:
+        out["keyframe"] = tf.map_fn(
+            lambda args: augment.random_resized_clip(args[0][None], h, w, args[1], augmentation)[0],
+            (selected["keyframe"], selected["keyframe_seeds"]),
+            fn_output_signature=tf.TensorSpec([augmentation.crop_size, augmentation.crop_size, 3], tf.uint8))
+    return out

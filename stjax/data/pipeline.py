@@ -278,28 +278,9 @@ def pretrain_dataset(
             "clip_starts": clip_starts,
         }
         if inputs:  # seeds of their own: the clips' draws stay those of a run without them
-            selected.update(_select_stream_inputs(
-                tf.random.experimental.stateless_fold_in(example_seed, 0x5EED), example, starts, span))
+            selected.update(motion_inputs.select(
+                tf.random.experimental.stateless_fold_in(example_seed, 0x5EED), example, starts, span, inputs, motion))
         return selected
-
-    def _select_stream_inputs(seed, example, starts, clip_span_):
-        """Future motion windows (indices and crop seeds) and keyframe JPEGs of the ρ clips."""
-        out = {}
-        seeds = tf.random.experimental.stateless_split(seed, 4 * clips.num_clips)
-        frames = example["num_frames"]
-        for r in range(clips.num_clips):
-            first, last = starts[r], starts[r] + clip_span_ - 1
-            if "motion" in inputs:
-                window_starts = motion_inputs.window_starts(seeds[4 * r], frames, last, motion)
-                rows = motion_inputs.window_indices(window_starts, frames, motion)  # [1+N, T_m]
-                out.setdefault("motion", []).append(tf.gather(example["motion"], rows))
-                out.setdefault("motion_seeds", []).append(
-                    tf.random.experimental.stateless_split(seeds[4 * r + 1], motion.num_negatives))
-            if "keyframe" in inputs:
-                index = motion_inputs.pick_keyframe(seeds[4 * r + 2], example["keyframes"], first, last, motion)
-                out.setdefault("keyframe", []).append(example["frames"][index])
-                out.setdefault("keyframe_seeds", []).append(seeds[4 * r + 3])
-        return {k: tf.stack(v) for k, v in out.items()}
 
     clip_signature = tf.TensorSpec([clips.num_frames, augmentation.crop_size, augmentation.crop_size, 3], tf.uint8)
 
@@ -317,37 +298,10 @@ def pretrain_dataset(
                             fn_output_signature=signature)
         example = {"label": selected["label"], "clip_starts": selected["clip_starts"]}
         if inputs:
-            example.update(_stream_inputs(selected))
+            example.update(motion_inputs.finish(selected, augmentation, inputs, motion))
         if augment_on == "host":
             return dict(example, clips=decoded)
         return dict(example, clips=decoded[0], augment=decoded[1])
-
-    motion_size = motion.map_size(augmentation.crop_size) if "motion" in inputs else 0
-
-    def _stream_inputs(selected):
-        """The clips' motion windows cropped and flipped (window 0 with its clip, the others on their own) and
-        their keyframes augmented (`motion_inputs`)."""
-        h, w = selected["height"], selected["width"]
-        out = {}
-        if "motion" in inputs:
-            def one_clip(args):
-                windows, clip_seed, negative_seeds = args
-                geometry = [motion_inputs.clip_geometry(clip_seed, h, w, augmentation)]
-                geometry += [motion_inputs.clip_geometry(negative_seeds[n], h, w, augmentation)
-                             for n in range(motion.num_negatives)]
-                return tf.stack([motion_inputs.crop_motion(windows[j], g[0], g[1], h, w, motion_size)
-                                 for j, g in enumerate(geometry)])
-
-            out["motion"] = tf.map_fn(
-                one_clip, (selected["motion"], selected["seeds"], selected["motion_seeds"]),
-                fn_output_signature=tf.TensorSpec(
-                    [1 + motion.num_negatives, motion.future_frames, motion_size, motion_size, 2], tf.int8))
-        if "keyframe" in inputs:
-            out["keyframe"] = tf.map_fn(
-                lambda args: augment.random_resized_clip(args[0][None], h, w, args[1], augmentation)[0],
-                (selected["keyframe"], selected["keyframe_seeds"]),
-                fn_output_signature=tf.TensorSpec([augmentation.crop_size, augmentation.crop_size, 3], tf.uint8))
-        return out
 
     ds = shuffled_epochs(ds, builder, host_split, split, process_count, select_frames, base_seed, shuffle_buffer,
                          start_batch * batch_size, num_parallel_calls, deterministic)
